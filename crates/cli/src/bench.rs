@@ -1,0 +1,329 @@
+//! `notadb bench`: the seed questions, point `Get` and `Put` against a running node over gRPC
+//! with N concurrent clients; prints ops/s and latency percentiles as a markdown table.
+
+use crate::load::{progress, send_writes};
+use crate::seed;
+use anyhow::{bail, Context};
+use clap::Args;
+use hdrhistogram::Histogram;
+use notadb_client::{proto, Client, ClientError, Element, KeyspaceSchema};
+use notadb_proto::element_to_proto;
+use notadb_types::{ElementType, KeyElement, Order, ValueFormat};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Keyspace for the point workloads.
+const KV: &str = "bench_kv";
+/// Value size of the point workloads, bytes.
+const VALUE_BYTES: usize = 100;
+const WORKLOADS: [&str; 6] = [
+    "q1-scan",
+    "q1-query",
+    "q2-aggregate",
+    "q2-query",
+    "get",
+    "put",
+];
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Concurrent clients, comma separated (each its own connection), e.g. `1,16`.
+    #[arg(long, default_value = "16")]
+    pub clients: String,
+    /// Measured time per workload and client count.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before each measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Workloads, comma separated: q1-scan, q1-query, q2-aggregate, q2-query, get, put, or all.
+    #[arg(long, default_value = "all")]
+    pub workloads: String,
+    /// Keys loaded into `bench_kv` for get/put.
+    #[arg(long, default_value_t = 100_000)]
+    pub kv_keys: usize,
+    /// Skip loading `bench_kv` (it is already loaded).
+    #[arg(long)]
+    pub no_load: bool,
+    /// The demo data set's sizes (the seed questions pick stores, products and users in them).
+    #[arg(long, default_value_t = 100)]
+    pub stores: usize,
+    #[arg(long, default_value_t = 20)]
+    pub products: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+}
+
+fn kv_schema() -> KeyspaceSchema {
+    KeyspaceSchema {
+        name: KV.into(),
+        key: vec![KeyElement {
+            name: "k".into(),
+            ty: ElementType::String,
+            order: Order::Asc,
+        }],
+        partition_by: 1,
+        value_format: ValueFormat::Bytes,
+        ttl: None,
+    }
+}
+
+fn kv_key(i: usize) -> Vec<Element> {
+    vec![Element::String(format!("key-{i:08}"))]
+}
+
+fn value(rng: &mut StdRng) -> proto::Value {
+    let bytes: Vec<u8> = (0..VALUE_BYTES)
+        .map(|_| rng.random_range(b'a'..=b'z'))
+        .collect();
+    proto::Value {
+        kind: Some(proto::value::Kind::Bytes(bytes)),
+    }
+}
+
+fn eq_field(field: &str, json: &str) -> proto::Filter {
+    proto::Filter {
+        target: Some(proto::filter::Target::Field(field.into())),
+        op: proto::FilterOp::Eq as i32,
+        element_value: None,
+        json_value: json.into(),
+    }
+}
+
+/// One request of a workload.
+async fn call(
+    workload: &str,
+    client: &Client,
+    rng: &mut StdRng,
+    args: &BenchArgs,
+) -> Result<(), ClientError> {
+    match workload {
+        "q1-scan" => {
+            let prefix = [
+                Element::String(seed::store(rng.random_range(0..args.stores))),
+                Element::String(seed::product(rng.random_range(0..args.products))),
+            ];
+            let request = proto::ScanRequest {
+                keyspace: "items".into(),
+                range: Some(notadb_client::prefix_range(&prefix)),
+                limit: 10,
+                reverse: false,
+                filters: vec![eq_field("available", "true")],
+                tokens: vec![],
+            };
+            client.scan(request).await.map(drop)
+        }
+        "q1-query" => {
+            let store = [Element::String(seed::store(
+                rng.random_range(0..args.stores),
+            ))];
+            let a =
+                json!({"product": seed::product(rng.random_range(0..args.products)), "limit": 10});
+            client
+                .query("top_available", "items", &store, &a, &[])
+                .await
+                .map(drop)
+        }
+        "q2-aggregate" => {
+            let user = Element::String(seed::user(rng.random_range(0..args.users)));
+            let request = proto::AggregateRequest {
+                keyspace: "activity".into(),
+                range: Some(notadb_client::prefix_range(&[user])),
+                filters: vec![proto::Filter {
+                    target: Some(proto::filter::Target::Element("feature".into())),
+                    op: proto::FilterOp::Eq as i32,
+                    element_value: Some(element_to_proto(&Element::String("view".into()))),
+                    json_value: String::new(),
+                }],
+                function: proto::AggregateFunction::Count as i32,
+                field: String::new(),
+                group_by: "item_id".into(),
+                top_k: 10,
+                window: Some(proto::TimeWindow {
+                    element: "ts".into(),
+                    from_micros: None,
+                    to_micros: None,
+                    last_micros: Some(3_600_000_000),
+                }),
+                tokens: vec![],
+            };
+            client.aggregate(request).await.map(drop)
+        }
+        "q2-query" => {
+            let user = [Element::String(seed::user(rng.random_range(0..args.users)))];
+            client
+                .query(
+                    "most_viewed",
+                    "activity",
+                    &user,
+                    &json!({"window_secs": 3600}),
+                    &[],
+                )
+                .await
+                .map(drop)
+        }
+        "get" => client
+            .get(KV, &kv_key(rng.random_range(0..args.kv_keys)), &[])
+            .await
+            .map(drop),
+        "put" => {
+            let v = value(rng);
+            client
+                .put(KV, &kv_key(rng.random_range(0..args.kv_keys)), v)
+                .await
+                .map(drop)
+        }
+        other => unreachable!("unknown workload {other}"),
+    }
+}
+
+struct Measured {
+    ops: u64,
+    errors: u64,
+    histogram: Histogram<u64>,
+    elapsed: Duration,
+}
+
+async fn measure(
+    addr: &str,
+    workload: &'static str,
+    clients: usize,
+    args: &BenchArgs,
+) -> anyhow::Result<Measured> {
+    let mut connections = Vec::new();
+    for _ in 0..clients {
+        connections.push(
+            Client::connect(addr)
+                .await?
+                .with_timeout(Duration::from_secs(10)),
+        );
+    }
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, client) in connections.into_iter().enumerate() {
+        let args = BenchArgs {
+            clients: String::new(),
+            workloads: String::new(),
+            ..*args
+        };
+        tasks.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(i as u64 + 1);
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let (mut ops, mut errors) = (0u64, 0u64);
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                let result = call(workload, &client, &mut rng, &args).await;
+                if t >= measure_from {
+                    ops += 1;
+                    histogram.saturating_record(t.elapsed().as_micros() as u64);
+                    if result.is_err() {
+                        errors += 1;
+                    }
+                }
+                if let Err(e) = result {
+                    if e.code() == Some(notadb_client::Code::NotFound) {
+                        return Err(anyhow::anyhow!("{e}"));
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((ops, errors, histogram))
+        });
+    }
+    let mut total = Measured {
+        ops: 0,
+        errors: 0,
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        elapsed: args.duration,
+    };
+    while let Some(done) = tasks.join_next().await {
+        let (ops, errors, h) = done??;
+        total.ops += ops;
+        total.errors += errors;
+        total.histogram.add(&h).context("merging histograms")?;
+    }
+    Ok(total)
+}
+
+pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
+    let clients: Vec<usize> = args
+        .clients
+        .split(',')
+        .map(|c| c.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("--clients: expected numbers")?;
+    let workloads: Vec<&'static str> = if args.workloads == "all" {
+        WORKLOADS.to_vec()
+    } else {
+        args.workloads
+            .split(',')
+            .map(|w| {
+                WORKLOADS
+                    .iter()
+                    .copied()
+                    .find(|k| *k == w.trim())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--workloads: unknown `{w}` (known: {})",
+                            WORKLOADS.join(", ")
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    if args.kv_keys < seed::CATALOG_ITEMS {
+        bail!("--kv-keys: at least {}", seed::CATALOG_ITEMS);
+    }
+    let client = Client::connect(addr).await?;
+    if workloads.iter().any(|w| *w == "get" || *w == "put") && !args.no_load {
+        client.create_keyspace(&kv_schema(), true).await?;
+        let bar = progress(args.kv_keys as u64, KV);
+        let mut rng = StdRng::seed_from_u64(7);
+        let writes: Vec<Vec<proto::Mutation>> = (0..args.kv_keys)
+            .map(|i| {
+                vec![proto::Mutation {
+                    op: Some(proto::mutation::Op::Put(proto::PutRequest {
+                        keyspace: KV.into(),
+                        key: Some(notadb_client::tuple(&kv_key(i))),
+                        value: Some(value(&mut rng)),
+                    })),
+                }]
+            })
+            .collect();
+        let tokens = send_writes(&client, writes, 64, &bar).await?;
+        bar.finish();
+        client
+            .clone()
+            .with_timeout(Duration::from_secs(600))
+            .multi_get(KV, &[kv_key(0)], &tokens)
+            .await?;
+    }
+    println!("\n| workload | clients | ops/s | p50 ms | p99 ms | p999 ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for workload in &workloads {
+        for &n in &clients {
+            match measure(addr, workload, n, &args).await {
+                Ok(m) => {
+                    let q = |p: f64| m.histogram.value_at_quantile(p) as f64 / 1000.0;
+                    println!(
+                        "| {workload} | {n} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+                        m.ops as f64 / m.elapsed.as_secs_f64(),
+                        q(0.5),
+                        q(0.99),
+                        q(0.999),
+                        m.errors
+                    );
+                }
+                Err(e) => println!("| {workload} | {n} | skipped: {e} | | | | |"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Command-line arguments and dispatch.
+
+use crate::{bench, data, demo, keyspace, load, serve};
+use clap::{Parser, Subcommand};
+
+/// notadb: a framework and server for distributed stateful services.
+#[derive(Parser, Debug)]
+#[command(name = "notadb", version, about)]
+pub struct Cli {
+    /// gRPC address of the node the client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "NOTADB_ADDR",
+        default_value = "127.0.0.1:7070"
+    )]
+    pub addr: String,
+    /// Deadline of each client call, e.g. `5s`, `250ms`.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node (config file, then NOTADB_* environment, then flags).
+    Serve(serve::ServeArgs),
+    /// Run a single node on a temporary directory, load the seed data and answer the seed questions.
+    Demo(demo::DemoArgs),
+    /// Create, list, describe or drop keyspaces.
+    #[command(subcommand)]
+    Keyspace(keyspace::KeyspaceCommand),
+    /// Put one value; the key is a JSON array.
+    Put(data::PutArgs),
+    /// Get one value; the key is a JSON array.
+    Get(data::GetArgs),
+    /// Delete one key; the key is a JSON array.
+    Delete(data::GetArgs),
+    /// Scan a range.
+    Scan(data::ScanArgs),
+    /// Aggregate over a range.
+    Aggregate(data::AggregateArgs),
+    /// Call a registered query handler.
+    Query(data::QueryArgs),
+    /// Bulk-load JSON lines or CSV into a keyspace.
+    Load(load::LoadArgs),
+    /// Show the node's partitions and readiness.
+    Status,
+    /// Run the workload benchmark against a running node (start one with `notadb demo`).
+    Bench(bench::BenchArgs),
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let connect = || async {
+        Ok::<_, anyhow::Error>(
+            notadb_client::Client::connect(&cli.addr)
+                .await?
+                .with_timeout(cli.timeout),
+        )
+    };
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Keyspace(cmd) => keyspace::run(&connect().await?, cmd).await,
+        Command::Put(args) => data::put(&connect().await?, args).await,
+        Command::Get(args) => data::get(&connect().await?, args).await,
+        Command::Delete(args) => data::delete(&connect().await?, args).await,
+        Command::Scan(args) => data::scan(&connect().await?, args).await,
+        Command::Aggregate(args) => data::aggregate(&connect().await?, args).await,
+        Command::Query(args) => data::query(&connect().await?, args).await,
+        Command::Load(args) => load::run(&connect().await?, args).await,
+        Command::Status => data::status(&connect().await?).await,
+        Command::Bench(args) => bench::run(&cli.addr, args).await,
+    }
+}

@@ -1,0 +1,27 @@
+//! The `notadb` command.
+
+mod bench;
+mod cli;
+mod data;
+mod demo;
+mod keys;
+mod keyspace;
+mod load;
+mod seed;
+mod serve;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let cli = cli::Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,notadb=info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = cli::run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,107 @@
+//! The seed data set: stores, products and items; users and their activity. Generated from a
+//! fixed random seed, so every run (and every peer in a benchmark) gets the same data.
+
+use notadb_client::{json_value, proto, tuple, Element};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// Product names; stores carry `products` of them (cycled with a suffix beyond 20).
+pub const PRODUCTS: [&str; 20] = [
+    "shoes", "shirts", "jackets", "hats", "bags", "watches", "socks", "belts", "scarves", "gloves",
+    "jeans", "skirts", "dresses", "coats", "boots", "sandals", "ties", "wallets", "glasses",
+    "rings",
+];
+/// Distinct items users interact with.
+pub const CATALOG_ITEMS: usize = 1_000;
+const DAY_MICROS: i64 = 24 * 3_600_000_000;
+
+/// Sizes of the data set.
+#[derive(Clone, Copy, Debug)]
+pub struct SeedSize {
+    pub stores: usize,
+    pub products: usize,
+    pub items: usize,
+    pub users: usize,
+    pub events_per_user: usize,
+}
+
+pub fn store(s: usize) -> String {
+    format!("store-{s:04}")
+}
+
+pub fn product(p: usize) -> String {
+    match p / PRODUCTS.len() {
+        0 => PRODUCTS[p].to_string(),
+        n => format!("{}-{n}", PRODUCTS[p % PRODUCTS.len()]),
+    }
+}
+
+pub fn user(u: usize) -> String {
+    format!("user-{u:06}")
+}
+
+fn put(keyspace: &str, key: Vec<Element>, value: proto::Value) -> proto::Mutation {
+    proto::Mutation {
+        op: Some(proto::mutation::Op::Put(proto::PutRequest {
+            keyspace: keyspace.into(),
+            key: Some(tuple(&key)),
+            value: Some(value),
+        })),
+    }
+}
+
+/// The items of one store and product: one write (all in the store's partition).
+pub fn items_batch(size: &SeedSize, s: usize, p: usize) -> Vec<proto::Mutation> {
+    let mut rng = StdRng::seed_from_u64(((s * 1_000 + p) as u64) << 8 | 1);
+    (0..size.items)
+        .map(|i| {
+            let score = (rng.random::<f64>() * 1e4).round() / 1e4;
+            let value = json!({
+                "available": rng.random_bool(0.5),
+                "price": (rng.random::<f64>() * 20_000.0).round() / 100.0,
+                "name": format!("{} #{i}", product(p)),
+            });
+            let key = vec![
+                Element::String(store(s)),
+                Element::String(product(p)),
+                Element::F64(score),
+                Element::String(format!("item-{s}-{p}-{i}")),
+            ];
+            put("items", key, json_value(&value))
+        })
+        .collect()
+}
+
+/// Index of an item users interact with: skewed so a few items are popular.
+pub fn popular_item(rng: &mut StdRng) -> usize {
+    ((rng.random::<f64>().powi(3)) * CATALOG_ITEMS as f64) as usize
+}
+
+/// The activity of one user over the 24 hours before `now_micros`: one write.
+pub fn activity_batch(size: &SeedSize, u: usize, now_micros: i64) -> Vec<proto::Mutation> {
+    let mut rng = StdRng::seed_from_u64((u as u64) << 8 | 2);
+    (0..size.events_per_user)
+        .map(|_| {
+            let ts = now_micros - rng.random_range(0..DAY_MICROS);
+            let feature = match rng.random_range(0..10) {
+                0..=6 => "view",
+                7 | 8 => "click",
+                _ => "purchase",
+            };
+            let key = vec![
+                Element::String(user(u)),
+                Element::Timestamp(ts),
+                Element::String(feature.into()),
+                Element::String(format!("item-{}", popular_item(&mut rng))),
+            ];
+            put(
+                "activity",
+                key,
+                proto::Value {
+                    kind: Some(proto::value::Kind::Bytes(Vec::new())),
+                },
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,395 @@
+//! A Rust client for notadb's gRPC API, with typed keys.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), notadb_client::ClientError> {
+//! use notadb_client::{Client, Element};
+//! let client = Client::connect("http://127.0.0.1:7070").await?;
+//! let token = client
+//!     .put_json("items", &[Element::String("s1".into())], &serde_json::json!({"available": true}))
+//!     .await?;
+//! let value = client.get("items", &[Element::String("s1".into())], &[token]).await?;
+//! # Ok(()) }
+//! ```
+
+pub use notadb_proto::v1 as proto;
+use notadb_proto::v1::data_client::DataClient;
+use notadb_proto::v1::keyspaces_client::KeyspacesClient;
+use notadb_proto::v1::node_client::NodeClient;
+use notadb_proto::{schema_to_proto, token_from_proto, token_to_proto, tuple_to_proto, v1};
+pub use notadb_types::{Element, KeyspaceSchema, Token};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+pub use tonic::Code;
+use tonic::Request;
+
+/// A failed call: the server's status, or a connection problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(#[from] tonic::Status),
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClientError {
+    /// The gRPC code, when the server answered.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+fn code_name(code: tonic::Code) -> String {
+    let name = format!("{code:?}");
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// A connection to one notadb node. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    data: DataClient<Channel>,
+    keyspaces: KeyspacesClient<Channel>,
+    node: NodeClient<Channel>,
+    timeout: Option<Duration>,
+}
+
+/// Largest message the client sends or accepts.
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+impl Client {
+    /// Connects to `addr` (`http://host:port` or `host:port`).
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| ClientError::Invalid(format!("address `{addr}`: {e}")))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { addr: url, source })?;
+        Ok(Client {
+            data: DataClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            keyspaces: KeyspacesClient::new(channel.clone()),
+            node: NodeClient::new(channel),
+            timeout: None,
+        })
+    }
+
+    /// Sets a deadline on every call (sent as `grpc-timeout`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(t) = self.timeout {
+            request.set_timeout(t);
+        }
+        request
+    }
+
+    /// Creates a keyspace.
+    pub async fn create_keyspace(
+        &self,
+        schema: &KeyspaceSchema,
+        if_not_exists: bool,
+    ) -> Result<v1::KeyspaceInfo, ClientError> {
+        let r = self
+            .keyspaces
+            .clone()
+            .create_keyspace(self.request(v1::CreateKeyspaceRequest {
+                schema: Some(schema_to_proto(schema)),
+                if_not_exists,
+            }))
+            .await?;
+        r.into_inner()
+            .keyspace
+            .ok_or_else(|| ClientError::Invalid("server returned no keyspace".into()))
+    }
+
+    /// Lists keyspaces.
+    pub async fn list_keyspaces(&self) -> Result<Vec<v1::KeyspaceInfo>, ClientError> {
+        Ok(self
+            .keyspaces
+            .clone()
+            .list_keyspaces(self.request(v1::ListKeyspacesRequest {}))
+            .await?
+            .into_inner()
+            .keyspaces)
+    }
+
+    /// Describes one keyspace.
+    pub async fn describe_keyspace(&self, name: &str) -> Result<v1::KeyspaceInfo, ClientError> {
+        let r = self
+            .keyspaces
+            .clone()
+            .describe_keyspace(self.request(v1::DescribeKeyspaceRequest { name: name.into() }))
+            .await?;
+        r.into_inner()
+            .keyspace
+            .ok_or_else(|| ClientError::Invalid("server returned no keyspace".into()))
+    }
+
+    /// Drops a keyspace.
+    pub async fn drop_keyspace(&self, name: &str) -> Result<(), ClientError> {
+        self.keyspaces
+            .clone()
+            .drop_keyspace(self.request(v1::DropKeyspaceRequest { name: name.into() }))
+            .await?;
+        Ok(())
+    }
+
+    fn token(response: v1::WriteResponse) -> Result<Token, ClientError> {
+        let token = response
+            .token
+            .ok_or_else(|| ClientError::Invalid("server returned no token".into()))?;
+        token_from_proto(&token).map_err(|e| ClientError::Invalid(e.0))
+    }
+
+    /// Puts a value (bytes or JSON text, see `proto::Value`).
+    pub async fn put(
+        &self,
+        keyspace: &str,
+        key: &[Element],
+        value: v1::Value,
+    ) -> Result<Token, ClientError> {
+        let request = v1::PutRequest {
+            keyspace: keyspace.into(),
+            key: Some(tuple_to_proto(key)),
+            value: Some(value),
+        };
+        Self::token(
+            self.data
+                .clone()
+                .put(self.request(request))
+                .await?
+                .into_inner(),
+        )
+    }
+
+    /// Puts a JSON value.
+    pub async fn put_json(
+        &self,
+        keyspace: &str,
+        key: &[Element],
+        value: &serde_json::Value,
+    ) -> Result<Token, ClientError> {
+        self.put(keyspace, key, json_value(value)).await
+    }
+
+    /// Deletes a key.
+    pub async fn delete(&self, keyspace: &str, key: &[Element]) -> Result<Token, ClientError> {
+        let request = v1::DeleteRequest {
+            keyspace: keyspace.into(),
+            key: Some(tuple_to_proto(key)),
+        };
+        Self::token(
+            self.data
+                .clone()
+                .delete(self.request(request))
+                .await?
+                .into_inner(),
+        )
+    }
+
+    /// Deletes a range inside one partition key.
+    pub async fn delete_range(
+        &self,
+        keyspace: &str,
+        range: v1::Range,
+    ) -> Result<Token, ClientError> {
+        let request = v1::DeleteRangeRequest {
+            keyspace: keyspace.into(),
+            range: Some(range),
+        };
+        Self::token(
+            self.data
+                .clone()
+                .delete_range(self.request(request))
+                .await?
+                .into_inner(),
+        )
+    }
+
+    /// An atomic batch of mutations in one partition.
+    pub async fn write(&self, mutations: Vec<v1::Mutation>) -> Result<Token, ClientError> {
+        Self::token(
+            self.data
+                .clone()
+                .write(self.request(v1::WriteRequest { mutations }))
+                .await?
+                .into_inner(),
+        )
+    }
+
+    /// The value of a key, after the given writes.
+    pub async fn get(
+        &self,
+        keyspace: &str,
+        key: &[Element],
+        tokens: &[Token],
+    ) -> Result<Option<v1::Value>, ClientError> {
+        let request = v1::GetRequest {
+            keyspace: keyspace.into(),
+            key: Some(tuple_to_proto(key)),
+            tokens: tokens.iter().copied().map(token_to_proto).collect(),
+        };
+        let r = self
+            .data
+            .clone()
+            .get(self.request(request))
+            .await?
+            .into_inner();
+        Ok(if r.found { r.value } else { None })
+    }
+
+    /// The values of many keys, in order.
+    pub async fn multi_get(
+        &self,
+        keyspace: &str,
+        keys: &[Vec<Element>],
+        tokens: &[Token],
+    ) -> Result<Vec<Option<v1::Value>>, ClientError> {
+        let request = v1::MultiGetRequest {
+            keyspace: keyspace.into(),
+            keys: keys.iter().map(|k| tuple_to_proto(k)).collect(),
+            tokens: tokens.iter().copied().map(token_to_proto).collect(),
+        };
+        let r = self
+            .data
+            .clone()
+            .multi_get(self.request(request))
+            .await?
+            .into_inner();
+        Ok(r.results
+            .into_iter()
+            .map(|g| if g.found { g.value } else { None })
+            .collect())
+    }
+
+    /// A scan.
+    pub async fn scan(&self, request: v1::ScanRequest) -> Result<v1::ScanResponse, ClientError> {
+        Ok(self
+            .data
+            .clone()
+            .scan(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    /// An aggregate.
+    pub async fn aggregate(
+        &self,
+        request: v1::AggregateRequest,
+    ) -> Result<v1::AggregateResponse, ClientError> {
+        Ok(self
+            .data
+            .clone()
+            .aggregate(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    /// Calls a registered query handler.
+    pub async fn query(
+        &self,
+        name: &str,
+        keyspace: &str,
+        partition_key: &[Element],
+        args: &serde_json::Value,
+        tokens: &[Token],
+    ) -> Result<serde_json::Value, ClientError> {
+        let request = v1::QueryRequest {
+            name: name.into(),
+            keyspace: keyspace.into(),
+            partition_key: Some(tuple_to_proto(partition_key)),
+            args_json: args.to_string(),
+            tokens: tokens.iter().copied().map(token_to_proto).collect(),
+        };
+        let r = self
+            .data
+            .clone()
+            .query(self.request(request))
+            .await?
+            .into_inner();
+        serde_json::from_str(&r.result_json)
+            .map_err(|e| ClientError::Invalid(format!("result_json: {e}")))
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<v1::StatusResponse, ClientError> {
+        Ok(self
+            .node
+            .clone()
+            .status(self.request(v1::StatusRequest {}))
+            .await?
+            .into_inner())
+    }
+}
+
+/// A JSON value message.
+pub fn json_value(value: &serde_json::Value) -> v1::Value {
+    v1::Value {
+        kind: Some(v1::value::Kind::Json(value.to_string())),
+    }
+}
+
+/// A tuple message from typed elements.
+pub fn tuple(elements: &[Element]) -> v1::Tuple {
+    tuple_to_proto(elements)
+}
+
+/// A range message: keys starting with `prefix`.
+pub fn prefix_range(prefix: &[Element]) -> v1::Range {
+    v1::Range {
+        prefix: Some(tuple_to_proto(prefix)),
+        start: None,
+        end: None,
+    }
+}
+
+/// The value's bytes (JSON text for JSON keyspaces).
+pub fn value_bytes(value: &v1::Value) -> &[u8] {
+    match &value.kind {
+        Some(v1::value::Kind::Bytes(b)) => b,
+        Some(v1::value::Kind::Json(s)) => s.as_bytes(),
+        None => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_print_like_grpc() {
+        let e = ClientError::Status(tonic::Status::invalid_argument("key: bad"));
+        assert_eq!(e.to_string(), "INVALID_ARGUMENT: key: bad");
+        assert_eq!(
+            code_name(tonic::Code::DeadlineExceeded),
+            "DEADLINE_EXCEEDED"
+        );
+    }
+}

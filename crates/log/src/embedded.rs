@@ -1,0 +1,243 @@
+//! [`EmbeddedLog`]: the single-node log on local files, durable across kill -9 (and, with
+//! [`FsyncPolicy::Always`], power loss).
+//!
+//! Layout of the log directory:
+//!
+//! ```text
+//! LOG_META                                   format version and partition count
+//! p00000/00000000000000000001.seg            partition 0's segments, named by first seq
+//! p00000/00000000000000131073.seg
+//! p00001/...
+//! ```
+//!
+//! A segment is a sequence of frames `len u32 LE | crc32 u32 LE | seq u64 LE | payload` (the CRC
+//! covers seq and payload). Only one process may open a log directory at a time; this is not
+//! enforced.
+//!
+//! One writer thread appends for every partition (see the `writer` module). Readers use
+//! positional reads on the segment files through an in-memory index of acknowledged records, so
+//! they never see an entry before its append is acknowledged. Reads of up to
+//! 64 KiB run inline on the calling task; larger ones run on tokio's blocking pool.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use notadb_types::{PartitionId, Seq};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::frame::MAX_FRAME_PAYLOAD_BYTES;
+use crate::partition::{self, Partition};
+use crate::read::{self, MAX_READ_BYTES};
+use crate::segment::{sync_dir, with_path};
+use crate::writer::{Command, Writer, WRITE_QUEUE_CAPACITY};
+use crate::{meta, EmbeddedLogOptions, FsyncPolicy, Log, LogBounds, LogEntry, LogError};
+
+/// A durable, in-process [`Log`] on local files. Cheap to clone: clones share one log.
+///
+/// Dropping the last clone stops the writer thread after it has written and synced everything
+/// it was given.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    partitions: Arc<[Partition]>,
+    max_entry_bytes: usize,
+    fsync: FsyncPolicy,
+    /// `None` only while dropping.
+    commands: Option<mpsc::Sender<Command>>,
+    /// `None` only while dropping.
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+impl EmbeddedLog {
+    /// Opens the log in `dir` with `partitions` partitions, creating it if `dir` holds none.
+    ///
+    /// Verifies every record; cuts a torn tail off each partition's last segment (logging a
+    /// warning); fails with [`LogError::PartitionCount`] if the existing log has another
+    /// partition count and [`LogError::Corrupt`] if older data is damaged. Blocking: meant to
+    /// be called at start-up.
+    pub fn open(
+        dir: &Path,
+        partitions: u16,
+        options: EmbeddedLogOptions,
+    ) -> Result<EmbeddedLog, LogError> {
+        fs::create_dir_all(dir).map_err(with_path(dir))?;
+        meta::open_or_create(dir, partitions)?;
+        let opened: Vec<Partition> = (0..partitions)
+            .map(|p| Partition::open(partition::dir_path(dir, p)))
+            .collect::<Result<_, _>>()?;
+        // Partition directories may be new: make their entries durable before any append.
+        sync_dir(dir)?;
+        let opened: Arc<[Partition]> = opened.into();
+        let writer = Writer::new(opened.clone(), options.fsync, options.segment_bytes);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        let (commands, queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let writer = thread::Builder::new()
+            .name("notadb-log-writer".to_string())
+            .spawn(move || writer.run(runtime, queue))?;
+        tracing::debug!(dir = %dir.display(), partitions, "opened the embedded log");
+        Ok(EmbeddedLog {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                partitions: opened,
+                max_entry_bytes: options.max_entry_bytes.min(MAX_FRAME_PAYLOAD_BYTES),
+                fsync: options.fsync,
+                commands: Some(commands),
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn partition(&self, partition: PartitionId) -> Result<&Partition, LogError> {
+        self.inner
+            .partitions
+            .get(usize::from(partition.0))
+            .ok_or(LogError::UnknownPartition {
+                partition,
+                partitions: self.partitions(),
+            })
+    }
+
+    /// Sends `command` to the writer and waits for its answer on `answer`.
+    async fn call<T>(
+        &self,
+        command: Command,
+        answer: oneshot::Receiver<Result<T, LogError>>,
+    ) -> Result<T, LogError> {
+        let commands = self
+            .inner
+            .commands
+            .as_ref()
+            .expect("the command sender is only taken when the last handle drops");
+        commands.send(command).await.map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+}
+
+#[async_trait::async_trait]
+impl Log for EmbeddedLog {
+    fn partitions(&self) -> u16 {
+        u16::try_from(self.inner.partitions.len()).expect("opened with a u16 partition count")
+    }
+
+    async fn append(&self, partition: PartitionId, payload: Bytes) -> Result<Seq, LogError> {
+        self.partition(partition)?;
+        if payload.len() > self.inner.max_entry_bytes {
+            return Err(LogError::EntryTooLarge {
+                size: payload.len(),
+                max: self.inner.max_entry_bytes,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Append {
+            partition: partition.0,
+            payload,
+            reply,
+        };
+        self.call(command, answer).await
+    }
+
+    async fn read(
+        &self,
+        partition: PartitionId,
+        from: Seq,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<LogEntry>, LogError> {
+        let shared = self.partition(partition)?;
+        let from = from.max(Seq(1));
+        let deadline = tokio::time::Instant::now().checked_add(wait);
+        let mut acked = shared.acked.subscribe();
+        loop {
+            let chunks = {
+                let index = shared.index();
+                let bounds = index.bounds();
+                if from < bounds.first {
+                    return Err(LogError::Truncated {
+                        partition,
+                        requested: from,
+                        first: bounds.first,
+                    });
+                }
+                if max == 0 {
+                    return Ok(Vec::new());
+                }
+                (from <= bounds.last).then(|| index.plan_read(from, max, MAX_READ_BYTES))
+            };
+            if let Some(chunks) = chunks {
+                return read::read_entries(chunks).await;
+            }
+            // The writer publishes a seq only after committing it to the index, so once the
+            // watch reaches `from` the next pass finds the entry.
+            let arrived = acked.wait_for(|last| *last >= from);
+            let woken = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, arrived).await {
+                    Ok(woken) => woken.map(drop),
+                    Err(_elapsed) => return Ok(Vec::new()),
+                },
+                None => arrived.await.map(drop),
+            };
+            woken.map_err(|_| LogError::Closed)?;
+        }
+    }
+
+    async fn truncate_before(&self, partition: PartitionId, before: Seq) -> Result<(), LogError> {
+        let shared = self.partition(partition)?;
+        if before <= shared.index().bounds().first {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Truncate {
+            partition: partition.0,
+            before,
+            reply,
+        };
+        self.call(command, answer).await
+    }
+
+    async fn bounds(&self, partition: PartitionId) -> Result<LogBounds, LogError> {
+        Ok(self.partition(partition)?.index().bounds())
+    }
+
+    async fn flush(&self) -> Result<(), LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.call(Command::Flush { reply }, answer).await
+    }
+}
+
+impl fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedLog")
+            .field("dir", &self.inner.dir)
+            .field("partitions", &self.inner.partitions.len())
+            .field("fsync", &self.inner.fsync)
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer drain it, sync, and exit.
+        drop(self.commands.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!(dir = %self.dir.display(), "the log writer thread panicked");
+            }
+        }
+    }
+}

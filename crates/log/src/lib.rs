@@ -1,0 +1,28 @@
+//! notadb's partition logs.
+//!
+//! - [`Log`]: the trait every backend implements: per partition, a totally ordered, durable
+//!   sequence of entries numbered by [`Seq`](notadb_types::Seq) from 1.
+//! - [`EmbeddedLog`]: the single-node default, on local files, one writer thread with group
+//!   commit; see [`FsyncPolicy`] for what an acknowledgement guarantees.
+//! - [`conformance`]: the suite every implementation runs.
+
+pub mod conformance;
+mod embedded;
+mod error;
+mod frame;
+mod fsync;
+mod index;
+mod log;
+mod meta;
+mod options;
+mod partition;
+mod read;
+mod segment;
+mod sync;
+mod writer;
+
+pub use embedded::EmbeddedLog;
+pub use error::LogError;
+pub use fsync::{FsyncPolicy, FsyncPolicyParseError};
+pub use log::{Log, LogBounds, LogEntry};
+pub use options::{EmbeddedLogOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SEGMENT_BYTES};

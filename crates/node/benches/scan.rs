@@ -1,0 +1,110 @@
+//! In-process seed question 1: top-10 available items of a store and product, over RocksDB,
+//! on the calling thread (no gRPC, no token wait).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use notadb_node::{
+    Consistency, Filter, FilterOp, KeyRange, Mutation, NodeBuilder, NodeConfig, ScanRequest,
+    ValueInput,
+};
+use notadb_types::{Element, ElementType, KeyElement, KeyspaceSchema, Order, ValueFormat};
+
+const STORES: usize = 20;
+const PRODUCTS: usize = 20;
+const ITEMS: usize = 200;
+
+fn schema() -> KeyspaceSchema {
+    let el = |name: &str, ty, order| KeyElement {
+        name: name.into(),
+        ty,
+        order,
+    };
+    KeyspaceSchema {
+        name: "items".into(),
+        key: vec![
+            el("store_id", ElementType::String, Order::Asc),
+            el("product", ElementType::String, Order::Asc),
+            el("score", ElementType::F64, Order::Desc),
+            el("item_id", ElementType::String, Order::Asc),
+        ],
+        partition_by: 1,
+        value_format: ValueFormat::Json,
+        ttl: None,
+    }
+}
+
+fn request(store: usize, product: usize) -> ScanRequest {
+    ScanRequest {
+        keyspace: "items".into(),
+        range: KeyRange::prefix(vec![
+            Element::String(format!("store-{store}")),
+            Element::String(format!("product-{product}")),
+        ]),
+        limit: 10,
+        reverse: false,
+        filters: vec![Filter::Field {
+            path: "available".into(),
+            op: FilterOp::Eq,
+            value: serde_json::json!(true),
+        }],
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = NodeConfig {
+        data_dir: dir.path().to_path_buf(),
+        log_fsync: "never".into(),
+        ..NodeConfig::default()
+    };
+    let node = runtime.block_on(async {
+        let node = NodeBuilder::new(config)
+            .keyspace(schema())
+            .open()
+            .await
+            .expect("open");
+        let mut tokens = Vec::new();
+        for s in 0..STORES {
+            for p in 0..PRODUCTS {
+                let batch = (0..ITEMS)
+                    .map(|i| Mutation::Put {
+                        keyspace: "items".into(),
+                        key: vec![
+                            Element::String(format!("store-{s}")),
+                            Element::String(format!("product-{p}")),
+                            Element::F64(((i * 7919) % 1000) as f64 / 1000.0),
+                            Element::String(format!("item-{i}")),
+                        ],
+                        value: ValueInput::Json(format!(
+                            r#"{{"available": {}, "price": {i}, "name": "item {i}"}}"#,
+                            i % 2 == 0
+                        )),
+                    })
+                    .collect();
+                tokens.push(node.write(batch).await.expect("write"));
+            }
+        }
+        node.scan(request(0, 0), &Consistency::tokens(tokens))
+            .await
+            .expect("applied");
+        node
+    });
+    let mut group = c.benchmark_group("scan");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    group.bench_function("top10_available_items", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let result = node
+                .scan_blocking(&request(i % STORES, (i / STORES) % PRODUCTS))
+                .expect("scan");
+            assert_eq!(result.rows.len(), 10);
+            result
+        })
+    });
+    group.finish();
+    runtime.block_on(node.shutdown()).expect("shutdown");
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,152 @@
+//! The keyspaces a node knows, persisted in the storage's meta column family.
+
+use crate::NodeError;
+use notadb_storage::RocksStorage;
+use notadb_types::{KeyspaceId, KeyspaceSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+const KEYSPACE_PREFIX: &[u8] = b"keyspace/";
+const DROPPING_PREFIX: &[u8] = b"dropping/";
+const NEXT_ID_KEY: &[u8] = b"next_keyspace_id";
+
+/// A keyspace: its schema and the id its data is stored under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyspaceDef {
+    pub id: KeyspaceId,
+    pub schema: KeyspaceSchema,
+}
+
+/// Name → keyspace, plus the ids of dropped keyspaces whose data is still being deleted.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    keyspaces: Arc<BTreeMap<String, Arc<KeyspaceDef>>>,
+    next_id: u32,
+    dropping: BTreeSet<KeyspaceId>,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Internal(format!("catalog entry {what} is unreadable: {e}"))
+}
+
+impl Catalog {
+    /// Reads the catalog a data directory holds.
+    pub fn load(storage: &RocksStorage) -> Result<Catalog, NodeError> {
+        let mut catalog = Catalog {
+            next_id: 1,
+            ..Catalog::default()
+        };
+        for (key, value) in storage.scan_meta(KEYSPACE_PREFIX)? {
+            let def: KeyspaceDef = serde_json::from_slice(&value)
+                .map_err(|e| corrupt(&String::from_utf8_lossy(&key), e))?;
+            Arc::make_mut(&mut catalog.keyspaces).insert(def.schema.name.clone(), Arc::new(def));
+        }
+        for (key, _) in storage.scan_meta(DROPPING_PREFIX)? {
+            let id: [u8; 4] = key[DROPPING_PREFIX.len()..]
+                .try_into()
+                .map_err(|_| corrupt("dropping", "bad length"))?;
+            catalog.dropping.insert(KeyspaceId(u32::from_be_bytes(id)));
+        }
+        if let Some(next) = storage.get_meta(NEXT_ID_KEY)? {
+            let next: [u8; 4] = next
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("next id", "bad length"))?;
+            catalog.next_id = u32::from_be_bytes(next);
+        }
+        Ok(catalog)
+    }
+
+    /// The keyspace named `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<KeyspaceDef>, NodeError> {
+        self.keyspaces
+            .get(name)
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound(format!("keyspace `{name}` does not exist")))
+    }
+
+    /// The keyspaces as of now; later changes do not affect the returned map.
+    pub fn snapshot(&self) -> Arc<BTreeMap<String, Arc<KeyspaceDef>>> {
+        self.keyspaces.clone()
+    }
+
+    /// Every keyspace, by name.
+    pub fn list(&self) -> Vec<Arc<KeyspaceDef>> {
+        self.keyspaces.values().cloned().collect()
+    }
+
+    /// Dropped keyspaces whose drop has not been applied everywhere yet.
+    pub fn dropping(&self) -> Vec<KeyspaceId> {
+        self.dropping.iter().copied().collect()
+    }
+
+    /// Creates a keyspace; an identical existing one is returned as is when `if_not_exists`.
+    /// Returns the keyspace and whether it was created.
+    pub fn create(
+        &mut self,
+        storage: &RocksStorage,
+        schema: KeyspaceSchema,
+        if_not_exists: bool,
+    ) -> Result<(Arc<KeyspaceDef>, bool), NodeError> {
+        schema.validate()?;
+        if let Some(existing) = self.keyspaces.get(&schema.name) {
+            if if_not_exists && existing.schema == schema {
+                return Ok((existing.clone(), false));
+            }
+            return Err(NodeError::AlreadyExists(format!(
+                "keyspace `{}` already exists{}",
+                schema.name,
+                if existing.schema == schema {
+                    ""
+                } else {
+                    " with another schema"
+                }
+            )));
+        }
+        let def = KeyspaceDef {
+            id: KeyspaceId(self.next_id),
+            schema,
+        };
+        let mut batch = storage.batch();
+        batch.put_meta(
+            &keyspace_key(&def.schema.name),
+            &serde_json::to_vec(&def).expect("serializable"),
+        );
+        batch.put_meta(NEXT_ID_KEY, &(self.next_id + 1).to_be_bytes());
+        storage.commit(batch, true)?;
+        self.next_id += 1;
+        let def = Arc::new(def);
+        Arc::make_mut(&mut self.keyspaces).insert(def.schema.name.clone(), def.clone());
+        Ok((def, true))
+    }
+
+    /// Removes a keyspace from the catalog and remembers its id until its data is gone.
+    pub fn remove(&mut self, storage: &RocksStorage, name: &str) -> Result<KeyspaceId, NodeError> {
+        let def = self.get(name)?;
+        let mut batch = storage.batch();
+        batch.delete_meta(&keyspace_key(name));
+        batch.put_meta(&dropping_key(def.id), &[]);
+        storage.commit(batch, true)?;
+        Arc::make_mut(&mut self.keyspaces).remove(name);
+        self.dropping.insert(def.id);
+        Ok(def.id)
+    }
+
+    /// Forgets a dropped keyspace once every partition applied its drop.
+    pub fn finish_drop(&mut self, storage: &RocksStorage, id: KeyspaceId) -> Result<(), NodeError> {
+        let mut batch = storage.batch();
+        batch.delete_meta(&dropping_key(id));
+        storage.commit(batch, true)?;
+        self.dropping.remove(&id);
+        Ok(())
+    }
+}
+
+fn keyspace_key(name: &str) -> Vec<u8> {
+    [KEYSPACE_PREFIX, name.as_bytes()].concat()
+}
+
+fn dropping_key(id: KeyspaceId) -> Vec<u8> {
+    [DROPPING_PREFIX, &id.0.to_be_bytes()[..]].concat()
+}

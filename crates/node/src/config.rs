@@ -1,0 +1,87 @@
+use crate::Limits;
+use notadb_log::{EmbeddedLogOptions, FsyncPolicy};
+use notadb_storage::StorageOptions;
+use notadb_types::partition::DEFAULT_PARTITIONS;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default most entries one apply step takes from the log.
+pub const DEFAULT_APPLY_BATCH: usize = 1024;
+
+/// How a node stores and applies data. Loaded from the `[node]` table of the config file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name in logs, metrics and status.
+    pub node_id: String,
+    /// Where RocksDB (`data_dir/db`) and the embedded log (`data_dir/log`) live.
+    pub data_dir: PathBuf,
+    /// Partition count, fixed when the data directory is created.
+    pub partitions: u16,
+    /// Request limits.
+    pub limits: Limits,
+    /// RocksDB shared block cache, MiB.
+    pub block_cache_mb: usize,
+    /// RocksDB memtable budget for the whole instance, MiB.
+    pub write_buffer_mb: usize,
+    /// Embedded log fsync policy: `always`, `never` or `interval:<ms>ms`.
+    pub log_fsync: String,
+    /// Embedded log segment size, MiB.
+    pub log_segment_mb: u64,
+    /// Entries each partition keeps in the embedded log behind its applied position.
+    pub log_retain_entries: u64,
+    /// How often applied log entries are truncated, seconds.
+    pub log_truncate_interval_secs: u64,
+    /// Most entries one apply step takes from the log.
+    pub apply_batch: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let storage = StorageOptions::default();
+        NodeConfig {
+            node_id: "node-1".into(),
+            data_dir: PathBuf::from("notadb-data"),
+            partitions: DEFAULT_PARTITIONS,
+            limits: Limits::default(),
+            block_cache_mb: storage.block_cache_bytes >> 20,
+            write_buffer_mb: storage.write_buffer_bytes >> 20,
+            log_fsync: "always".into(),
+            log_segment_mb: 64,
+            log_retain_entries: 10_000,
+            log_truncate_interval_secs: 60,
+            apply_batch: DEFAULT_APPLY_BATCH,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// RocksDB options from this configuration.
+    pub fn storage_options(&self) -> StorageOptions {
+        StorageOptions {
+            block_cache_bytes: self.block_cache_mb << 20,
+            write_buffer_bytes: self.write_buffer_mb << 20,
+            ..StorageOptions::default()
+        }
+    }
+
+    /// Embedded log options from this configuration.
+    pub fn log_options(&self) -> Result<EmbeddedLogOptions, String> {
+        let fsync: FsyncPolicy = self
+            .log_fsync
+            .parse()
+            .map_err(|e| format!("log_fsync: {e}"))?;
+        Ok(EmbeddedLogOptions {
+            fsync,
+            segment_bytes: self.log_segment_mb << 20,
+            // A log entry holds at most one write batch plus framing.
+            max_entry_bytes: self.limits.max_batch_bytes + (64 << 10),
+        })
+    }
+
+    /// `log_truncate_interval_secs` as a duration.
+    pub fn log_truncate_interval(&self) -> Duration {
+        Duration::from_secs(self.log_truncate_interval_secs.max(1))
+    }
+}

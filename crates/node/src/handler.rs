@@ -1,0 +1,165 @@
+//! The framework API: named query handlers that run on the partition owning their data, over
+//! one consistent snapshot, with typed range iteration.
+
+use crate::catalog::KeyspaceDef;
+use crate::query::range::{resolve, Partitions};
+use crate::request::{KeyRange, Row};
+use crate::NodeError;
+use notadb_storage::{value, Cursor, ReadView};
+use notadb_types::{Element, KeyspaceSchema, PartitionId, Partitioner};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A query a framework user registers by name; clients call it with `Query(name, args)`.
+///
+/// It runs on the replica that owns the call's partition key, on a blocking thread, over one
+/// RocksDB snapshot. Closures `Fn(&QueryContext, &serde_json::Value) -> Result<Value, NodeError>`
+/// implement it.
+pub trait QueryHandler: Send + Sync + 'static {
+    /// Answers one call.
+    fn run(
+        &self,
+        ctx: &QueryContext<'_>,
+        args: &serde_json::Value,
+    ) -> Result<serde_json::Value, NodeError>;
+}
+
+impl<F> QueryHandler for F
+where
+    F: Fn(&QueryContext<'_>, &serde_json::Value) -> Result<serde_json::Value, NodeError>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn run(
+        &self,
+        ctx: &QueryContext<'_>,
+        args: &serde_json::Value,
+    ) -> Result<serde_json::Value, NodeError> {
+        self(ctx, args)
+    }
+}
+
+/// What a handler sees: its partition, the time, and reads confined to its partition.
+pub struct QueryContext<'a> {
+    pub(crate) view: &'a ReadView<'a>,
+    pub(crate) keyspaces: &'a BTreeMap<String, Arc<KeyspaceDef>>,
+    pub(crate) partitioner: &'a Partitioner,
+    pub(crate) partition: PartitionId,
+    pub(crate) partition_key: &'a [Element],
+    pub(crate) now_micros: i64,
+}
+
+impl<'a> QueryContext<'a> {
+    /// The partition this call runs on.
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    /// The partition key the client sent.
+    pub fn partition_key(&self) -> &[Element] {
+        self.partition_key
+    }
+
+    /// The serving node's clock when the call started, microseconds since the epoch.
+    pub fn now_micros(&self) -> i64 {
+        self.now_micros
+    }
+
+    fn keyspace(&self, name: &str) -> Result<&'a Arc<KeyspaceDef>, NodeError> {
+        self.keyspaces
+            .get(name)
+            .ok_or_else(|| NodeError::NotFound(format!("keyspace `{name}` does not exist")))
+    }
+
+    fn outside(&self, name: &str) -> NodeError {
+        NodeError::invalid(format!(
+            "the handler read keyspace `{name}` outside partition {} of this call; include the partition key in the key or prefix",
+            self.partition
+        ))
+    }
+
+    /// The value of one key of this partition, if live.
+    pub fn get(&self, keyspace: &str, key: &[Element]) -> Result<Option<Vec<u8>>, NodeError> {
+        let def = self.keyspace(keyspace)?;
+        let encoded = def.schema.encode_key(key)?;
+        if self.partitioner.partition_of(encoded.partition_key()) != self.partition {
+            return Err(self.outside(keyspace));
+        }
+        let stored = self.view.get(self.partition, def.id, &encoded.bytes)?;
+        Ok(stored.and_then(|s| value::live(&s, self.now_micros).map(<[u8]>::to_vec)))
+    }
+
+    /// Live rows of a range of this partition, in key order (or reversed).
+    pub fn scan(
+        &self,
+        keyspace: &str,
+        range: &KeyRange,
+        reverse: bool,
+    ) -> Result<Rows<'a>, NodeError> {
+        let def = self.keyspace(keyspace)?;
+        let resolved = resolve(&def.schema, self.partitioner, range)?;
+        if resolved.partitions != Partitions::One(self.partition) {
+            return Err(self.outside(keyspace));
+        }
+        let mut cursor = self.view.cursor(
+            self.partition,
+            def.id,
+            &resolved.lower,
+            resolved.upper.as_deref(),
+        );
+        let empty = resolved.is_empty();
+        if reverse {
+            cursor.seek_to_last();
+        } else {
+            cursor.seek_to_first();
+        }
+        Ok(Rows {
+            cursor,
+            schema: &def.schema,
+            reverse,
+            now_micros: self.now_micros,
+            done: empty,
+        })
+    }
+}
+
+/// Typed rows of a handler's range read.
+pub struct Rows<'a> {
+    cursor: Cursor<'a>,
+    schema: &'a KeyspaceSchema,
+    reverse: bool,
+    now_micros: i64,
+    done: bool,
+}
+
+impl Iterator for Rows<'_> {
+    type Item = Result<Row, NodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let Some((encoded, stored)) = self.cursor.entry() else {
+                self.done = true;
+                return self.cursor.status().err().map(|e| Err(e.into()));
+            };
+            let row = value::live(stored, self.now_micros).map(|user| {
+                self.schema
+                    .decode_key(encoded)
+                    .map(|key| Row {
+                        key,
+                        value: user.to_vec(),
+                    })
+                    .map_err(|e| NodeError::Internal(format!("stored key does not decode: {e}")))
+            });
+            if self.reverse {
+                self.cursor.prev();
+            } else {
+                self.cursor.next();
+            }
+            if row.is_some() {
+                return row;
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,33 @@
+//! notadb's node: the catalog of keyspaces, the write path (validate, append to the
+//! partition's log, acknowledge with a token), one apply loop per partition (log entries to
+//! RocksDB in order, exactly once), reads over consistent snapshots (get, multi-get, scan,
+//! aggregate) and the framework API for user query handlers.
+//!
+//! The deciding parts are synchronous and free of I/O: `record` (entry bytes), `apply` (entries
+//! to storage mutations), `write` (validation), `query` (ranges, filters, scans, aggregates).
+//! `Node` is the async shell that moves bytes between them, the log and RocksDB.
+
+pub mod apply;
+mod catalog;
+mod clock;
+mod config;
+mod error;
+mod handler;
+mod limits;
+mod maintenance;
+mod node;
+pub mod query;
+mod read;
+pub mod record;
+mod replica;
+pub mod request;
+pub mod write;
+
+pub use catalog::KeyspaceDef;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use handler::{QueryContext, QueryHandler, Rows};
+pub use limits::Limits;
+pub use node::{KeyspaceInfo, Node, NodeBuilder, NodeStatus, PartitionStatus};
+pub use request::*;

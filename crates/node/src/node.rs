@@ -1,0 +1,455 @@
+//! The node: storage, log, catalog and apply loops wired together, and its write path.
+
+use crate::apply::Applier;
+use crate::catalog::{Catalog, KeyspaceDef};
+use crate::clock::{Clock, SystemClock};
+use crate::handler::QueryHandler;
+use crate::record::{Op, Record};
+use crate::replica::{ApplyTask, PartitionState};
+use crate::request::Mutation;
+use crate::write::{keyspace_of, prepare, WriteContext};
+use crate::{NodeConfig, NodeError};
+use notadb_log::{EmbeddedLog, Log};
+use notadb_storage::RocksStorage;
+use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId, Partitioner, Seq, Token};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Builds a node: configuration, optional log, the keyspaces and handlers of the service.
+pub struct NodeBuilder {
+    config: NodeConfig,
+    log: Option<Arc<dyn Log>>,
+    clock: Arc<dyn Clock>,
+    keyspaces: Vec<KeyspaceSchema>,
+    handlers: BTreeMap<String, Arc<dyn QueryHandler>>,
+}
+
+impl NodeBuilder {
+    /// A builder with the given configuration, the embedded log and the system clock.
+    pub fn new(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            log: None,
+            clock: Arc::new(SystemClock),
+            keyspaces: Vec::new(),
+            handlers: BTreeMap::new(),
+        }
+    }
+
+    /// Uses this log instead of the embedded one.
+    pub fn log(mut self, log: Arc<dyn Log>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Uses this clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A keyspace the service needs: created at open unless an identical one exists.
+    pub fn keyspace(mut self, schema: KeyspaceSchema) -> Self {
+        self.keyspaces.push(schema);
+        self
+    }
+
+    /// A named query handler, called with `Query(name, args)`.
+    pub fn handler(mut self, name: impl Into<String>, handler: impl QueryHandler) -> Self {
+        self.handlers.insert(name.into(), Arc::new(handler));
+        self
+    }
+
+    /// Opens storage and log, replays the log tail and starts the apply loops.
+    pub async fn open(self) -> Result<Node, NodeError> {
+        Node::open(self).await
+    }
+}
+
+pub(crate) struct NodeInner {
+    pub config: NodeConfig,
+    pub partitioner: Partitioner,
+    pub storage: Arc<RocksStorage>,
+    pub log: Arc<dyn Log>,
+    pub catalog: RwLock<Catalog>,
+    pub partitions: Vec<Arc<PartitionState>>,
+    pub handlers: BTreeMap<String, Arc<dyn QueryHandler>>,
+    pub clock: Arc<dyn Clock>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+/// A keyspace and its size.
+#[derive(Clone, Debug)]
+pub struct KeyspaceInfo {
+    pub def: Arc<KeyspaceDef>,
+    pub approximate_bytes: u64,
+}
+
+/// One partition's progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionStatus {
+    pub partition: PartitionId,
+    pub applied: Seq,
+    pub last: Seq,
+    pub lag_records: u64,
+    pub lag_seconds: f64,
+    pub failed: bool,
+}
+
+/// The node's state for `/readyz`, `/metrics` and `Status`.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub ready: bool,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+fn io_error(what: &str, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Internal(format!("{what}: {e}"))
+}
+
+impl Node {
+    async fn open(b: NodeBuilder) -> Result<Node, NodeError> {
+        let config = b.config;
+        let partitioner = Partitioner::new(config.partitions)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| io_error(&format!("creating {}", config.data_dir.display()), e))?;
+        let storage = Arc::new(
+            RocksStorage::open(
+                &config.data_dir.join("db"),
+                config.partitions,
+                &config.storage_options(),
+            )
+            .map_err(|e| NodeError::Unavailable(format!("opening storage: {e}")))?,
+        );
+        let log: Arc<dyn Log> = match b.log {
+            Some(log) => log,
+            None => {
+                let options = config.log_options().map_err(NodeError::InvalidArgument)?;
+                Arc::new(
+                    EmbeddedLog::open(&config.data_dir.join("log"), config.partitions, options)
+                        .map_err(|e| NodeError::Unavailable(format!("opening the log: {e}")))?,
+                )
+            }
+        };
+        if log.partitions() != config.partitions {
+            return Err(NodeError::InvalidArgument(format!(
+                "the log has {} partitions, the node is configured for {}",
+                log.partitions(),
+                config.partitions
+            )));
+        }
+        let catalog = Catalog::load(&storage)?;
+        let mut dropped: BTreeMap<PartitionId, BTreeSet<KeyspaceId>> = BTreeMap::new();
+        for (p, ks) in storage.dropped()? {
+            dropped.entry(p).or_default().insert(ks);
+        }
+        let (shutdown, _) = watch::channel(false);
+        let mut partitions = Vec::new();
+        let mut appliers = Vec::new();
+        for p in partitioner.all() {
+            let applied = storage.applied(p)?;
+            let bounds = log.bounds(p).await?;
+            if bounds.first > applied.next() {
+                return Err(NodeError::Unavailable(format!(
+                    "partition {p}: storage has applied seq {applied} but the log starts at seq {}; the entries in between are gone",
+                    bounds.first
+                )));
+            }
+            if applied > bounds.last {
+                return Err(NodeError::Unavailable(format!(
+                    "partition {p}: storage has applied seq {applied} but the log ends at seq {}; the log lost acknowledged entries",
+                    bounds.last
+                )));
+            }
+            partitions.push(Arc::new(PartitionState::new(p, applied, bounds.last)));
+            appliers.push(Applier::new(p, dropped.remove(&p).unwrap_or_default()));
+        }
+        let node = Node {
+            inner: Arc::new(NodeInner {
+                partitioner,
+                storage,
+                log,
+                catalog: RwLock::new(catalog),
+                partitions,
+                handlers: b.handlers,
+                clock: b.clock,
+                shutdown,
+                tasks: Mutex::new(Vec::new()),
+                config,
+            }),
+        };
+        for applier in appliers {
+            let inner = &node.inner;
+            let task = ApplyTask {
+                storage: inner.storage.clone(),
+                log: inner.log.clone(),
+                state: inner.partitions[applier.partition().0 as usize].clone(),
+                applier,
+                clock: inner.clock.clone(),
+                batch: inner.config.apply_batch.max(1),
+                shutdown: inner.shutdown.subscribe(),
+            };
+            node.spawn(task.run());
+        }
+        node.spawn(crate::maintenance::truncate_loop(node.clone()));
+        for schema in b.keyspaces {
+            node.create_keyspace(schema, true).await?;
+        }
+        node.resume_drops().await?;
+        Ok(node)
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        self.inner
+            .tasks
+            .lock()
+            .expect("task list lock")
+            .push(handle);
+    }
+
+    pub(crate) fn partition(&self, p: PartitionId) -> &Arc<PartitionState> {
+        &self.inner.partitions[p.0 as usize]
+    }
+
+    /// The partitioner (partition count and hash).
+    pub fn partitioner(&self) -> Partitioner {
+        self.inner.partitioner
+    }
+
+    /// The node's storage (digests, tests).
+    pub fn storage(&self) -> &RocksStorage {
+        &self.inner.storage
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// Names of the registered query handlers.
+    pub fn handler_names(&self) -> Vec<String> {
+        self.inner.handlers.keys().cloned().collect()
+    }
+
+    /// Creates a keyspace; returns it and whether it was created (vs. already there).
+    pub async fn create_keyspace(
+        &self,
+        schema: KeyspaceSchema,
+        if_not_exists: bool,
+    ) -> Result<(KeyspaceInfo, bool), NodeError> {
+        let (def, created) = {
+            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            catalog.create(&self.inner.storage, schema, if_not_exists)?
+        };
+        Ok((self.info(def), created))
+    }
+
+    fn info(&self, def: Arc<KeyspaceDef>) -> KeyspaceInfo {
+        let approximate_bytes = self
+            .inner
+            .storage
+            .approximate_bytes(def.id, self.inner.config.partitions);
+        KeyspaceInfo {
+            def,
+            approximate_bytes,
+        }
+    }
+
+    /// Every keyspace.
+    pub fn list_keyspaces(&self) -> Vec<KeyspaceInfo> {
+        let defs = self.inner.catalog.read().expect("catalog lock").list();
+        defs.into_iter().map(|d| self.info(d)).collect()
+    }
+
+    /// One keyspace.
+    pub fn describe_keyspace(&self, name: &str) -> Result<KeyspaceInfo, NodeError> {
+        let def = self.inner.catalog.read().expect("catalog lock").get(name)?;
+        Ok(self.info(def))
+    }
+
+    pub(crate) fn keyspace(&self, name: &str) -> Result<Arc<KeyspaceDef>, NodeError> {
+        self.inner.catalog.read().expect("catalog lock").get(name)
+    }
+
+    /// Drops a keyspace: it disappears from the catalog at once, and a drop entry in every
+    /// partition's log deletes its data in log order.
+    pub async fn drop_keyspace(&self, name: &str) -> Result<(), NodeError> {
+        let id = {
+            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            catalog.remove(&self.inner.storage, name)?
+        };
+        self.append_drops(id, self.inner.partitioner.all().collect())
+            .await
+    }
+
+    async fn append_drops(
+        &self,
+        id: KeyspaceId,
+        partitions: Vec<PartitionId>,
+    ) -> Result<(), NodeError> {
+        let ts_micros = self.inner.clock.now_micros();
+        let payload = Record::DropKeyspace {
+            ts_micros,
+            keyspace: id,
+        }
+        .encode();
+        let mut waits = Vec::new();
+        for p in partitions {
+            let seq = self.inner.log.append(p, payload.clone().into()).await?;
+            self.partition(p).appended(seq);
+            waits.push((p, seq));
+        }
+        let node = self.clone();
+        self.spawn(async move {
+            for (p, seq) in waits {
+                node.partition(p).wait_applied(seq).await;
+            }
+            let mut catalog = node.inner.catalog.write().expect("catalog lock");
+            if let Err(e) = catalog.finish_drop(&node.inner.storage, id) {
+                tracing::error!(error = %e, keyspace = %id, "could not finish a drop");
+            }
+        });
+        Ok(())
+    }
+
+    async fn resume_drops(&self) -> Result<(), NodeError> {
+        let dropping = self.inner.catalog.read().expect("catalog lock").dropping();
+        if dropping.is_empty() {
+            return Ok(());
+        }
+        let done: BTreeSet<(PartitionId, KeyspaceId)> =
+            self.inner.storage.dropped()?.into_iter().collect();
+        for id in dropping {
+            let missing = self
+                .inner
+                .partitioner
+                .all()
+                .filter(|p| !done.contains(&(*p, id)))
+                .collect();
+            self.append_drops(id, missing).await?;
+        }
+        Ok(())
+    }
+
+    /// Validates a batch of mutations, appends it to its partition's log as one entry and
+    /// returns its token. All mutations must fall in one partition; nothing is appended when
+    /// any of them is invalid.
+    pub async fn write(&self, mutations: Vec<Mutation>) -> Result<Token, NodeError> {
+        let limits = &self.inner.config.limits;
+        if mutations.is_empty() {
+            return Err(NodeError::invalid(
+                "mutations: a write needs at least one mutation",
+            ));
+        }
+        if mutations.len() > limits.max_batch_mutations {
+            return Err(NodeError::invalid(format!(
+                "mutations: {} mutations, the limit is {} (max_batch_mutations)",
+                mutations.len(),
+                limits.max_batch_mutations
+            )));
+        }
+        let ts_micros = self.inner.clock.now_micros();
+        let keyspaces = self.inner.catalog.read().expect("catalog lock").snapshot();
+        let ctx = WriteContext {
+            partitioner: &self.inner.partitioner,
+            limits,
+            ts_micros,
+        };
+        let single = mutations.len() == 1;
+        let mut partition: Option<(usize, PartitionId)> = None;
+        let mut ops: Vec<Op> = Vec::with_capacity(mutations.len());
+        for (i, mutation) in mutations.into_iter().enumerate() {
+            let field = if single {
+                String::new()
+            } else {
+                format!("mutations[{i}].")
+            };
+            let name = keyspace_of(&mutation);
+            let def = keyspaces.get(name).ok_or_else(|| {
+                NodeError::NotFound(format!("{field}keyspace: keyspace `{name}` does not exist"))
+            })?;
+            let prepared = prepare(def, mutation, &ctx, &field)?;
+            match partition {
+                None => partition = Some((i, prepared.partition)),
+                Some((first, p)) if p != prepared.partition => {
+                    return Err(NodeError::invalid(format!(
+                        "mutations[{first}] and mutations[{i}] fall in partitions {p} and {}; a write must fall in one partition (group mutations by partition key)",
+                        prepared.partition
+                    )));
+                }
+                Some(_) => {}
+            }
+            ops.extend(prepared.op);
+        }
+        let (_, partition) = partition.expect("at least one mutation");
+        let payload = Record::Batch { ts_micros, ops }.encode();
+        if payload.len() > limits.max_batch_bytes {
+            return Err(NodeError::invalid(format!(
+                "mutations: the write is {} bytes, the limit is {} (max_batch_bytes)",
+                payload.len(),
+                limits.max_batch_bytes
+            )));
+        }
+        let seq = self.inner.log.append(partition, payload.into()).await?;
+        self.partition(partition).appended(seq);
+        Ok(Token { partition, seq })
+    }
+
+    /// Progress of every partition.
+    pub fn status(&self) -> NodeStatus {
+        let partitions: Vec<PartitionStatus> = self
+            .inner
+            .partitions
+            .iter()
+            .map(|s| PartitionStatus {
+                partition: s.id,
+                applied: s.applied(),
+                last: s.last_seq(),
+                lag_records: s.lag_records(),
+                lag_seconds: s.lag_seconds(),
+                failed: s.is_failed(),
+            })
+            .collect();
+        NodeStatus {
+            node_id: self.inner.config.node_id.clone(),
+            ready: self.is_ready(),
+            partitions,
+        }
+    }
+
+    /// Whether every partition replayed its log and none has stopped.
+    pub fn is_ready(&self) -> bool {
+        self.inner.partitions.iter().all(|s| s.is_ready())
+    }
+
+    /// Whether no partition's apply stopped on an error.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.partitions.iter().all(|s| !s.is_failed())
+    }
+
+    /// Stops the apply loops and makes the log and storage durable.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().expect("task list lock"));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        self.inner.log.flush().await?;
+        let storage = self.inner.storage.clone();
+        tokio::task::spawn_blocking(move || storage.sync()).await??;
+        Ok(())
+    }
+}

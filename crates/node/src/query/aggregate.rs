@@ -1,0 +1,182 @@
+//! Aggregates over a range: count, sum, min, max, grouped by one key element, top-k.
+
+use super::filter::{json_field, Filters};
+use super::range::ResolvedRange;
+use crate::request::{AggregateFunction, Group};
+use crate::NodeError;
+use notadb_storage::{value, ReadView};
+use notadb_types::{encode_element, Element, KeyspaceId, KeyspaceSchema, Order, PartitionId};
+use std::collections::BTreeMap;
+
+/// An aggregate ready to run: everything validated.
+pub struct AggregatePlan<'a> {
+    pub keyspace: KeyspaceId,
+    pub schema: &'a KeyspaceSchema,
+    pub range: &'a ResolvedRange,
+    pub filters: &'a Filters,
+    pub function: AggregateFunction,
+    pub field: Option<Vec<String>>,
+    pub group_by: Option<usize>,
+    /// Index of a timestamp element and the window `[from, to)` its value must fall in.
+    pub window: Option<(usize, i64, i64)>,
+    pub max_rows: u64,
+    pub max_groups: usize,
+    pub now_micros: i64,
+}
+
+/// Partial state of one group.
+#[derive(Clone, Debug)]
+pub struct Acc {
+    pub key: Option<Element>,
+    pub value: f64,
+    pub rows: u64,
+}
+
+/// Groups keyed by the encoded group element, so iteration order is the key order.
+#[derive(Debug, Default)]
+pub struct Groups {
+    pub groups: BTreeMap<Vec<u8>, Acc>,
+    pub rows_scanned: u64,
+}
+
+fn fold(function: AggregateFunction, acc: &mut Acc, x: f64) {
+    acc.value = match function {
+        AggregateFunction::Count | AggregateFunction::Sum => acc.value + x,
+        AggregateFunction::Min if acc.rows == 0 => x,
+        AggregateFunction::Max if acc.rows == 0 => x,
+        AggregateFunction::Min => acc.value.min(x),
+        AggregateFunction::Max => acc.value.max(x),
+    };
+}
+
+impl Groups {
+    fn add(&mut self, function: AggregateFunction, group: Vec<u8>, key: Option<Element>, x: f64) {
+        let acc = self.groups.entry(group).or_insert(Acc {
+            key,
+            value: 0.0,
+            rows: 0,
+        });
+        fold(function, acc, x);
+        acc.rows += 1;
+    }
+
+    /// Folds another partition's groups into these.
+    pub fn merge(&mut self, function: AggregateFunction, other: Groups) {
+        self.rows_scanned += other.rows_scanned;
+        for (k, acc) in other.groups {
+            match self.groups.get_mut(&k) {
+                None => {
+                    self.groups.insert(k, acc);
+                }
+                Some(mine) => {
+                    mine.value = match function {
+                        AggregateFunction::Count | AggregateFunction::Sum => mine.value + acc.value,
+                        AggregateFunction::Min => mine.value.min(acc.value),
+                        AggregateFunction::Max => mine.value.max(acc.value),
+                    };
+                    mine.rows += acc.rows;
+                }
+            }
+        }
+    }
+
+    /// The k groups with the largest aggregate (ties: group key order); all when k is 0.
+    pub fn top(self, k: usize) -> Vec<Group> {
+        let mut all: Vec<(Vec<u8>, Acc)> = self.groups.into_iter().collect();
+        all.sort_by(|a, b| b.1.value.total_cmp(&a.1.value).then_with(|| a.0.cmp(&b.0)));
+        if k > 0 {
+            all.truncate(k);
+        }
+        all.into_iter()
+            .map(|(_, a)| Group {
+                key: a.key,
+                value: a.value,
+                rows: a.rows,
+            })
+            .collect()
+    }
+}
+
+/// Aggregates one partition.
+pub fn aggregate_partition(
+    view: &ReadView<'_>,
+    plan: &AggregatePlan<'_>,
+    p: PartitionId,
+) -> Result<Groups, NodeError> {
+    let mut out = Groups::default();
+    if plan.range.is_empty() {
+        return Ok(out);
+    }
+    let mut cursor = view.cursor(
+        p,
+        plan.keyspace,
+        &plan.range.lower,
+        plan.range.upper.as_deref(),
+    );
+    cursor.seek_to_first();
+    let mut group_bytes = Vec::new();
+    while let Some((encoded, stored)) = cursor.entry() {
+        out.rows_scanned += 1;
+        if out.rows_scanned > plan.max_rows {
+            return Err(NodeError::ResourceExhausted(format!(
+                "aggregate visited more than {} rows (limit max_aggregate_rows); narrow the range",
+                plan.max_rows
+            )));
+        }
+        if let Some((group_key, x)) = row_value(plan, encoded, stored)? {
+            group_bytes.clear();
+            if let Some(k) = &group_key {
+                encode_element(&mut group_bytes, k, Order::Asc);
+            }
+            if !out.groups.contains_key(&group_bytes) && out.groups.len() >= plan.max_groups {
+                return Err(NodeError::ResourceExhausted(format!(
+                    "aggregate has more than {} groups (limit max_aggregate_groups)",
+                    plan.max_groups
+                )));
+            }
+            out.add(plan.function, group_bytes.clone(), group_key, x);
+        }
+        cursor.next();
+    }
+    cursor.status()?;
+    Ok(out)
+}
+
+/// The group and the value one row contributes, or `None` when the row does not count.
+fn row_value(
+    plan: &AggregatePlan<'_>,
+    encoded: &[u8],
+    stored: &[u8],
+) -> Result<Option<(Option<Element>, f64)>, NodeError> {
+    let Some(user) = value::live(stored, plan.now_micros) else {
+        return Ok(None);
+    };
+    let key = plan
+        .schema
+        .decode_key(encoded)
+        .map_err(|e| NodeError::Internal(format!("stored key does not decode: {e}")))?;
+    if let Some((i, from, to)) = plan.window {
+        match key.get(i) {
+            Some(Element::Timestamp(t)) if *t >= from && *t < to => {}
+            _ => return Ok(None),
+        }
+    }
+    if !plan.filters.matches_key(&key)
+        || (plan.filters.needs_value() && !plan.filters.matches_value(user))
+    {
+        return Ok(None);
+    }
+    let x = match (&plan.field, plan.function) {
+        (_, AggregateFunction::Count) => 1.0,
+        (Some(path), _) => match json_field(user, path).and_then(|v| v.as_f64()) {
+            Some(x) => x,
+            None => return Ok(None),
+        },
+        (None, _) => {
+            return Err(NodeError::invalid(
+                "field: sum, min and max need a JSON field",
+            ))
+        }
+    };
+    Ok(Some((plan.group_by.and_then(|i| key.get(i).cloned()), x)))
+}

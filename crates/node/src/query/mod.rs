@@ -1,0 +1,6 @@
+//! Reads: range resolution, filters, scans and aggregates, all synchronous over a read view.
+
+pub mod aggregate;
+pub mod filter;
+pub mod range;
+pub mod scan;

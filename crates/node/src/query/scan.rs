@@ -1,0 +1,96 @@
+//! Range scans over a read view: one partition at a time, merged across partitions.
+
+use super::filter::Filters;
+use super::range::ResolvedRange;
+use crate::request::Row;
+use crate::NodeError;
+use notadb_storage::{value, ReadView};
+use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId};
+
+/// A scan ready to run: everything validated.
+pub struct ScanPlan<'a> {
+    pub keyspace: KeyspaceId,
+    pub schema: &'a KeyspaceSchema,
+    pub range: &'a ResolvedRange,
+    pub filters: &'a Filters,
+    pub limit: usize,
+    pub reverse: bool,
+    pub now_micros: i64,
+}
+
+/// Rows of one partition with their encoded keys (for merging), and whether the limit cut
+/// the scan short.
+pub struct PartitionRows {
+    pub rows: Vec<(Vec<u8>, Row)>,
+    pub more: bool,
+}
+
+/// Scans one partition.
+pub fn scan_partition(
+    view: &ReadView<'_>,
+    plan: &ScanPlan<'_>,
+    p: PartitionId,
+) -> Result<PartitionRows, NodeError> {
+    let mut rows = Vec::new();
+    if plan.range.is_empty() || plan.limit == 0 {
+        return Ok(PartitionRows { rows, more: false });
+    }
+    let mut cursor = view.cursor(
+        p,
+        plan.keyspace,
+        &plan.range.lower,
+        plan.range.upper.as_deref(),
+    );
+    if plan.reverse {
+        cursor.seek_to_last();
+    } else {
+        cursor.seek_to_first();
+    }
+    let mut more = false;
+    while let Some((encoded, stored)) = cursor.entry() {
+        if rows.len() == plan.limit {
+            more = true;
+            break;
+        }
+        if let Some(user) = value::live(stored, plan.now_micros) {
+            if !plan.filters.needs_value() || plan.filters.matches_value(user) {
+                let key = plan
+                    .schema
+                    .decode_key(encoded)
+                    .map_err(|e| NodeError::Internal(format!("stored key does not decode: {e}")))?;
+                if plan.filters.matches_key(&key) {
+                    rows.push((
+                        encoded.to_vec(),
+                        Row {
+                            key,
+                            value: user.to_vec(),
+                        },
+                    ));
+                }
+            }
+        }
+        if plan.reverse {
+            cursor.prev();
+        } else {
+            cursor.next();
+        }
+    }
+    cursor.status()?;
+    Ok(PartitionRows { rows, more })
+}
+
+/// Merges per-partition results into one ordered result of at most `limit` rows.
+pub fn merge(parts: Vec<PartitionRows>, limit: usize, reverse: bool) -> (Vec<Row>, bool) {
+    let mut more = parts.iter().any(|p| p.more);
+    let mut all: Vec<(Vec<u8>, Row)> = parts.into_iter().flat_map(|p| p.rows).collect();
+    if reverse {
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+    } else {
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    if all.len() > limit {
+        all.truncate(limit);
+        more = true;
+    }
+    (all.into_iter().map(|(_, row)| row).collect(), more)
+}

@@ -1,0 +1,419 @@
+//! The node's reads: wait for tokens, then run on a blocking thread over one snapshot.
+
+use crate::catalog::KeyspaceDef;
+use crate::handler::QueryContext;
+use crate::node::NodeInner;
+use crate::query::aggregate::{aggregate_partition, AggregatePlan, Groups};
+use crate::query::filter::{field_path, Filters};
+use crate::query::range::{resolve, Partitions, ResolvedRange};
+use crate::query::scan::{merge, scan_partition, ScanPlan};
+use crate::request::{
+    AggregateFunction, AggregateRequest, AggregateResult, Bound, Consistency, ScanRequest,
+    ScanResult,
+};
+use crate::{Node, NodeError};
+use notadb_storage::{value, ReadView};
+use notadb_types::{Element, ElementType, Order, PartitionId, ValueFormat};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Node {
+    /// Waits until every token is applied, or fails at the deadline.
+    pub async fn wait_for(&self, consistency: &Consistency) -> Result<(), NodeError> {
+        if consistency.tokens.is_empty() {
+            return Ok(());
+        }
+        let max_wait = self.inner.config.limits.max_read_wait();
+        let deadline = consistency
+            .deadline
+            .unwrap_or_else(|| Instant::now() + max_wait);
+        for (i, token) in consistency.tokens.iter().enumerate() {
+            let count = self.inner.partitioner.count();
+            if token.partition.0 >= count {
+                return Err(NodeError::invalid(format!(
+                    "tokens[{i}]: partition {} does not exist (the cluster has {count} partitions)",
+                    token.partition
+                )));
+            }
+            let state = self.partition(token.partition);
+            if token.seq > state.last_seq() {
+                let last = self.inner.log.bounds(token.partition).await?.last;
+                state.appended(last);
+                if token.seq > last {
+                    return Err(NodeError::invalid(format!(
+                        "tokens[{i}]: seq {} is beyond the end of partition {}'s log (seq {last})",
+                        token.seq, token.partition
+                    )));
+                }
+            }
+            let wait = state.wait_applied(token.seq);
+            if tokio::time::timeout_at(deadline.into(), wait)
+                .await
+                .is_err()
+            {
+                return Err(NodeError::DeadlineExceeded(format!(
+                    "token {token} was not applied before the deadline; partition {} has applied seq {}",
+                    token.partition,
+                    state.applied()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_view<R, F>(&self, f: F) -> Result<R, NodeError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&NodeInner, &ReadView<'_>, i64) -> Result<R, NodeError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_micros();
+            let view = inner.storage.view();
+            f(&inner, &view, now)
+        })
+        .await?
+    }
+
+    fn key_partition(
+        &self,
+        def: &KeyspaceDef,
+        key: &[Element],
+        field: &str,
+    ) -> Result<(PartitionId, Vec<u8>), NodeError> {
+        let encoded = def
+            .schema
+            .encode_key(key)
+            .map_err(|e| NodeError::invalid(format!("{field}: {e}")))?;
+        Ok((
+            self.inner.partitioner.partition_of(encoded.partition_key()),
+            encoded.bytes,
+        ))
+    }
+
+    /// The value of one key, and the keyspace's value format.
+    pub async fn get(
+        &self,
+        keyspace: &str,
+        key: &[Element],
+        consistency: &Consistency,
+    ) -> Result<(ValueFormat, Option<Vec<u8>>), NodeError> {
+        let def = self.keyspace(keyspace)?;
+        let (p, encoded) = self.key_partition(&def, key, "key")?;
+        self.wait_for(consistency).await?;
+        let format = def.schema.value_format;
+        self.on_view(move |_, view, now| {
+            let stored = view.get(p, def.id, &encoded)?;
+            Ok((
+                format,
+                stored.and_then(|s| value::live(&s, now).map(<[u8]>::to_vec)),
+            ))
+        })
+        .await
+    }
+
+    /// The values of many keys (any partitions), in request order, from one snapshot.
+    pub async fn multi_get(
+        &self,
+        keyspace: &str,
+        keys: &[Vec<Element>],
+        consistency: &Consistency,
+    ) -> Result<(ValueFormat, Vec<Option<Vec<u8>>>), NodeError> {
+        let limit = self.inner.config.limits.max_multi_get_keys;
+        if keys.len() > limit {
+            return Err(NodeError::invalid(format!(
+                "keys: {} keys, the limit is {limit} (max_multi_get_keys)",
+                keys.len()
+            )));
+        }
+        let def = self.keyspace(keyspace)?;
+        let located = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| self.key_partition(&def, k, &format!("keys[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.wait_for(consistency).await?;
+        let format = def.schema.value_format;
+        self.on_view(move |_, view, now| {
+            let mut out = Vec::with_capacity(located.len());
+            for (p, encoded) in &located {
+                let stored = view.get(*p, def.id, encoded)?;
+                out.push(stored.and_then(|s| value::live(&s, now).map(<[u8]>::to_vec)));
+            }
+            Ok((format, out))
+        })
+        .await
+    }
+
+    fn partitions_of(&self, partitions: &Partitions) -> Vec<PartitionId> {
+        match partitions {
+            Partitions::One(p) => vec![*p],
+            Partitions::All => self.inner.partitioner.all().collect(),
+        }
+    }
+
+    fn prepare_scan(&self, request: &ScanRequest) -> Result<PreparedScan, NodeError> {
+        let limits = &self.inner.config.limits;
+        let limit = match request.limit {
+            0 => limits.default_scan_limit,
+            n if n > limits.max_scan_limit => {
+                return Err(NodeError::invalid(format!(
+                    "limit: {n} is over the maximum {} (max_scan_limit)",
+                    limits.max_scan_limit
+                )))
+            }
+            n => n,
+        };
+        let def = self.keyspace(&request.keyspace)?;
+        let range = resolve(&def.schema, &self.inner.partitioner, &request.range)?;
+        let filters = Filters::compile(&def.schema, &request.filters)?;
+        let partitions = self.partitions_of(&range.partitions);
+        Ok(PreparedScan {
+            def,
+            range,
+            filters,
+            partitions,
+            limit,
+            reverse: request.reverse,
+        })
+    }
+
+    /// Rows of a range, in key order (or reversed), after filters, up to the limit.
+    pub async fn scan(
+        &self,
+        request: ScanRequest,
+        consistency: &Consistency,
+    ) -> Result<ScanResult, NodeError> {
+        let prepared = self.prepare_scan(&request)?;
+        self.wait_for(consistency).await?;
+        self.on_view(move |_, view, now| prepared.run(view, now))
+            .await
+    }
+
+    /// `scan` on the calling thread, without waiting for tokens (benchmarks, embedding code
+    /// that runs on its own threads). It blocks on RocksDB: never call it from async code.
+    pub fn scan_blocking(&self, request: &ScanRequest) -> Result<ScanResult, NodeError> {
+        let prepared = self.prepare_scan(request)?;
+        let view = self.inner.storage.view();
+        prepared.run(&view, self.inner.clock.now_micros())
+    }
+
+    /// Count, sum, min or max over a range, grouped by a key element, top-k.
+    pub async fn aggregate(
+        &self,
+        mut request: AggregateRequest,
+        consistency: &Consistency,
+    ) -> Result<AggregateResult, NodeError> {
+        let def = self.keyspace(&request.keyspace)?;
+        let schema = &def.schema;
+        let field = match (request.function, &request.field) {
+            (AggregateFunction::Count, _) => None,
+            (_, None) => {
+                return Err(NodeError::invalid(
+                    "field: sum, min and max need a JSON field",
+                ))
+            }
+            (_, Some(path)) => {
+                if schema.value_format != ValueFormat::Json {
+                    return Err(NodeError::invalid(format!(
+                        "field: keyspace `{}` stores bytes; sum, min and max need JSON values",
+                        schema.name
+                    )));
+                }
+                Some(field_path(path, "field")?)
+            }
+        };
+        let element = |name: &str, what: &str| {
+            schema.element_index(name).ok_or_else(|| {
+                NodeError::invalid(format!(
+                    "{what}: keyspace `{}` has no key element `{name}`",
+                    schema.name
+                ))
+            })
+        };
+        let group_by = request
+            .group_by
+            .as_deref()
+            .map(|g| element(g, "group_by"))
+            .transpose()?;
+        let now = self.inner.clock.now_micros();
+        let window = match &request.window {
+            None => None,
+            Some(w) => {
+                let i = element(&w.element, "window.element")?;
+                if schema.key[i].ty != ElementType::Timestamp {
+                    return Err(NodeError::invalid(format!(
+                        "window.element: `{}` is {}, a window needs a timestamp element",
+                        w.element,
+                        schema.key[i].ty.name()
+                    )));
+                }
+                let from = match (w.last, w.from) {
+                    (Some(_), Some(_)) => {
+                        return Err(NodeError::invalid(
+                            "window: give either last or from, not both",
+                        ))
+                    }
+                    (Some(last), None) if last <= 0 => {
+                        return Err(NodeError::invalid(format!(
+                            "window.last: expected a positive duration, found {last}"
+                        )))
+                    }
+                    (Some(last), None) => now.saturating_sub(last),
+                    (None, from) => from.unwrap_or(i64::MIN),
+                };
+                let to = w.to.unwrap_or(i64::MAX);
+                if from >= to {
+                    return Err(NodeError::invalid(format!(
+                        "window: from ({from}) must be before to ({to})"
+                    )));
+                }
+                // The window element right after the prefix narrows the range itself.
+                if i == request.range.prefix.len()
+                    && request.range.start.is_none()
+                    && request.range.end.is_none()
+                {
+                    let lo = Some(Bound {
+                        key: vec![Element::Timestamp(from)],
+                        inclusive: true,
+                    });
+                    let hi = (to != i64::MAX).then(|| Bound {
+                        key: vec![Element::Timestamp(to)],
+                        inclusive: false,
+                    });
+                    let (start, end) = match schema.key[i].order {
+                        Order::Asc => (lo, hi),
+                        Order::Desc => (
+                            hi.map(|b| Bound {
+                                inclusive: false,
+                                ..b
+                            }),
+                            lo,
+                        ),
+                    };
+                    request.range.start = start;
+                    request.range.end = end;
+                }
+                Some((i, from, to))
+            }
+        };
+        let range = resolve(schema, &self.inner.partitioner, &request.range)?;
+        let filters = Filters::compile(schema, &request.filters)?;
+        let partitions = self.partitions_of(&range.partitions);
+        self.wait_for(consistency).await?;
+        let limits = self.inner.config.limits.clone();
+        let function = request.function;
+        let top_k = request.top_k;
+        let def = def.clone();
+        self.on_view(move |_, view, now_view| {
+            let plan = AggregatePlan {
+                keyspace: def.id,
+                schema: &def.schema,
+                range: &range,
+                filters: &filters,
+                function,
+                field,
+                group_by,
+                window,
+                max_rows: limits.max_aggregate_rows,
+                max_groups: limits.max_aggregate_groups,
+                now_micros: now_view,
+            };
+            let mut all = Groups::default();
+            for p in &partitions {
+                all.merge(function, aggregate_partition(view, &plan, *p)?);
+            }
+            let rows_scanned = all.rows_scanned;
+            Ok(AggregateResult {
+                groups: all.top(top_k),
+                rows_scanned,
+            })
+        })
+        .await
+    }
+
+    /// Runs the handler `name` on the partition owning `partition_key` of `keyspace`.
+    pub async fn query(
+        &self,
+        name: &str,
+        keyspace: &str,
+        partition_key: Vec<Element>,
+        args: serde_json::Value,
+        consistency: &Consistency,
+    ) -> Result<serde_json::Value, NodeError> {
+        let handler = self.inner.handlers.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.inner.handlers.keys().map(String::as_str).collect();
+            NodeError::NotFound(format!(
+                "no query handler named `{name}` (registered: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        let def = self.keyspace(keyspace)?;
+        if partition_key.len() != def.schema.partition_by {
+            return Err(NodeError::invalid(format!(
+                "partition_key: keyspace `{keyspace}` is partitioned by its first {} elements, found {}",
+                def.schema.partition_by,
+                partition_key.len()
+            )));
+        }
+        let encoded = def
+            .schema
+            .encode_prefix(&partition_key)
+            .map_err(|e| NodeError::invalid(format!("partition_key: {e}")))?;
+        let partition = self.inner.partitioner.partition_of(&encoded);
+        self.wait_for(consistency).await?;
+        self.on_view(move |inner, view, now| {
+            let keyspaces = inner.catalog.read().expect("catalog lock").snapshot();
+            let ctx = QueryContext {
+                view,
+                keyspaces: &keyspaces,
+                partitioner: &inner.partitioner,
+                partition,
+                partition_key: &partition_key,
+                now_micros: now,
+            };
+            handler.run(&ctx, &args)
+        })
+        .await
+    }
+}
+
+/// A validated scan.
+struct PreparedScan {
+    def: Arc<KeyspaceDef>,
+    range: ResolvedRange,
+    filters: Filters,
+    partitions: Vec<PartitionId>,
+    limit: usize,
+    reverse: bool,
+}
+
+impl PreparedScan {
+    fn run(&self, view: &ReadView<'_>, now: i64) -> Result<ScanResult, NodeError> {
+        let plan = ScanPlan {
+            keyspace: self.def.id,
+            schema: &self.def.schema,
+            range: &self.range,
+            filters: &self.filters,
+            limit: self.limit,
+            reverse: self.reverse,
+            now_micros: now,
+        };
+        let parts = self
+            .partitions
+            .iter()
+            .map(|p| scan_partition(view, &plan, *p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (rows, more) = merge(parts, self.limit, self.reverse);
+        Ok(ScanResult {
+            format: self.def.schema.value_format,
+            rows,
+            more,
+        })
+    }
+}

@@ -1,0 +1,278 @@
+//! The bytes of one log entry: what a replica applies. Pure encode/decode.
+//!
+//! ```text
+//! version u8 = 1 | kind u8 | ts i64 (append time, micros)
+//! kind 1 (batch): count u32 | mutation*
+//!   mutation: op u8 | keyspace u32 | key: len u32 + bytes
+//!     op 1 put:          stored value: len u32 + bytes (expiry header included)
+//!     op 2 delete:       -
+//!     op 3 delete range: end key: len u32 + bytes (the range is [key, end))
+//! kind 2 (drop keyspace): keyspace u32
+//! ```
+//! Integers are big-endian. Everything a replica needs is in the entry: applying it reads no
+//! clock and no catalog.
+
+use notadb_types::KeyspaceId;
+
+const VERSION: u8 = 1;
+const KIND_BATCH: u8 = 1;
+const KIND_DROP: u8 = 2;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_DELETE_RANGE: u8 = 3;
+
+/// One change to one keyspace. Keys are encoded tuples; values are stored values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        keyspace: KeyspaceId,
+        key: Vec<u8>,
+        stored: Vec<u8>,
+    },
+    Delete {
+        keyspace: KeyspaceId,
+        key: Vec<u8>,
+    },
+    DeleteRange {
+        keyspace: KeyspaceId,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
+}
+
+/// What one log entry asks replicas to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Mutations applied atomically, all in the entry's partition.
+    Batch { ts_micros: i64, ops: Vec<Op> },
+    /// Deletes the keyspace's data in the entry's partition; later writes to it are skipped.
+    DropKeyspace {
+        ts_micros: i64,
+        keyspace: KeyspaceId,
+    },
+}
+
+impl Record {
+    /// The append time carried by the entry.
+    pub fn ts_micros(&self) -> i64 {
+        match self {
+            Record::Batch { ts_micros, .. } | Record::DropKeyspace { ts_micros, .. } => *ts_micros,
+        }
+    }
+
+    /// The entry's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(VERSION);
+        match self {
+            Record::Batch { ts_micros, ops } => {
+                out.push(KIND_BATCH);
+                out.extend_from_slice(&ts_micros.to_be_bytes());
+                out.extend_from_slice(&(ops.len() as u32).to_be_bytes());
+                for op in ops {
+                    encode_op(&mut out, op);
+                }
+            }
+            Record::DropKeyspace {
+                ts_micros,
+                keyspace,
+            } => {
+                out.push(KIND_DROP);
+                out.extend_from_slice(&ts_micros.to_be_bytes());
+                out.extend_from_slice(&keyspace.0.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Parses an entry. A malformed entry is an error every replica meets identically.
+    pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+        let mut r = Reader { bytes, pos: 0 };
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(format!("record version {version}, expected {VERSION}"));
+        }
+        let kind = r.u8()?;
+        let ts_micros = r.u64()? as i64;
+        let record = match kind {
+            KIND_BATCH => {
+                let count = r.u32()? as usize;
+                // Each op takes at least 9 bytes: bound the allocation by the input.
+                let mut ops = Vec::with_capacity(count.min(bytes.len() / 9));
+                for _ in 0..count {
+                    ops.push(decode_op(&mut r)?);
+                }
+                Record::Batch { ts_micros, ops }
+            }
+            KIND_DROP => Record::DropKeyspace {
+                ts_micros,
+                keyspace: KeyspaceId(r.u32()?),
+            },
+            other => return Err(format!("record kind {other} is unknown")),
+        };
+        if r.pos != bytes.len() {
+            return Err(format!(
+                "{} trailing bytes after the record",
+                bytes.len() - r.pos
+            ));
+        }
+        Ok(record)
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn encode_op(out: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Put {
+            keyspace,
+            key,
+            stored,
+        } => {
+            out.push(OP_PUT);
+            out.extend_from_slice(&keyspace.0.to_be_bytes());
+            put_bytes(out, key);
+            put_bytes(out, stored);
+        }
+        Op::Delete { keyspace, key } => {
+            out.push(OP_DELETE);
+            out.extend_from_slice(&keyspace.0.to_be_bytes());
+            put_bytes(out, key);
+        }
+        Op::DeleteRange {
+            keyspace,
+            start,
+            end,
+        } => {
+            out.push(OP_DELETE_RANGE);
+            out.extend_from_slice(&keyspace.0.to_be_bytes());
+            put_bytes(out, start);
+            put_bytes(out, end);
+        }
+    }
+}
+
+fn decode_op(r: &mut Reader<'_>) -> Result<Op, String> {
+    let op = r.u8()?;
+    let keyspace = KeyspaceId(r.u32()?);
+    let key = r.bytes()?;
+    match op {
+        OP_PUT => Ok(Op::Put {
+            keyspace,
+            key,
+            stored: r.bytes()?,
+        }),
+        OP_DELETE => Ok(Op::Delete { keyspace, key }),
+        OP_DELETE_RANGE => Ok(Op::DeleteRange {
+            keyspace,
+            start: key,
+            end: r.bytes()?,
+        }),
+        other => Err(format!("mutation op {other} is unknown")),
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| {
+                format!(
+                    "record truncated: needs {n} bytes at offset {}, has {}",
+                    self.pos,
+                    self.bytes.len()
+                )
+            })?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b: [u8; 4] = self.take(4)?.try_into().expect("take returned 4 bytes");
+        Ok(u32::from_be_bytes(b))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let b: [u8; 8] = self.take(8)?.try_into().expect("take returned 8 bytes");
+        Ok(u64::from_be_bytes(b))
+    }
+
+    fn bytes(&mut self) -> Result<Vec<u8>, String> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let batch = Record::Batch {
+            ts_micros: -5,
+            ops: vec![
+                Op::Put {
+                    keyspace: KeyspaceId(1),
+                    key: b"k\0".to_vec(),
+                    stored: vec![0, 1],
+                },
+                Op::Delete {
+                    keyspace: KeyspaceId(2),
+                    key: vec![],
+                },
+                Op::DeleteRange {
+                    keyspace: KeyspaceId(3),
+                    start: b"a".to_vec(),
+                    end: b"b".to_vec(),
+                },
+            ],
+        };
+        assert_eq!(Record::decode(&batch.encode()), Ok(batch));
+        let drop = Record::DropKeyspace {
+            ts_micros: 9,
+            keyspace: KeyspaceId(4),
+        };
+        assert_eq!(Record::decode(&drop.encode()), Ok(drop));
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let good = Record::Batch {
+            ts_micros: 1,
+            ops: vec![Op::Put {
+                keyspace: KeyspaceId(1),
+                key: b"k".to_vec(),
+                stored: vec![0],
+            }],
+        }
+        .encode();
+        for cut in 0..good.len() {
+            assert!(
+                Record::decode(&good[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert!(Record::decode(&long).unwrap_err().contains("trailing"));
+        let mut huge_count = good;
+        huge_count[10..14].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Record::decode(&huge_count).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! One partition on this replica: its applied position, and the task that applies its log.
+
+use crate::apply::{Applied, Applier};
+use crate::clock::Clock;
+use notadb_log::{Log, LogEntry};
+use notadb_storage::RocksStorage;
+use notadb_types::{PartitionId, Seq};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long one log read waits for new entries before checking for shutdown again.
+const POLL_WAIT: Duration = Duration::from_millis(500);
+/// Pause before retrying a log read that failed transiently.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Shared view of one partition's progress.
+#[derive(Debug)]
+pub struct PartitionState {
+    pub id: PartitionId,
+    applied: watch::Sender<Seq>,
+    /// Highest seq known to be in the log.
+    last_seq: AtomicU64,
+    /// Last seq in the log when the node started: ready once applied reaches it.
+    startup_last: u64,
+    /// Age of the oldest entry of the batch being applied (0 when caught up), micros.
+    lag_micros: AtomicI64,
+    failed: AtomicBool,
+}
+
+impl PartitionState {
+    /// State for a partition whose storage is at `applied` and whose log ends at `last`.
+    pub fn new(id: PartitionId, applied: Seq, last: Seq) -> PartitionState {
+        PartitionState {
+            id,
+            applied: watch::Sender::new(applied),
+            last_seq: AtomicU64::new(last.0.max(applied.0)),
+            startup_last: last.0,
+            lag_micros: AtomicI64::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// The applied position.
+    pub fn applied(&self) -> Seq {
+        *self.applied.borrow()
+    }
+
+    /// Highest seq known in the log.
+    pub fn last_seq(&self) -> Seq {
+        Seq(self.last_seq.load(Ordering::Acquire))
+    }
+
+    /// Notes that the log holds `seq`.
+    pub fn appended(&self, seq: Seq) {
+        self.last_seq.fetch_max(seq.0, Ordering::AcqRel);
+    }
+
+    /// Entries in the log not applied yet.
+    pub fn lag_records(&self) -> u64 {
+        self.last_seq().0.saturating_sub(self.applied().0)
+    }
+
+    /// Seconds behind: the age of the oldest entry being applied.
+    pub fn lag_seconds(&self) -> f64 {
+        if self.lag_records() == 0 {
+            0.0
+        } else {
+            self.lag_micros.load(Ordering::Acquire).max(0) as f64 / 1e6
+        }
+    }
+
+    /// Whether the startup replay finished and apply has not failed.
+    pub fn is_ready(&self) -> bool {
+        !self.is_failed() && self.applied().0 >= self.startup_last
+    }
+
+    /// Whether apply stopped on an error.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Waits until `seq` is applied.
+    pub async fn wait_applied(&self, seq: Seq) {
+        let mut rx = self.applied.subscribe();
+        // The sender lives as long as `self`, so `wait_for` only returns once the value holds.
+        let _ = rx.wait_for(|applied| *applied >= seq).await;
+    }
+}
+
+/// The owner of one partition's apply: reads the log in order and commits each batch of
+/// entries together with the applied seq.
+pub struct ApplyTask {
+    pub storage: Arc<RocksStorage>,
+    pub log: Arc<dyn Log>,
+    pub state: Arc<PartitionState>,
+    pub applier: Applier,
+    pub clock: Arc<dyn Clock>,
+    pub batch: usize,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl ApplyTask {
+    /// Runs until shutdown or until applying fails (which stops this partition, never skips).
+    pub async fn run(mut self) {
+        let p = self.state.id;
+        loop {
+            let next = self.state.applied().next();
+            let read = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => return,
+                read = self.log.read(p, next, self.batch, POLL_WAIT) => read,
+            };
+            let entries = match read {
+                Ok(entries) if entries.is_empty() => {
+                    self.state.lag_micros.store(0, Ordering::Release);
+                    continue;
+                }
+                Ok(entries) => entries,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(partition = %p, error = %e, "log read failed, retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(partition = %p, error = %e, "log read failed; partition stopped");
+                    self.state.failed.store(true, Ordering::Release);
+                    return;
+                }
+            };
+            match self.apply(entries).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(partition = %p, error = %e, "apply failed; partition stopped");
+                    self.state.failed.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, entries: Vec<LogEntry>) -> Result<(), String> {
+        let last = entries.last().map(|e| e.seq).expect("entries is not empty");
+        let expected = self.state.applied().next();
+        if entries[0].seq != expected {
+            return Err(format!(
+                "log returned seq {} where {expected} was expected",
+                entries[0].seq
+            ));
+        }
+        self.state.appended(last);
+        let storage = self.storage.clone();
+        let mut applier = std::mem::replace(&mut self.applier, Applier::new(self.state.id, []));
+        let started = Instant::now();
+        let count = entries.len();
+        let (applier, result) = tokio::task::spawn_blocking(move || {
+            let mut batch = storage.batch();
+            let mut first_ts = None;
+            let mut malformed = 0u64;
+            for entry in &entries {
+                match applier.apply(&mut batch, entry) {
+                    Applied::Ok { ts_micros } => {
+                        first_ts.get_or_insert(ts_micros);
+                    }
+                    Applied::Malformed => malformed += 1,
+                }
+            }
+            batch.set_applied(applier.partition(), last);
+            let result = storage.commit(batch, false).map(|()| (first_ts, malformed));
+            (applier, result)
+        })
+        .await
+        .map_err(|e| format!("apply task failed: {e}"))?;
+        self.applier = applier;
+        let (first_ts, malformed) = result.map_err(|e| e.to_string())?;
+        if let Some(ts) = first_ts {
+            self.state
+                .lag_micros
+                .store(self.clock.now_micros() - ts, Ordering::Release);
+        }
+        self.state.applied.send_replace(last);
+        metrics::counter!("notadb_applied_entries_total").increment(count as u64);
+        metrics::counter!("notadb_apply_malformed_entries_total").increment(malformed);
+        metrics::histogram!("notadb_apply_batch_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Shared test fixtures: seed-like schemas and a node on a temporary directory.
+
+#![allow(dead_code)]
+
+use notadb_node::{ManualClock, Mutation, Node, NodeBuilder, NodeConfig, ValueInput};
+use notadb_types::{Element, ElementType, KeyElement, KeyspaceSchema, Order, TtlSpec, ValueFormat};
+use std::sync::Arc;
+
+pub const HOUR: i64 = 3_600_000_000;
+/// A fixed "now" for tests that use the manual clock.
+pub const T0: i64 = 1_800_000_000_000_000;
+
+pub fn el(name: &str, ty: ElementType, order: Order) -> KeyElement {
+    KeyElement {
+        name: name.into(),
+        ty,
+        order,
+    }
+}
+
+pub fn items() -> KeyspaceSchema {
+    KeyspaceSchema {
+        name: "items".into(),
+        key: vec![
+            el("store_id", ElementType::String, Order::Asc),
+            el("product", ElementType::String, Order::Asc),
+            el("score", ElementType::F64, Order::Desc),
+            el("item_id", ElementType::String, Order::Asc),
+        ],
+        partition_by: 1,
+        value_format: ValueFormat::Json,
+        ttl: None,
+    }
+}
+
+pub fn activity() -> KeyspaceSchema {
+    KeyspaceSchema {
+        name: "activity".into(),
+        key: vec![
+            el("user_id", ElementType::String, Order::Asc),
+            el("ts", ElementType::Timestamp, Order::Asc),
+            el("feature", ElementType::String, Order::Asc),
+            el("item_id", ElementType::String, Order::Asc),
+        ],
+        partition_by: 1,
+        value_format: ValueFormat::Bytes,
+        ttl: Some(TtlSpec::Element {
+            element: "ts".into(),
+            ttl_micros: 24 * HOUR as u64,
+        }),
+    }
+}
+
+pub fn s(v: &str) -> Element {
+    Element::String(v.into())
+}
+
+pub fn config(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
+        data_dir: dir.to_path_buf(),
+        partitions: 8,
+        ..NodeConfig::default()
+    }
+}
+
+/// A node with the seed keyspaces and a manual clock at `T0`.
+pub async fn node(dir: &std::path::Path) -> (Node, ManualClock) {
+    let clock = ManualClock::new(T0);
+    let node = NodeBuilder::new(config(dir))
+        .clock(Arc::new(clock.clone()))
+        .keyspace(items())
+        .keyspace(activity())
+        .open()
+        .await
+        .expect("node opens");
+    (node, clock)
+}
+
+pub fn item(store: &str, product: &str, score: f64, id: &str, available: bool) -> Mutation {
+    Mutation::Put {
+        keyspace: "items".into(),
+        key: vec![s(store), s(product), Element::F64(score), s(id)],
+        value: ValueInput::Json(format!(r#"{{"available": {available}, "price": {score}}}"#)),
+    }
+}
+
+pub fn event(user: &str, ts: i64, feature: &str, item: &str) -> Mutation {
+    Mutation::Put {
+        keyspace: "activity".into(),
+        key: vec![s(user), Element::Timestamp(ts), s(feature), s(item)],
+        value: ValueInput::Bytes(Vec::new()),
+    }
+}

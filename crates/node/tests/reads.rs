@@ -1,0 +1,404 @@
+//! Writes go through the log and the apply loop; reads see them with tokens.
+
+mod common;
+
+use common::*;
+use notadb_node::*;
+use notadb_types::Element;
+
+fn ids(rows: &[Row]) -> Vec<String> {
+    rows.iter().map(|r| r.key[3].to_string()).collect()
+}
+
+#[tokio::test]
+async fn put_then_get_with_token_sees_the_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let token = node
+        .write(vec![item("s1", "shoes", 0.5, "i1", true)])
+        .await
+        .expect("write");
+    let key = vec![s("s1"), s("shoes"), Element::F64(0.5), s("i1")];
+    let (format, value) = node
+        .get("items", &key, &Consistency::tokens(vec![token]))
+        .await
+        .expect("get");
+    assert_eq!(format, notadb_types::ValueFormat::Json);
+    let value: serde_json::Value = serde_json::from_slice(&value.expect("found")).expect("json");
+    assert_eq!(value["available"], true);
+    let missing = vec![s("s1"), s("shoes"), Element::F64(0.5), s("nope")];
+    assert!(node
+        .get("items", &missing, &Consistency::none())
+        .await
+        .expect("get")
+        .1
+        .is_none());
+}
+
+#[tokio::test]
+async fn scan_orders_by_score_desc_filters_and_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let mut batch = Vec::new();
+    for i in 0..30 {
+        batch.push(item(
+            "s1",
+            "shoes",
+            f64::from(i) / 10.0,
+            &format!("i{i:02}"),
+            i % 3 != 0,
+        ));
+    }
+    batch.push(item("s1", "hats", 9.0, "h1", true));
+    let token = node.write(batch).await.expect("one partition: one write");
+    let request = ScanRequest {
+        keyspace: "items".into(),
+        range: KeyRange::prefix(vec![s("s1"), s("shoes")]),
+        limit: 5,
+        filters: vec![Filter::Field {
+            path: "available".into(),
+            op: FilterOp::Eq,
+            value: serde_json::json!(true),
+        }],
+        ..ScanRequest::default()
+    };
+    let result = node
+        .scan(request.clone(), &Consistency::tokens(vec![token]))
+        .await
+        .expect("scan");
+    // Best score first, skipping unavailable (i % 3 == 0) items.
+    assert_eq!(ids(&result.rows), ["i29", "i28", "i26", "i25", "i23"]);
+    assert!(result.more);
+    let reversed = node
+        .scan(
+            ScanRequest {
+                reverse: true,
+                ..request.clone()
+            },
+            &Consistency::none(),
+        )
+        .await
+        .expect("scan");
+    assert_eq!(ids(&reversed.rows), ["i01", "i02", "i04", "i05", "i07"]);
+    // Bounds are the elements after the prefix: scores in (2.0, 1.0].
+    let bounded = ScanRequest {
+        range: KeyRange {
+            prefix: vec![s("s1"), s("shoes")],
+            start: Some(Bound {
+                key: vec![Element::F64(2.0)],
+                inclusive: false,
+            }),
+            end: Some(Bound {
+                key: vec![Element::F64(1.0)],
+                inclusive: true,
+            }),
+        },
+        limit: 100,
+        filters: vec![],
+        ..request
+    };
+    let rows = node
+        .scan(bounded, &Consistency::none())
+        .await
+        .expect("scan")
+        .rows;
+    assert_eq!(
+        ids(&rows),
+        ["i19", "i18", "i17", "i16", "i15", "i14", "i13", "i12", "i11", "i10"]
+    );
+    // A key-element filter.
+    let by_element = ScanRequest {
+        keyspace: "items".into(),
+        range: KeyRange::prefix(vec![s("s1")]),
+        filters: vec![Filter::Element {
+            name: "product".into(),
+            op: FilterOp::Eq,
+            value: s("hats"),
+        }],
+        ..ScanRequest::default()
+    };
+    assert_eq!(
+        ids(&node
+            .scan(by_element, &Consistency::none())
+            .await
+            .expect("scan")
+            .rows),
+        ["h1"]
+    );
+}
+
+#[tokio::test]
+async fn scan_across_partitions_merges_in_key_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let mut tokens = Vec::new();
+    for store in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"] {
+        tokens.push(
+            node.write(vec![item(store, "x", 1.0, "i", true)])
+                .await
+                .expect("write"),
+        );
+    }
+    let partitions: std::collections::BTreeSet<_> = tokens.iter().map(|t| t.partition).collect();
+    assert!(partitions.len() > 1, "stores spread over partitions");
+    let request = ScanRequest {
+        keyspace: "items".into(),
+        limit: 4,
+        ..ScanRequest::default()
+    };
+    let result = node
+        .scan(request, &Consistency::tokens(tokens))
+        .await
+        .expect("scan");
+    let stores: Vec<String> = result.rows.iter().map(|r| r.key[0].to_string()).collect();
+    assert_eq!(stores, ["a", "b", "c", "d"]);
+    assert!(result.more);
+}
+
+#[tokio::test]
+async fn aggregate_counts_views_in_the_window_grouped_top_k() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let mut batch = Vec::new();
+    // In the past hour: item a viewed 3 times, b 2, c 1 (plus clicks that must not count).
+    for (n, item) in [(3, "a"), (2, "b"), (1, "c")] {
+        for k in 0..n {
+            batch.push(event("u1", T0 - 10 * 60_000_000 - k, "view", item));
+        }
+        batch.push(event("u1", T0 - 60_000_000, "click", item));
+    }
+    // Older than an hour: many views of z.
+    for k in 0..10 {
+        batch.push(event("u1", T0 - 2 * HOUR - k, "view", "z"));
+    }
+    let token = node.write(batch).await.expect("write");
+    let request = AggregateRequest {
+        keyspace: "activity".into(),
+        range: KeyRange::prefix(vec![s("u1")]),
+        filters: vec![Filter::Element {
+            name: "feature".into(),
+            op: FilterOp::Eq,
+            value: s("view"),
+        }],
+        function: AggregateFunction::Count,
+        group_by: Some("item_id".into()),
+        top_k: 2,
+        window: Some(TimeWindow {
+            element: "ts".into(),
+            last: Some(HOUR),
+            ..TimeWindow::default()
+        }),
+        ..AggregateRequest::default()
+    };
+    let result = node
+        .aggregate(request, &Consistency::tokens(vec![token]))
+        .await
+        .expect("aggregate");
+    let groups: Vec<(String, f64)> = result
+        .groups
+        .iter()
+        .map(|g| (g.key.clone().expect("grouped").to_string(), g.value))
+        .collect();
+    assert_eq!(groups, [("a".to_string(), 3.0), ("b".to_string(), 2.0)]);
+    // The window narrowed the range: the ten old views were never visited.
+    assert_eq!(result.rows_scanned, 9);
+}
+
+#[tokio::test]
+async fn aggregate_sum_min_max_of_a_json_field_across_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let mut tokens = Vec::new();
+    for (store, score) in [("a", 1.0), ("b", 2.5), ("c", 4.0)] {
+        tokens.push(
+            node.write(vec![item(store, "x", score, "i", true)])
+                .await
+                .expect("write"),
+        );
+    }
+    let run = |function| {
+        let node = node.clone();
+        let tokens = tokens.clone();
+        async move {
+            let request = AggregateRequest {
+                keyspace: "items".into(),
+                function,
+                field: Some("price".into()),
+                ..AggregateRequest::default()
+            };
+            let r = node
+                .aggregate(request, &Consistency::tokens(tokens))
+                .await
+                .expect("aggregate");
+            assert_eq!(r.groups.len(), 1);
+            (r.groups[0].value, r.groups[0].rows)
+        }
+    };
+    assert_eq!(run(AggregateFunction::Sum).await, (7.5, 3));
+    assert_eq!(run(AggregateFunction::Min).await, (1.0, 3));
+    assert_eq!(run(AggregateFunction::Max).await, (4.0, 3));
+}
+
+#[tokio::test]
+async fn multi_get_keeps_request_order_across_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let a = node
+        .write(vec![item("a", "x", 1.0, "i", true)])
+        .await
+        .expect("write");
+    let b = node
+        .write(vec![item("b", "x", 1.0, "i", false)])
+        .await
+        .expect("write");
+    let key = |store: &str| vec![s(store), s("x"), Element::F64(1.0), s("i")];
+    let (_, values) = node
+        .multi_get(
+            "items",
+            &[key("b"), key("missing"), key("a")],
+            &Consistency::tokens(vec![a, b]),
+        )
+        .await
+        .expect("multi_get");
+    let available: Vec<Option<bool>> = values
+        .iter()
+        .map(|v| {
+            v.as_ref().map(|v| {
+                serde_json::from_slice::<serde_json::Value>(v).expect("json")["available"]
+                    .as_bool()
+                    .expect("bool")
+            })
+        })
+        .collect();
+    assert_eq!(available, [Some(false), None, Some(true)]);
+}
+
+#[tokio::test]
+async fn deletes_and_range_deletes_apply_in_log_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        batch.push(item("s", "p", f64::from(i), &format!("i{i}"), true));
+    }
+    node.write(batch).await.expect("write");
+    node.write(vec![Mutation::Delete {
+        keyspace: "items".into(),
+        key: vec![s("s"), s("p"), Element::F64(9.0), s("i9")],
+    }])
+    .await
+    .expect("delete");
+    // Scores 7.0 down to 5.0 inclusive (descending element: start is the larger value).
+    let range = KeyRange {
+        prefix: vec![s("s"), s("p")],
+        start: Some(Bound {
+            key: vec![Element::F64(7.0)],
+            inclusive: true,
+        }),
+        end: Some(Bound {
+            key: vec![Element::F64(5.0)],
+            inclusive: true,
+        }),
+    };
+    let token = node
+        .write(vec![Mutation::DeleteRange {
+            keyspace: "items".into(),
+            range,
+        }])
+        .await
+        .expect("delete range");
+    let request = ScanRequest {
+        keyspace: "items".into(),
+        range: KeyRange::prefix(vec![s("s")]),
+        ..ScanRequest::default()
+    };
+    let rows = node
+        .scan(request, &Consistency::tokens(vec![token]))
+        .await
+        .expect("scan")
+        .rows;
+    assert_eq!(ids(&rows), ["i8", "i4", "i3", "i2", "i1", "i0"]);
+}
+
+#[tokio::test]
+async fn query_handlers_run_on_the_owning_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let count = |ctx: &QueryContext<'_>,
+                 args: &serde_json::Value|
+     -> Result<serde_json::Value, NodeError> {
+        let mut prefix = ctx.partition_key().to_vec();
+        if let Some(p) = args["product"].as_str() {
+            prefix.push(Element::String(p.into()));
+        }
+        let rows = ctx.scan("items", &KeyRange::prefix(prefix), false)?;
+        Ok(serde_json::json!(rows.count()))
+    };
+    let outside =
+        |ctx: &QueryContext<'_>, _: &serde_json::Value| -> Result<serde_json::Value, NodeError> {
+            ctx.scan("items", &KeyRange::default(), false)
+                .map(|_| serde_json::Value::Null)
+        };
+    let node = NodeBuilder::new(config(dir.path()))
+        .keyspace(items())
+        .handler("count", count)
+        .handler("outside", outside)
+        .open()
+        .await
+        .expect("open");
+    let token = node
+        .write(vec![
+            item("s1", "a", 1.0, "x", true),
+            item("s1", "a", 2.0, "y", true),
+            item("s1", "b", 1.0, "z", true),
+        ])
+        .await
+        .expect("write");
+    let c = Consistency::tokens(vec![token]);
+    let n = node
+        .query(
+            "count",
+            "items",
+            vec![s("s1")],
+            serde_json::json!({"product": "a"}),
+            &c,
+        )
+        .await
+        .expect("query");
+    assert_eq!(n, serde_json::json!(2));
+    let err = node
+        .query(
+            "outside",
+            "items",
+            vec![s("s1")],
+            serde_json::Value::Null,
+            &c,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::InvalidArgument(ref m) if m.contains("outside partition")),
+        "{err}"
+    );
+    let err = node
+        .query("nope", "items", vec![s("s1")], serde_json::Value::Null, &c)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::NotFound(ref m) if m.contains("registered: count, outside")),
+        "{err}"
+    );
+    let err = node
+        .query(
+            "count",
+            "items",
+            vec![s("s1"), s("a")],
+            serde_json::Value::Null,
+            &c,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::InvalidArgument(ref m) if m.starts_with("partition_key")),
+        "{err}"
+    );
+}

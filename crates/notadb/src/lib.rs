@@ -1,0 +1,32 @@
+//! notadb: a framework and server for distributed stateful services.
+//!
+//! A service is a node with its own keyspaces and named query handlers. Handlers run on the
+//! partition that owns their data, over one consistent snapshot:
+//!
+//! ```no_run
+//! use notadb::{KeyRange, NodeError, QueryContext, Server, ServerConfig};
+//! use serde_json::{json, Value};
+//!
+//! fn count_items(ctx: &QueryContext<'_>, _args: &Value) -> Result<Value, NodeError> {
+//!     let rows = ctx.scan("items", &KeyRange::prefix(ctx.partition_key().to_vec()), false)?;
+//!     Ok(json!(rows.count()))
+//! }
+//!
+//! # async fn run(schema: notadb::KeyspaceSchema) -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::start(ServerConfig::default(), |node| {
+//!     node.keyspace(schema).handler("count_items", count_items)
+//! })
+//! .await?;
+//! server.run_until_signal().await?;
+//! # Ok(()) }
+//! ```
+
+pub use notadb_client as client;
+pub use notadb_log as log;
+pub use notadb_node::*;
+pub use notadb_server::{Server, ServerConfig, ServerError};
+pub use notadb_types as types;
+pub use notadb_types::{
+    Element, ElementType, KeyElement, KeyspaceSchema, Order, PartitionId, Seq, Token, TtlSpec,
+    ValueFormat,
+};

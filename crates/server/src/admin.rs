@@ -1,0 +1,136 @@
+//! Admin HTTP: `/healthz`, `/readyz`, `/metrics` and a small HTML status page at `/`.
+
+use crate::metrics;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use notadb_node::Node;
+use std::fmt::Write;
+
+/// The admin routes for `node`.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(node)
+}
+
+async fn healthz(State(node): State<Node>) -> Response {
+    if node.is_healthy() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a partition stopped applying; see the log\n",
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(node): State<Node>) -> Response {
+    let status = node.status();
+    if status.ready {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let behind: Vec<String> = status
+        .partitions
+        .iter()
+        .filter(|p| p.lag_records > 0 || p.failed)
+        .take(8)
+        .map(|p| {
+            format!(
+                "partition {} applied {} of {}{}",
+                p.partition,
+                p.applied,
+                p.last,
+                if p.failed { " (stopped)" } else { "" }
+            )
+        })
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {}\n", behind.join("; ")),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(node): State<Node>) -> Response {
+    metrics::refresh(&node);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::handle().render(),
+    )
+        .into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+async fn status_page(State(node): State<Node>) -> Html<String> {
+    let status = node.status();
+    let memory = node.storage().memory_usage();
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><title>notadb</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>",
+    );
+    let _ = write!(
+        html,
+        "<h1>notadb node {}</h1><p>{} &middot; {} partitions &middot; RocksDB memtables {} KiB, block cache {} KiB</p>",
+        escape(&status.node_id),
+        if status.ready { "ready" } else { "<b>not ready</b>" },
+        status.partitions.len(),
+        memory.memtables >> 10,
+        memory.block_cache >> 10
+    );
+    html.push_str("<h2>Keyspaces</h2><table><tr><th>name</th><th>id</th><th>key</th><th>partition by</th><th>value</th><th>on disk</th></tr>");
+    for k in node.list_keyspaces() {
+        let s = &k.def.schema;
+        let key: Vec<String> = s
+            .key
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}{}",
+                    e.name,
+                    e.ty.name(),
+                    if e.order == notadb_types::Order::Desc {
+                        " desc"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{} KiB</td></tr>",
+            escape(&s.name),
+            k.def.id,
+            escape(&key.join(", ")),
+            s.partition_by,
+            s.value_format,
+            k.approximate_bytes >> 10
+        );
+    }
+    html.push_str("</table><h2>Partitions</h2><table><tr><th>partition</th><th>applied</th><th>last</th><th>lag (records)</th><th>lag (s)</th><th>state</th></tr>");
+    for p in &status.partitions {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td></tr>",
+            p.partition,
+            p.applied,
+            p.last,
+            p.lag_records,
+            p.lag_seconds,
+            if p.failed { "stopped" } else { "applying" }
+        );
+    }
+    html.push_str("</table></body></html>");
+    Html(html)
+}

@@ -1,0 +1,77 @@
+use notadb_node::NodeConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Default gRPC listen address.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
+/// Default admin HTTP listen address.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:7071";
+
+/// Everything `notadb serve` reads: a TOML file, then `NOTADB_*` environment variables and
+/// flags on top (the binary applies those).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC API address.
+    pub grpc_addr: SocketAddr,
+    /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`, `/`).
+    pub admin_addr: SocketAddr,
+    /// Longest a shutdown waits for in-flight requests, seconds.
+    pub shutdown_grace_secs: u64,
+    /// The node.
+    pub node: NodeConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default address"),
+            admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
+            shutdown_grace_secs: 30,
+            node: NodeConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML configuration file; unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<ServerConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_partial_file_and_rejects_unknown_keys() {
+        let config: ServerConfig = toml::from_str(
+            "grpc_addr = \"127.0.0.1:9000\"\n[node]\npartitions = 8\n[node.limits]\nmax_key_bytes = 100\n",
+        )
+        .expect("valid");
+        assert_eq!(config.grpc_addr.port(), 9000);
+        assert_eq!(config.node.partitions, 8);
+        assert_eq!(config.node.limits.max_key_bytes, 100);
+        assert_eq!(
+            config.node.limits.max_value_bytes,
+            notadb_node::Limits::default().max_value_bytes
+        );
+        let err = toml::from_str::<ServerConfig>("[node]\npartitionz = 8\n").unwrap_err();
+        assert!(err.to_string().contains("partitionz"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let example: ServerConfig =
+            toml::from_str(include_str!("../../../docs/config.example.toml")).expect("valid");
+        let defaults = ServerConfig::default();
+        assert_eq!(
+            toml::to_string(&example).ok(),
+            toml::to_string(&defaults).ok()
+        );
+    }
+}

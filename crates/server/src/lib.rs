@@ -1,0 +1,15 @@
+//! notadb's server: the gRPC API (tonic, with server reflection), the admin HTTP endpoints
+//! (health, readiness, Prometheus metrics, a status page) and the configuration file.
+//! Error-to-status mapping lives in one place: `status`.
+
+mod admin;
+mod config;
+mod convert;
+mod grpc;
+pub mod metrics;
+mod server;
+mod status;
+
+pub use config::{ServerConfig, DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR};
+pub use server::{wait_for_signal, Server, ServerError};
+pub use status::to_status;

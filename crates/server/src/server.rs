@@ -1,0 +1,174 @@
+//! A running server: a node, its gRPC API and its admin HTTP endpoints.
+
+use crate::grpc::{DataService, KeyspacesService, NodeService};
+use crate::{admin, metrics, ServerConfig};
+use notadb_node::{Node, NodeBuilder, NodeError};
+use notadb_proto::v1::data_server::DataServer;
+use notadb_proto::v1::keyspaces_server::KeyspacesServer;
+use notadb_proto::v1::node_server::NodeServer;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Room for framing on top of the largest write a client may send.
+const MESSAGE_SLACK: usize = 1 << 20;
+/// Largest response (a scan of many large rows).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// A failure to start or stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Node(#[from] NodeError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A started server. Dropping it does not stop it: call `shutdown`.
+pub struct Server {
+    node: Node,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    admin: JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl Server {
+    /// Opens the node (the builder adds the service's keyspaces and handlers) and starts
+    /// listening. Port 0 in the config picks a free port; see `grpc_addr`/`admin_addr`.
+    pub async fn start(
+        config: ServerConfig,
+        customize: impl FnOnce(NodeBuilder) -> NodeBuilder,
+    ) -> Result<Server, ServerError> {
+        metrics::handle();
+        let max_request = config.node.limits.max_batch_bytes + MESSAGE_SLACK;
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.grpc_addr,
+                source,
+            })?;
+        let admin_listener = TcpListener::bind(config.admin_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.admin_addr,
+                source,
+            })?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|e| ServerError::Other(e.to_string()))?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|e| ServerError::Other(e.to_string()))?;
+        let node = customize(NodeBuilder::new(config.node)).open().await?;
+
+        let (stop, _) = watch::channel(false);
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(notadb_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Other(format!("reflection: {e}")))?;
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(reflection)
+            .add_service(
+                DataServer::new(DataService::new(node.clone()))
+                    .max_decoding_message_size(max_request)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            )
+            .add_service(KeyspacesServer::new(KeyspacesService::new(node.clone())))
+            .add_service(NodeServer::new(NodeService::new(node.clone())))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                stopped(stop.subscribe()),
+            );
+        let grpc = tokio::spawn(grpc);
+        let admin = axum::serve(admin_listener, admin::router(node.clone()))
+            .with_graceful_shutdown(stopped(stop.subscribe()));
+        let admin = tokio::spawn(async move { admin.await });
+        tracing::info!(%grpc_addr, %admin_addr, "notadb serving");
+        Ok(Server {
+            node,
+            grpc_addr,
+            admin_addr,
+            stop,
+            grpc,
+            admin,
+            grace,
+        })
+    }
+
+    /// The node behind the server.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Where gRPC listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Where the admin HTTP endpoints listen.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish (up to the grace period), then
+    /// stops the node and makes its log and storage durable.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.stop.send_replace(true);
+        match tokio::time::timeout(self.grace, self.grpc).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+        }
+        let _ = tokio::time::timeout(self.grace, self.admin).await;
+        self.node.shutdown().await?;
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down.
+    pub async fn run_until_signal(self) -> Result<(), ServerError> {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,24 @@
+//! A replica's storage: one RocksDB instance holding every partition the replica serves.
+//!
+//! Layout (see `layout`): the `data` column family keys every entry as
+//! `partition (u16 BE) | keyspace id (u32 BE) | encoded key tuple`, so a partition's data is
+//! one contiguous key range (it can be checkpointed, moved or deleted as a range), and a
+//! keyspace within a partition is a sub-range. The `meta` column family holds each partition's
+//! applied `seq`, written in the same write batch as the data it produced, and the catalog.
+//!
+//! Stored values carry a small header with the entry's expiry (see `value`); expired entries
+//! are hidden by the readers and dropped by a compaction filter.
+
+mod batch;
+mod error;
+pub mod layout;
+mod options;
+mod rocks;
+pub mod value;
+mod view;
+
+pub use batch::StorageBatch;
+pub use error::StorageError;
+pub use options::StorageOptions;
+pub use rocks::{MemoryUsage, RocksStorage};
+pub use view::{Cursor, ReadView};

@@ -1,0 +1,25 @@
+/// Default shared block cache size.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 256 << 20;
+/// Default budget for all memtables together.
+pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 128 << 20;
+
+/// RocksDB settings a node exposes in its configuration.
+#[derive(Clone, Debug)]
+pub struct StorageOptions {
+    /// One LRU block cache shared by every column family.
+    pub block_cache_bytes: usize,
+    /// Memtable memory for the whole instance (a write buffer manager charged to the cache).
+    pub write_buffer_bytes: usize,
+    /// Background flush and compaction threads.
+    pub background_jobs: i32,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+            write_buffer_bytes: DEFAULT_WRITE_BUFFER_BYTES,
+            background_jobs: 2,
+        }
+    }
+}

@@ -1,0 +1,379 @@
+use crate::{layout, value, ReadView, StorageBatch, StorageError, StorageOptions};
+use notadb_types::{KeyspaceId, PartitionId, Seq};
+use rocksdb::{
+    compaction_filter::Decision, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor,
+    Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
+};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Meta key holding the partition count the data directory was created with.
+const PARTITIONS_KEY: &[u8] = b"partitions";
+
+/// A metadata key and its value.
+pub type MetaEntry = (Vec<u8>, Vec<u8>);
+
+/// RocksDB memory, as Prometheus and the status page show it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryUsage {
+    pub memtables: u64,
+    pub block_cache: u64,
+    pub table_readers: u64,
+}
+
+/// One RocksDB instance holding every partition a replica serves.
+pub struct RocksStorage {
+    db: DB,
+    cache: Cache,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Drops entries whose expiry passed. Compaction is storage housekeeping, not apply: readers
+/// already hide expired entries, so when a replica removes them changes nothing visible.
+fn ttl_filter(_level: u32, _key: &[u8], stored: &[u8]) -> Decision {
+    match value::decode(stored) {
+        Some((Some(at), _)) if at <= now_micros() => Decision::Remove,
+        _ => Decision::Keep,
+    }
+}
+
+impl RocksStorage {
+    /// Opens (or creates) the instance at `path` for `partitions` partitions. A directory
+    /// created with another partition count is refused.
+    pub fn open(
+        path: &Path,
+        partitions: u16,
+        options: &StorageOptions,
+    ) -> Result<RocksStorage, StorageError> {
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+            options.write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(options.background_jobs);
+        db_opts.set_write_buffer_manager(&wbm);
+        db_opts.set_keep_log_file_num(4);
+
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+
+        let mut data_opts = Options::default();
+        data_opts.set_block_based_table_factory(&table);
+        data_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        data_opts.set_compaction_filter("notadb-ttl", ttl_filter);
+        data_opts.set_level_compaction_dynamic_level_bytes(true);
+        let mut meta_opts = Options::default();
+        meta_opts.set_block_based_table_factory(&table);
+
+        let db = DB::open_cf_descriptors(
+            &db_opts,
+            path,
+            [
+                ColumnFamilyDescriptor::new(layout::DATA_CF, data_opts),
+                ColumnFamilyDescriptor::new(layout::META_CF, meta_opts),
+            ],
+        )?;
+        let storage = RocksStorage { db, cache };
+        match storage.get_meta(PARTITIONS_KEY)? {
+            Some(found) => {
+                let found: [u8; 2] = found.as_slice().try_into().map_err(|_| {
+                    StorageError::Corrupt(format!("partition count has {} bytes", found.len()))
+                })?;
+                let found = u16::from_be_bytes(found);
+                if found != partitions {
+                    return Err(StorageError::PartitionCount {
+                        expected: partitions,
+                        found,
+                    });
+                }
+            }
+            None => {
+                let mut batch = storage.batch();
+                batch.put_meta(PARTITIONS_KEY, &partitions.to_be_bytes());
+                storage.commit(batch, true)?;
+            }
+        }
+        Ok(storage)
+    }
+
+    fn data_cf(&self) -> &ColumnFamily {
+        self.db
+            .cf_handle(layout::DATA_CF)
+            .expect("data column family is created at open")
+    }
+
+    fn meta_cf(&self) -> &ColumnFamily {
+        self.db
+            .cf_handle(layout::META_CF)
+            .expect("meta column family is created at open")
+    }
+
+    /// An empty batch.
+    pub fn batch(&self) -> StorageBatch<'_> {
+        StorageBatch {
+            inner: WriteBatch::default(),
+            data: self.data_cf(),
+            meta: self.meta_cf(),
+        }
+    }
+
+    /// Commits a batch atomically. `sync` waits for the RocksDB WAL to reach the disk; without
+    /// it the batch survives a process crash (the WAL is written) but not a power loss, which
+    /// the partition log covers.
+    pub fn commit(&self, batch: StorageBatch<'_>, sync: bool) -> Result<(), StorageError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        Ok(self.db.write_opt(batch.inner, &opts)?)
+    }
+
+    /// A consistent view of the instance now.
+    pub fn view(&self) -> ReadView<'_> {
+        ReadView {
+            db: &self.db,
+            snapshot: self.db.snapshot(),
+            data: self.data_cf(),
+        }
+    }
+
+    /// The partition's applied position (`Seq(0)` before its first entry).
+    pub fn applied(&self, p: PartitionId) -> Result<Seq, StorageError> {
+        match self.get_meta(&layout::applied_key(p))? {
+            None => Ok(Seq(0)),
+            Some(bytes) => {
+                let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                    StorageError::Corrupt(format!("applied seq of partition {p} is malformed"))
+                })?;
+                Ok(Seq(u64::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    /// Every (partition, keyspace) pair a drop was applied to.
+    pub fn dropped(&self) -> Result<Vec<(PartitionId, KeyspaceId)>, StorageError> {
+        Ok(self
+            .scan_meta(b"dropped/")?
+            .into_iter()
+            .filter_map(|(k, _)| layout::parse_dropped_key(&k))
+            .collect())
+    }
+
+    /// One metadata entry.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.meta_cf(), key)?)
+    }
+
+    /// Metadata entries whose key starts with `prefix`, in key order.
+    pub fn scan_meta(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, StorageError> {
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.meta_cf());
+        it.seek(prefix);
+        while let Some((k, v)) = it.item() {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Makes every committed batch durable on disk.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
+    /// Approximate on-disk bytes of a keyspace over the given partitions.
+    pub fn approximate_bytes(&self, ks: KeyspaceId, partitions: u16) -> u64 {
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..partitions)
+            .map(|p| layout::keyspace_range(PartitionId(p), ks))
+            .collect();
+        let ranges: Vec<rocksdb::Range<'_>> = ranges
+            .iter()
+            .map(|(s, e)| rocksdb::Range::new(s, e))
+            .collect();
+        self.db
+            .get_approximate_sizes_cf(self.data_cf(), &ranges)
+            .iter()
+            .sum()
+    }
+
+    /// Estimated number of keys in the data column family.
+    pub fn approximate_keys(&self) -> u64 {
+        self.db
+            .property_int_value_cf(self.data_cf(), "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Memory held by memtables, the block cache and table readers.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let prop = |name: &str| {
+            [self.data_cf(), self.meta_cf()]
+                .iter()
+                .filter_map(|cf| self.db.property_int_value_cf(*cf, name).ok().flatten())
+                .sum::<u64>()
+        };
+        MemoryUsage {
+            memtables: prop("rocksdb.cur-size-all-mem-tables"),
+            block_cache: self.cache.get_usage() as u64,
+            table_readers: prop("rocksdb.estimate-table-readers-mem"),
+        }
+    }
+
+    /// A digest of a partition's live data and applied position at `now_micros`: replicas at
+    /// the same applied position must produce the same digest.
+    pub fn digest(&self, p: PartitionId, now_micros: i64) -> Result<u64, StorageError> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&self.applied(p)?.0.to_be_bytes());
+        let (start, end) = layout::partition_range(p);
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(start.clone());
+        opts.set_iterate_upper_bound(end);
+        let mut it = self.db.raw_iterator_cf_opt(self.data_cf(), opts);
+        it.seek(&start);
+        while let Some((k, v)) = it.item() {
+            if value::live(v, now_micros).is_some() {
+                hasher.update(&(k.len() as u32).to_be_bytes());
+                hasher.update(k);
+                hasher.update(&(v.len() as u32).to_be_bytes());
+                hasher.update(v);
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(hasher.digest())
+    }
+
+    /// Runs a full compaction of the data column family (tests and maintenance).
+    pub fn compact(&self) {
+        self.db
+            .compact_range_cf(self.data_cf(), None::<&[u8]>, None::<&[u8]>);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, p: u16) -> Result<RocksStorage, StorageError> {
+        RocksStorage::open(dir, p, &StorageOptions::default())
+    }
+
+    #[test]
+    fn partition_count_is_fixed_at_creation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path(), 8).expect("create"));
+        let err = open(dir.path(), 16).err().expect("must refuse");
+        assert!(matches!(
+            err,
+            StorageError::PartitionCount {
+                expected: 16,
+                found: 8
+            }
+        ));
+        assert!(open(dir.path(), 8).is_ok());
+    }
+
+    #[test]
+    fn data_and_applied_commit_together_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = PartitionId(3);
+        let ks = KeyspaceId(1);
+        {
+            let s = open(dir.path(), 8).expect("open");
+            let mut b = s.batch();
+            b.put(p, ks, b"a", &value::encode(None, b"1"));
+            b.put(p, ks, b"b", &value::encode(None, b"2"));
+            b.set_applied(p, Seq(2));
+            s.commit(b, false).expect("commit");
+        }
+        let s = open(dir.path(), 8).expect("reopen");
+        assert_eq!(s.applied(p).expect("applied"), Seq(2));
+        assert_eq!(s.applied(PartitionId(4)).expect("applied"), Seq(0));
+        let view = s.view();
+        let got = view.get(p, ks, b"b").expect("get").expect("present");
+        assert_eq!(value::live(&got, 0), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn cursor_stays_inside_keyspace_and_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path(), 4).expect("open");
+        let mut b = s.batch();
+        for (p, ks, k) in [(0u16, 1u32, "a"), (0, 1, "b"), (0, 2, "a"), (1, 1, "c")] {
+            b.put(
+                PartitionId(p),
+                KeyspaceId(ks),
+                k.as_bytes(),
+                &value::encode(None, b""),
+            );
+        }
+        s.commit(b, false).expect("commit");
+        let view = s.view();
+        let mut c = view.cursor(PartitionId(0), KeyspaceId(1), b"", None);
+        c.seek_to_first();
+        let mut keys = Vec::new();
+        while let Some((k, _)) = c.entry() {
+            keys.push(k.to_vec());
+            c.next();
+        }
+        c.status().expect("status");
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn drop_keyspace_removes_only_that_keyspace_and_digest_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path(), 4).expect("open");
+        let p = PartitionId(0);
+        let mut b = s.batch();
+        b.put(p, KeyspaceId(1), b"a", &value::encode(None, b"x"));
+        b.put(p, KeyspaceId(2), b"a", &value::encode(None, b"y"));
+        s.commit(b, false).expect("commit");
+        let before = s.digest(p, 0).expect("digest");
+        let mut b = s.batch();
+        b.drop_keyspace(p, KeyspaceId(1));
+        s.commit(b, false).expect("commit");
+        assert_ne!(s.digest(p, 0).expect("digest"), before);
+        let view = s.view();
+        assert!(view.get(p, KeyspaceId(1), b"a").expect("get").is_none());
+        assert!(view.get(p, KeyspaceId(2), b"a").expect("get").is_some());
+        assert_eq!(s.dropped().expect("dropped"), vec![(p, KeyspaceId(1))]);
+    }
+
+    #[test]
+    fn compaction_filter_removes_expired_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path(), 1).expect("open");
+        let p = PartitionId(0);
+        let mut b = s.batch();
+        b.put(p, KeyspaceId(1), b"old", &value::encode(Some(1), b"x"));
+        b.put(
+            p,
+            KeyspaceId(1),
+            b"new",
+            &value::encode(Some(i64::MAX), b"y"),
+        );
+        s.commit(b, false).expect("commit");
+        s.compact();
+        let view = s.view();
+        // Gone physically, not only hidden: `get` returns the raw stored bytes.
+        assert!(view.get(p, KeyspaceId(1), b"old").expect("get").is_none());
+        assert!(view.get(p, KeyspaceId(1), b"new").expect("get").is_some());
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what the build needs when missing, then runs every test of the workspace.
+# Tests build with the release profile, like the demo and the benchmarks, so a machine
+# compiles the bundled RocksDB once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+cargo test --release --workspace --all-targets
+cargo test --release --workspace --doc
