@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// Room for framing on top of the largest write a client may send.
 const MESSAGE_SLACK: usize = 1 << 20;
@@ -83,7 +83,6 @@ impl Server {
             .build_v1()
             .map_err(|e| ServerError::Other(format!("reflection: {e}")))?;
         let grpc = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(reflection)
             .add_service(
                 DataServer::new(DataService::new(node.clone()))
@@ -93,7 +92,8 @@ impl Server {
             .add_service(KeyspacesServer::new(KeyspacesService::new(node.clone())))
             .add_service(NodeServer::new(NodeService::new(node.clone())))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
+                // Small responses must not wait on Nagle's algorithm (a 40 ms delayed-ACK stall).
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 stopped(stop.subscribe()),
             );
         let grpc = tokio::spawn(grpc);
