@@ -7,7 +7,6 @@ use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
 use notadb_client::{proto, Client, ClientError, Element, KeyspaceSchema};
-use notadb_proto::element_to_proto;
 use notadb_types::{ElementType, KeyElement, Order, ValueFormat};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -83,15 +82,6 @@ fn value(rng: &mut StdRng) -> proto::Value {
     }
 }
 
-fn eq_field(field: &str, json: &str) -> proto::Filter {
-    proto::Filter {
-        target: Some(proto::filter::Target::Field(field.into())),
-        op: proto::FilterOp::Eq as i32,
-        element_value: None,
-        json_value: json.into(),
-    }
-}
-
 /// One request of a workload.
 async fn call(
     workload: &str,
@@ -101,19 +91,14 @@ async fn call(
 ) -> Result<(), ClientError> {
     match workload {
         "q1-scan" => {
-            let prefix = [
-                Element::String(seed::store(rng.random_range(0..args.stores))),
-                Element::String(seed::product(rng.random_range(0..args.products))),
-            ];
-            let request = proto::ScanRequest {
-                keyspace: "items".into(),
-                range: Some(notadb_client::prefix_range(&prefix)),
-                limit: 10,
-                reverse: false,
-                filters: vec![eq_field("available", "true")],
-                tokens: vec![],
-            };
-            client.scan(request).await.map(drop)
+            let (store, product) = (
+                seed::store(rng.random_range(0..args.stores)),
+                seed::product(rng.random_range(0..args.products)),
+            );
+            client
+                .scan(seed::top_items_request(&store, &product, &[]))
+                .await
+                .map(drop)
         }
         "q1-query" => {
             let store = [Element::String(seed::store(
@@ -127,29 +112,11 @@ async fn call(
                 .map(drop)
         }
         "q2-aggregate" => {
-            let user = Element::String(seed::user(rng.random_range(0..args.users)));
-            let request = proto::AggregateRequest {
-                keyspace: "activity".into(),
-                range: Some(notadb_client::prefix_range(&[user])),
-                filters: vec![proto::Filter {
-                    target: Some(proto::filter::Target::Element("feature".into())),
-                    op: proto::FilterOp::Eq as i32,
-                    element_value: Some(element_to_proto(&Element::String("view".into()))),
-                    json_value: String::new(),
-                }],
-                function: proto::AggregateFunction::Count as i32,
-                field: String::new(),
-                group_by: "item_id".into(),
-                top_k: 10,
-                window: Some(proto::TimeWindow {
-                    element: "ts".into(),
-                    from_micros: None,
-                    to_micros: None,
-                    last_micros: Some(3_600_000_000),
-                }),
-                tokens: vec![],
-            };
-            client.aggregate(request).await.map(drop)
+            let user = seed::user(rng.random_range(0..args.users));
+            client
+                .aggregate(seed::most_viewed_request(&user))
+                .await
+                .map(drop)
         }
         "q2-query" => {
             let user = [Element::String(seed::user(rng.random_range(0..args.users)))];

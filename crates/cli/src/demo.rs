@@ -2,13 +2,13 @@
 //! and the seed questions answered through the public gRPC API.
 
 use crate::load::{progress, send_writes};
-use crate::seed::{self, SeedSize};
+use crate::seed::{self, most_viewed_request, top_items_request, SeedSize};
 use anyhow::{anyhow, Context};
 use clap::Args;
 use notadb::{NodeConfig, Server, ServerConfig};
-use notadb_client::{proto, Client, Element, Token};
+use notadb_client::{Client, Element};
 use notadb_examples::{activity, items};
-use notadb_proto::{element_from_proto, element_to_proto, tuple_from_proto, tuple_to_proto};
+use notadb_proto::{element_from_proto, tuple_from_proto};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,57 +63,6 @@ where
     }
     times.sort();
     Ok(times[n / 2])
-}
-
-fn top_items_request(store: &str, product: &str, tokens: &[Token]) -> proto::ScanRequest {
-    proto::ScanRequest {
-        keyspace: "items".into(),
-        range: Some(notadb_client::prefix_range(&[
-            Element::String(store.into()),
-            Element::String(product.into()),
-        ])),
-        limit: 10,
-        reverse: false,
-        filters: vec![proto::Filter {
-            target: Some(proto::filter::Target::Field("available".into())),
-            op: proto::FilterOp::Eq as i32,
-            element_value: None,
-            json_value: "true".into(),
-        }],
-        tokens: tokens
-            .iter()
-            .copied()
-            .map(notadb_proto::token_to_proto)
-            .collect(),
-    }
-}
-
-fn most_viewed_request(user: &str) -> proto::AggregateRequest {
-    proto::AggregateRequest {
-        keyspace: "activity".into(),
-        range: Some(proto::Range {
-            prefix: Some(tuple_to_proto(&[Element::String(user.into())])),
-            start: None,
-            end: None,
-        }),
-        filters: vec![proto::Filter {
-            target: Some(proto::filter::Target::Element("feature".into())),
-            op: proto::FilterOp::Eq as i32,
-            element_value: Some(element_to_proto(&Element::String("view".into()))),
-            json_value: String::new(),
-        }],
-        function: proto::AggregateFunction::Count as i32,
-        field: String::new(),
-        group_by: "item_id".into(),
-        top_k: 10,
-        window: Some(proto::TimeWindow {
-            element: "ts".into(),
-            from_micros: None,
-            to_micros: None,
-            last_micros: Some(activity::HOUR_MICROS),
-        }),
-        tokens: vec![],
-    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {

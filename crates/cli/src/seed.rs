@@ -1,7 +1,8 @@
 //! The seed data set: stores, products and items; users and their activity. Generated from a
 //! fixed random seed, so every run (and every peer in a benchmark) gets the same data.
 
-use notadb_client::{json_value, proto, tuple, Element};
+use notadb_client::{json_value, prefix_range, proto, tuple, Element, Token};
+use notadb_proto::{element_to_proto, token_to_proto};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -104,4 +105,51 @@ pub fn activity_batch(size: &SeedSize, u: usize, now_micros: i64) -> Vec<proto::
             )
         })
         .collect()
+}
+
+/// Seed question 1 as a built-in scan: available items of a store and product, best score
+/// first, top 10.
+pub fn top_items_request(store: &str, product: &str, tokens: &[Token]) -> proto::ScanRequest {
+    proto::ScanRequest {
+        keyspace: "items".into(),
+        range: Some(prefix_range(&[
+            Element::String(store.into()),
+            Element::String(product.into()),
+        ])),
+        limit: 10,
+        reverse: false,
+        filters: vec![proto::Filter {
+            target: Some(proto::filter::Target::Field("available".into())),
+            op: proto::FilterOp::Eq as i32,
+            element_value: None,
+            json_value: "true".into(),
+        }],
+        tokens: tokens.iter().copied().map(token_to_proto).collect(),
+    }
+}
+
+/// Seed question 2 as a built-in aggregate: `view` events of a user in the past hour,
+/// counted by item, top 10.
+pub fn most_viewed_request(user: &str) -> proto::AggregateRequest {
+    proto::AggregateRequest {
+        keyspace: "activity".into(),
+        range: Some(prefix_range(&[Element::String(user.into())])),
+        filters: vec![proto::Filter {
+            target: Some(proto::filter::Target::Element("feature".into())),
+            op: proto::FilterOp::Eq as i32,
+            element_value: Some(element_to_proto(&Element::String("view".into()))),
+            json_value: String::new(),
+        }],
+        function: proto::AggregateFunction::Count as i32,
+        field: String::new(),
+        group_by: "item_id".into(),
+        top_k: 10,
+        window: Some(proto::TimeWindow {
+            element: "ts".into(),
+            from_micros: None,
+            to_micros: None,
+            last_micros: Some(notadb_examples::activity::HOUR_MICROS),
+        }),
+        tokens: vec![],
+    }
 }

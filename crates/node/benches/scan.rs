@@ -1,43 +1,22 @@
 //! In-process seed question 1: top-10 available items of a store and product, over RocksDB,
 //! on the calling thread (no gRPC, no token wait).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use notadb_node::{
-    Consistency, Filter, FilterOp, KeyRange, Mutation, NodeBuilder, NodeConfig, ScanRequest,
-    ValueInput,
-};
-use notadb_types::{Element, ElementType, KeyElement, KeyspaceSchema, Order, ValueFormat};
+use notadb_node::{Consistency, Filter, FilterOp, KeyRange, NodeBuilder, NodeConfig, ScanRequest};
 
 const STORES: usize = 20;
 const PRODUCTS: usize = 20;
 const ITEMS: usize = 200;
 
-fn schema() -> KeyspaceSchema {
-    let el = |name: &str, ty, order| KeyElement {
-        name: name.into(),
-        ty,
-        order,
-    };
-    KeyspaceSchema {
-        name: "items".into(),
-        key: vec![
-            el("store_id", ElementType::String, Order::Asc),
-            el("product", ElementType::String, Order::Asc),
-            el("score", ElementType::F64, Order::Desc),
-            el("item_id", ElementType::String, Order::Asc),
-        ],
-        partition_by: 1,
-        value_format: ValueFormat::Json,
-        ttl: None,
-    }
-}
-
 fn request(store: usize, product: usize) -> ScanRequest {
     ScanRequest {
         keyspace: "items".into(),
         range: KeyRange::prefix(vec![
-            Element::String(format!("store-{store}")),
-            Element::String(format!("product-{product}")),
+            common::s(&format!("store-{store}")),
+            common::s(&format!("product-{product}")),
         ]),
         limit: 10,
         reverse: false,
@@ -59,7 +38,7 @@ fn bench(c: &mut Criterion) {
     };
     let node = runtime.block_on(async {
         let node = NodeBuilder::new(config)
-            .keyspace(schema())
+            .keyspace(common::items())
             .open()
             .await
             .expect("open");
@@ -67,18 +46,15 @@ fn bench(c: &mut Criterion) {
         for s in 0..STORES {
             for p in 0..PRODUCTS {
                 let batch = (0..ITEMS)
-                    .map(|i| Mutation::Put {
-                        keyspace: "items".into(),
-                        key: vec![
-                            Element::String(format!("store-{s}")),
-                            Element::String(format!("product-{p}")),
-                            Element::F64(((i * 7919) % 1000) as f64 / 1000.0),
-                            Element::String(format!("item-{i}")),
-                        ],
-                        value: ValueInput::Json(format!(
-                            r#"{{"available": {}, "price": {i}, "name": "item {i}"}}"#,
-                            i % 2 == 0
-                        )),
+                    .map(|i| {
+                        let score = ((i * 7919) % 1000) as f64 / 1000.0;
+                        common::item(
+                            &format!("store-{s}"),
+                            &format!("product-{p}"),
+                            score,
+                            &format!("item-{i}"),
+                            i % 2 == 0,
+                        )
                     })
                     .collect();
                 tokens.push(node.write(batch).await.expect("write"));

@@ -59,6 +59,7 @@ impl Node {
             .arg(grpc.to_string())
             .arg("--admin-addr")
             .arg(admin.to_string())
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
