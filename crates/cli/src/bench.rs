@@ -245,6 +245,9 @@ pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
+    if [args.stores, args.products, args.users].contains(&0) {
+        bail!("--stores, --products and --users must be at least 1");
+    }
     if args.kv_keys < seed::CATALOG_ITEMS {
         bail!("--kv-keys: at least {}", seed::CATALOG_ITEMS);
     }

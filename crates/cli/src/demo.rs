@@ -66,6 +66,19 @@ where
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if [
+        args.stores,
+        args.products,
+        args.items,
+        args.users,
+        args.events_per_user,
+    ]
+    .contains(&0)
+    {
+        anyhow::bail!(
+            "--stores, --products, --items, --users and --events-per-user must be at least 1"
+        );
+    }
     let temp = tempfile::tempdir()?;
     let data_dir = args
         .data_dir

@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use notadb_client::{json_value, proto, tuple, Client};
-use notadb_types::{KeyspaceSchema, PartitionId, Partitioner, Token, ValueFormat};
+use notadb_types::{ElementType, KeyspaceSchema, PartitionId, Partitioner, Token, ValueFormat};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -104,6 +104,19 @@ fn row_to_mutation(
     })
 }
 
+/// A CSV cell of a key column, read by the element's type (a string column stays a string
+/// even when it looks like a number).
+fn key_cell(ty: ElementType, text: &str) -> Value {
+    match ty {
+        ElementType::String | ElementType::Bytes => Value::String(text.to_string()),
+        ElementType::Timestamp => text
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(text.to_string())),
+        _ => csv_cell(text),
+    }
+}
+
 fn csv_cell(text: &str) -> Value {
     serde_json::from_str::<Value>(text)
         .ok()
@@ -178,8 +191,13 @@ fn read_rows(
             for (i, record) in reader.records().enumerate() {
                 let record = record?;
                 let line = i + 2;
-                let key_json =
-                    Value::Array(positions.iter().map(|p| csv_cell(&record[*p])).collect());
+                let key_json = Value::Array(
+                    positions
+                        .iter()
+                        .zip(&schema.key)
+                        .map(|(p, el)| key_cell(el.ty, &record[*p]))
+                        .collect(),
+                );
                 let key = elements(
                     schema,
                     &key_json.to_string(),
@@ -221,16 +239,36 @@ pub async fn run(client: &Client, args: LoadArgs) -> anyhow::Result<()> {
         by_partition.entry(p).or_default().push(m);
     }
     let batch = args.batch.max(1);
-    let writes = by_partition
-        .into_values()
-        .flat_map(|ms| ms.chunks(batch).map(<[_]>::to_vec).collect::<Vec<_>>());
     let bar = progress(total, "loading");
-    let tokens = send_writes(client, writes, args.concurrency, &bar).await?;
+    // One partition's writes go one after another, so a key repeated in the file ends with
+    // its last row; partitions load in parallel.
+    let mut partitions = by_partition.into_values();
+    let mut in_flight = JoinSet::new();
+    let mut written = 0usize;
+    loop {
+        while in_flight.len() < args.concurrency.max(1) {
+            let Some(rows) = partitions.next() else { break };
+            let (client, bar) = (client.clone(), bar.clone());
+            in_flight.spawn(async move {
+                for chunk in rows.chunks(batch) {
+                    client.write(chunk.to_vec()).await?;
+                    bar.inc(chunk.len() as u64);
+                }
+                Ok::<_, anyhow::Error>(())
+            });
+        }
+        match in_flight.join_next().await {
+            Some(done) => {
+                done??;
+                written += 1;
+            }
+            None => break,
+        }
+    }
     bar.finish();
     println!(
-        "loaded {total} rows into {} ({} partitions written)",
-        args.keyspace,
-        tokens.len()
+        "loaded {total} rows into {} ({written} partitions written)",
+        args.keyspace
     );
     Ok(())
 }

@@ -116,6 +116,31 @@ fn keyspace_data_and_load_commands() {
         50.0
     );
 
+    // A key repeated across writes of one partition ends with its last row.
+    let repeated = dir.path().join("repeated.jsonl");
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"key": ["r", "p", 1.0, "same"], "value": {{"n": {i}}}}}"#))
+        .collect();
+    std::fs::write(&repeated, lines.join("\n")).expect("write jsonl");
+    ok(&node.cli(&[
+        "load",
+        "items",
+        repeated.to_str().expect("utf-8"),
+        "--batch",
+        "3",
+    ]));
+    let got = ok(&node.cli(&["get", "items", r#"["r","p",1.0,"same"]"#]));
+    assert_eq!(serde_json::from_str::<Value>(&got).expect("json")["n"], 19);
+    // A string key column that looks like a number stays a string.
+    let numeric = dir.path().join("numeric.csv");
+    std::fs::write(
+        &numeric,
+        "store_id,product,score,item_id,available\n12345,bags,0.5,007,true\n",
+    )
+    .expect("write csv");
+    ok(&node.cli(&["load", "items", numeric.to_str().expect("utf-8")]));
+    assert!(ok(&node.cli(&["get", "items", r#"["12345","bags",0.5,"007"]"#])).contains("true"));
+
     let status = ok(&node.cli(&["status"]));
     assert!(
         status.contains("ready") && status.contains("8 partitions"),

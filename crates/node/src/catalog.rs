@@ -19,7 +19,7 @@ pub struct KeyspaceDef {
 }
 
 /// Name → keyspace, plus the ids of dropped keyspaces whose data is still being deleted.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Catalog {
     keyspaces: Arc<BTreeMap<String, Arc<KeyspaceDef>>>,
     next_id: u32,

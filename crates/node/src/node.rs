@@ -9,10 +9,11 @@ use crate::replica::{ApplyTask, PartitionState};
 use crate::request::Mutation;
 use crate::write::{keyspace_of, prepare, WriteContext};
 use crate::{NodeConfig, NodeError};
-use notadb_log::{EmbeddedLog, Log};
+use notadb_log::{EmbeddedLog, Log, LogError};
 use notadb_storage::RocksStorage;
 use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId, Partitioner, Seq, Token};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -79,6 +80,10 @@ pub(crate) struct NodeInner {
     pub clock: Arc<dyn Clock>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Serialises catalog changes (create, drop), which commit outside the catalog lock.
+    ddl: tokio::sync::Mutex<()>,
+    /// The log failed in a way retries will not fix (its writer stopped).
+    log_failed: AtomicBool,
 }
 
 /// A running node. Cheap to clone.
@@ -159,6 +164,15 @@ impl Node {
         for p in partitioner.all() {
             let applied = storage.applied(p)?;
             let bounds = log.bounds(p).await?;
+            if storage.created() && bounds.last > Seq(0) {
+                // Log entries name keyspaces by the ids of the catalog that wrote them; a new,
+                // empty catalog would hand those ids to other keyspaces.
+                return Err(NodeError::Unavailable(format!(
+                    "storage in {} is new but partition {p}'s log already holds {} entries; restore the data directory that goes with this log, or start with an empty log",
+                    config.data_dir.display(),
+                    bounds.last
+                )));
+            }
             if bounds.first > applied.next() {
                 return Err(NodeError::Unavailable(format!(
                     "partition {p}: storage has applied seq {applied} but the log starts at seq {}; the entries in between are gone",
@@ -185,6 +199,8 @@ impl Node {
                 clock: b.clock,
                 shutdown,
                 tasks: Mutex::new(Vec::new()),
+                ddl: tokio::sync::Mutex::new(()),
+                log_failed: AtomicBool::new(false),
                 config,
             }),
         };
@@ -202,11 +218,56 @@ impl Node {
             node.spawn(task.run());
         }
         node.spawn(crate::maintenance::truncate_loop(node.clone()));
-        for schema in b.keyspaces {
-            node.create_keyspace(schema, true).await?;
+        match node.finish_open(b.keyspaces).await {
+            Ok(()) => Ok(node),
+            Err(e) => {
+                // Stop the loops started above so a retry can open the same directory.
+                let _ = node.shutdown().await;
+                Err(e)
+            }
         }
-        node.resume_drops().await?;
-        Ok(node)
+    }
+
+    async fn finish_open(&self, keyspaces: Vec<KeyspaceSchema>) -> Result<(), NodeError> {
+        for schema in keyspaces {
+            self.create_keyspace(schema, true).await?;
+        }
+        self.resume_drops().await
+    }
+
+    /// Applies a catalog change on a blocking thread (it fsyncs), one change at a time, and
+    /// publishes the new catalog only once it is durable.
+    async fn change_catalog<R, F>(&self, change: F) -> Result<R, NodeError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Catalog, &RocksStorage) -> Result<R, NodeError> + Send + 'static,
+    {
+        let _ddl = self.inner.ddl.lock().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut next = inner.catalog.read().expect("catalog lock").clone();
+            let result = change(&mut next, &inner.storage)?;
+            *inner.catalog.write().expect("catalog lock") = next;
+            Ok(result)
+        })
+        .await?
+    }
+
+    /// Appends to the log, noting failures that retries will not fix.
+    async fn append(&self, p: PartitionId, payload: Vec<u8>) -> Result<Seq, NodeError> {
+        match self.inner.log.append(p, payload.into()).await {
+            Ok(seq) => {
+                self.partition(p).appended(seq);
+                Ok(seq)
+            }
+            Err(e) => {
+                if matches!(e, LogError::Io(_) | LogError::Closed) {
+                    tracing::error!(error = %e, "the log failed; the node is unhealthy");
+                    self.inner.log_failed.store(true, Ordering::Release);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -248,10 +309,9 @@ impl Node {
         schema: KeyspaceSchema,
         if_not_exists: bool,
     ) -> Result<(KeyspaceInfo, bool), NodeError> {
-        let (def, created) = {
-            let mut catalog = self.inner.catalog.write().expect("catalog lock");
-            catalog.create(&self.inner.storage, schema, if_not_exists)?
-        };
+        let (def, created) = self
+            .change_catalog(move |catalog, storage| catalog.create(storage, schema, if_not_exists))
+            .await?;
         Ok((self.info(def), created))
     }
 
@@ -285,10 +345,10 @@ impl Node {
     /// Drops a keyspace: it disappears from the catalog at once, and a drop entry in every
     /// partition's log deletes its data in log order.
     pub async fn drop_keyspace(&self, name: &str) -> Result<(), NodeError> {
-        let id = {
-            let mut catalog = self.inner.catalog.write().expect("catalog lock");
-            catalog.remove(&self.inner.storage, name)?
-        };
+        let name = name.to_string();
+        let id = self
+            .change_catalog(move |catalog, storage| catalog.remove(storage, &name))
+            .await?;
         self.append_drops(id, self.inner.partitioner.all().collect())
             .await
     }
@@ -306,8 +366,7 @@ impl Node {
         .encode();
         let mut waits = Vec::new();
         for p in partitions {
-            let seq = self.inner.log.append(p, payload.clone().into()).await?;
-            self.partition(p).appended(seq);
+            let seq = self.append(p, payload.clone()).await?;
             waits.push((p, seq));
         }
         let node = self.clone();
@@ -315,8 +374,10 @@ impl Node {
             for (p, seq) in waits {
                 node.partition(p).wait_applied(seq).await;
             }
-            let mut catalog = node.inner.catalog.write().expect("catalog lock");
-            if let Err(e) = catalog.finish_drop(&node.inner.storage, id) {
+            let finished = node
+                .change_catalog(move |catalog, storage| catalog.finish_drop(storage, id))
+                .await;
+            if let Err(e) = finished {
                 tracing::error!(error = %e, keyspace = %id, "could not finish a drop");
             }
         });
@@ -401,8 +462,7 @@ impl Node {
                 limits.max_batch_bytes
             )));
         }
-        let seq = self.inner.log.append(partition, payload.into()).await?;
-        self.partition(partition).appended(seq);
+        let seq = self.append(partition, payload).await?;
         Ok(Token { partition, seq })
     }
 
@@ -430,12 +490,13 @@ impl Node {
 
     /// Whether every partition replayed its log and none has stopped.
     pub fn is_ready(&self) -> bool {
-        self.inner.partitions.iter().all(|s| s.is_ready())
+        self.is_healthy() && self.inner.partitions.iter().all(|s| s.is_ready())
     }
 
     /// Whether no partition's apply stopped on an error.
     pub fn is_healthy(&self) -> bool {
-        self.inner.partitions.iter().all(|s| !s.is_failed())
+        !self.inner.log_failed.load(Ordering::Acquire)
+            && self.inner.partitions.iter().all(|s| !s.is_failed())
     }
 
     /// Stops the apply loops and makes the log and storage durable.

@@ -322,7 +322,8 @@ impl Node {
             };
             let mut all = Groups::default();
             for p in &partitions {
-                all.merge(function, aggregate_partition(view, &plan, *p)?);
+                let groups = aggregate_partition(view, &plan, *p, all.rows_scanned)?;
+                all.merge(function, groups, plan.max_groups)?;
             }
             let rows_scanned = all.rows_scanned;
             Ok(AggregateResult {

@@ -105,6 +105,12 @@ impl ApplyTask {
     /// Runs until shutdown or until applying fails (which stops this partition, never skips).
     pub async fn run(mut self) {
         let p = self.state.id;
+        // Marks the partition stopped if this task ends any other way than by shutdown
+        // (a panic included).
+        let _guard = StopGuard {
+            state: self.state.clone(),
+            shutdown: self.shutdown.clone(),
+        };
         loop {
             let next = self.state.applied().next();
             let read = tokio::select! {
@@ -143,11 +149,14 @@ impl ApplyTask {
     async fn apply(&mut self, entries: Vec<LogEntry>) -> Result<(), String> {
         let last = entries.last().map(|e| e.seq).expect("entries is not empty");
         let expected = self.state.applied().next();
-        if entries[0].seq != expected {
-            return Err(format!(
-                "log returned seq {} where {expected} was expected",
-                entries[0].seq
-            ));
+        for (i, entry) in entries.iter().enumerate() {
+            let want = Seq(expected.0 + i as u64);
+            if entry.seq != want {
+                return Err(format!(
+                    "log returned seq {} where {want} was expected",
+                    entry.seq
+                ));
+            }
         }
         self.state.appended(last);
         let storage = self.storage.clone();
@@ -175,14 +184,29 @@ impl ApplyTask {
         self.applier = applier;
         let (first_ts, malformed) = result.map_err(|e| e.to_string())?;
         if let Some(ts) = first_ts {
-            self.state
-                .lag_micros
-                .store(self.clock.now_micros() - ts, Ordering::Release);
+            self.state.lag_micros.store(
+                self.clock.now_micros().saturating_sub(ts),
+                Ordering::Release,
+            );
         }
         self.state.applied.send_replace(last);
         metrics::counter!("notadb_applied_entries_total").increment(count as u64);
         metrics::counter!("notadb_apply_malformed_entries_total").increment(malformed);
         metrics::histogram!("notadb_apply_batch_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+/// Sets `failed` when dropped while the node is not shutting down.
+struct StopGuard {
+    state: Arc<PartitionState>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        if !*self.shutdown.borrow() {
+            self.state.failed.store(true, Ordering::Release);
+        }
     }
 }

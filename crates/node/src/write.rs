@@ -70,6 +70,12 @@ fn user_value(
         )));
     }
     if def.schema.value_format == ValueFormat::Json {
+        if let Err(e) = std::str::from_utf8(&bytes) {
+            return Err(NodeError::invalid(format!(
+                "{field}value: keyspace `{}` stores JSON values, the value is not UTF-8: {e}",
+                def.schema.name
+            )));
+        }
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
             return Err(NodeError::invalid(format!(
                 "{field}value: keyspace `{}` stores JSON values, the value is not JSON: {e}",
@@ -80,14 +86,19 @@ fn user_value(
     Ok(bytes)
 }
 
+/// A TTL as signed micros (schemas reject TTLs above `i64::MAX`; saturate regardless).
+fn micros(ttl: u64) -> i64 {
+    i64::try_from(ttl).unwrap_or(i64::MAX)
+}
+
 fn expiry(def: &KeyspaceDef, key: &[Element], ts_micros: i64) -> Option<i64> {
     match &def.schema.ttl {
         None => None,
-        Some(TtlSpec::Append { ttl_micros }) => Some(ts_micros.saturating_add(*ttl_micros as i64)),
+        Some(TtlSpec::Append { ttl_micros }) => Some(ts_micros.saturating_add(micros(*ttl_micros))),
         Some(TtlSpec::Element { ttl_micros, .. }) => {
             let index = def.schema.ttl_element_index()?;
             match key.get(index) {
-                Some(Element::Timestamp(t)) => Some(t.saturating_add(*ttl_micros as i64)),
+                Some(Element::Timestamp(t)) => Some(t.saturating_add(micros(*ttl_micros))),
                 _ => None,
             }
         }

@@ -300,3 +300,63 @@ async fn keyspace_admin_errors() {
         Err(NodeError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn oversized_ttl_and_non_utf8_json_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let mut forever = activity();
+    forever.name = "forever".into();
+    forever.ttl = Some(notadb_types::TtlSpec::Append {
+        ttl_micros: u64::MAX,
+    });
+    let err = node
+        .create_keyspace(forever, false)
+        .await
+        .err()
+        .expect("rejected");
+    assert!(
+        matches!(err, NodeError::InvalidArgument(ref m) if m.contains("ttl.ttl_micros")),
+        "{err}"
+    );
+    let before = appended(&node);
+    let bad = Mutation::Put {
+        keyspace: "items".into(),
+        key: vec![s("s"), s("p"), Element::F64(1.0), s("i")],
+        value: ValueInput::Bytes(b"{\"a\": \"\xff\"}".to_vec()),
+    };
+    assert!(invalid(node.write(vec![bad]).await).contains("not UTF-8"));
+    assert_eq!(appended(&node), before);
+}
+
+#[tokio::test]
+async fn aggregate_row_limit_counts_every_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path());
+    config.limits.max_aggregate_rows = 5;
+    let node = NodeBuilder::new(config)
+        .keyspace(items())
+        .open()
+        .await
+        .expect("open");
+    let mut tokens = Vec::new();
+    // Three rows in each of three stores: no partition alone passes the limit.
+    for store in ["a", "b", "c"] {
+        let batch = (0..3)
+            .map(|i| item(store, "p", f64::from(i), "x", true))
+            .collect();
+        tokens.push(node.write(batch).await.expect("write"));
+    }
+    let request = AggregateRequest {
+        keyspace: "items".into(),
+        ..AggregateRequest::default()
+    };
+    let err = node
+        .aggregate(request, &Consistency::tokens(tokens))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::ResourceExhausted(ref m) if m.contains("max_aggregate_rows")),
+        "{err}"
+    );
+}

@@ -378,3 +378,22 @@ async fn a_read_waits_for_its_token_until_the_deadline() {
         .rows;
     assert_eq!(rows.len(), 1);
 }
+
+#[tokio::test]
+async fn a_new_storage_refuses_a_log_that_already_holds_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (node, _) = node(dir.path()).await;
+        node.write(vec![item("s", "p", 1.0, "i", true)])
+            .await
+            .expect("write");
+        node.shutdown().await.expect("shutdown");
+    }
+    std::fs::remove_dir_all(dir.path().join("db")).expect("wipe storage");
+    let err = NodeBuilder::new(config(dir.path()))
+        .open()
+        .await
+        .err()
+        .expect("must refuse");
+    assert!(err.to_string().contains("is new but partition"), "{err}");
+}

@@ -131,11 +131,17 @@ impl Server {
     /// stops the node and makes its log and storage durable.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.stop.send_replace(true);
-        match tokio::time::timeout(self.grace, self.grpc).await {
+        let mut grpc = self.grpc;
+        match tokio::time::timeout(self.grace, &mut grpc).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
-            Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within the grace period");
+                // No request may reach the node after its log is flushed below.
+                grpc.abort();
+                let _ = grpc.await;
+            }
         }
         let _ = tokio::time::timeout(self.grace, self.admin).await;
         self.node.shutdown().await?;

@@ -25,6 +25,7 @@ pub struct MemoryUsage {
 pub struct RocksStorage {
     db: DB,
     cache: Cache,
+    created: bool,
 }
 
 fn now_micros() -> i64 {
@@ -86,7 +87,11 @@ impl RocksStorage {
                 ColumnFamilyDescriptor::new(layout::META_CF, meta_opts),
             ],
         )?;
-        let storage = RocksStorage { db, cache };
+        let mut storage = RocksStorage {
+            db,
+            cache,
+            created: false,
+        };
         match storage.get_meta(PARTITIONS_KEY)? {
             Some(found) => {
                 let found: [u8; 2] = found.as_slice().try_into().map_err(|_| {
@@ -104,9 +109,15 @@ impl RocksStorage {
                 let mut batch = storage.batch();
                 batch.put_meta(PARTITIONS_KEY, &partitions.to_be_bytes());
                 storage.commit(batch, true)?;
+                storage.created = true;
             }
         }
         Ok(storage)
+    }
+
+    /// Whether `open` created the instance (it held no data before).
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     fn data_cf(&self) -> &ColumnFamily {
@@ -238,13 +249,19 @@ impl RocksStorage {
     /// A digest of a partition's live data and applied position at `now_micros`: replicas at
     /// the same applied position must produce the same digest.
     pub fn digest(&self, p: PartitionId, now_micros: i64) -> Result<u64, StorageError> {
+        // Applied position and data from one snapshot, so a concurrent apply cannot pair
+        // one moment's position with another moment's data.
+        let snapshot = self.db.snapshot();
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(&self.applied(p)?.0.to_be_bytes());
+        let applied = snapshot
+            .get_cf(self.meta_cf(), layout::applied_key(p))?
+            .unwrap_or_default();
+        hasher.update(&applied);
         let (start, end) = layout::partition_range(p);
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_iterate_lower_bound(start.clone());
         opts.set_iterate_upper_bound(end);
-        let mut it = self.db.raw_iterator_cf_opt(self.data_cf(), opts);
+        let mut it = snapshot.raw_iterator_cf_opt(self.data_cf(), opts);
         it.seek(&start);
         while let Some((k, v)) = it.item() {
             if value::live(v, now_micros).is_some() {

@@ -187,6 +187,13 @@ impl KeyspaceSchema {
             if ttl.ttl_micros() == 0 {
                 return invalid("ttl.ttl_micros must be greater than 0, found 0".to_owned());
             }
+            if ttl.ttl_micros() > i64::MAX as u64 {
+                return invalid(format!(
+                    "ttl.ttl_micros must be at most {} (about 292,000 years), found {}",
+                    i64::MAX,
+                    ttl.ttl_micros()
+                ));
+            }
         }
         Ok(())
     }

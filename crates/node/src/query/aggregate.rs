@@ -60,8 +60,13 @@ impl Groups {
         acc.rows += 1;
     }
 
-    /// Folds another partition's groups into these.
-    pub fn merge(&mut self, function: AggregateFunction, other: Groups) {
+    /// Folds another partition's groups into these; fails past `max_groups` groups.
+    pub fn merge(
+        &mut self,
+        function: AggregateFunction,
+        other: Groups,
+        max_groups: usize,
+    ) -> Result<(), NodeError> {
         self.rows_scanned += other.rows_scanned;
         for (k, acc) in other.groups {
             match self.groups.get_mut(&k) {
@@ -78,6 +83,10 @@ impl Groups {
                 }
             }
         }
+        if self.groups.len() > max_groups {
+            return Err(too_many_groups(max_groups));
+        }
+        Ok(())
     }
 
     /// The k groups with the largest aggregate (ties: group key order); all when k is 0.
@@ -97,11 +106,13 @@ impl Groups {
     }
 }
 
-/// Aggregates one partition.
+/// Aggregates one partition; `rows_before` rows of the same request were visited in other
+/// partitions (the row limit is per request).
 pub fn aggregate_partition(
     view: &ReadView<'_>,
     plan: &AggregatePlan<'_>,
     p: PartitionId,
+    rows_before: u64,
 ) -> Result<Groups, NodeError> {
     let mut out = Groups::default();
     if plan.range.is_empty() {
@@ -117,7 +128,7 @@ pub fn aggregate_partition(
     let mut group_bytes = Vec::new();
     while let Some((encoded, stored)) = cursor.entry() {
         out.rows_scanned += 1;
-        if out.rows_scanned > plan.max_rows {
+        if rows_before + out.rows_scanned > plan.max_rows {
             return Err(NodeError::ResourceExhausted(format!(
                 "aggregate visited more than {} rows (limit max_aggregate_rows); narrow the range",
                 plan.max_rows
@@ -129,10 +140,7 @@ pub fn aggregate_partition(
                 encode_element(&mut group_bytes, k, Order::Asc);
             }
             if !out.groups.contains_key(&group_bytes) && out.groups.len() >= plan.max_groups {
-                return Err(NodeError::ResourceExhausted(format!(
-                    "aggregate has more than {} groups (limit max_aggregate_groups)",
-                    plan.max_groups
-                )));
+                return Err(too_many_groups(plan.max_groups));
             }
             out.add(plan.function, group_bytes.clone(), group_key, x);
         }
@@ -179,4 +187,10 @@ fn row_value(
         }
     };
     Ok(Some((plan.group_by.and_then(|i| key.get(i).cloned()), x)))
+}
+
+fn too_many_groups(max: usize) -> NodeError {
+    NodeError::ResourceExhausted(format!(
+        "aggregate has more than {max} groups (limit max_aggregate_groups)"
+    ))
 }
