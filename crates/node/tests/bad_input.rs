@@ -313,8 +313,7 @@ async fn oversized_ttl_and_non_utf8_json_are_rejected() {
     let err = node
         .create_keyspace(forever, false)
         .await
-        .err()
-        .expect("rejected");
+        .expect_err("rejected");
     assert!(
         matches!(err, NodeError::InvalidArgument(ref m) if m.contains("ttl.ttl_micros")),
         "{err}"
