@@ -16,6 +16,9 @@ pub struct Limits {
     pub max_batch_bytes: usize,
     /// Largest `limit` a scan may ask for.
     pub max_scan_limit: usize,
+    /// Key and value bytes one scan may return; past it the scan stops early with `more`
+    /// set (a scan always returns at least one row per partition it visits).
+    pub max_scan_bytes: usize,
     /// The limit of a scan that asks for none.
     pub default_scan_limit: usize,
     /// Most keys in one `MultiGet`.
@@ -36,6 +39,7 @@ impl Default for Limits {
             max_batch_mutations: 10_000,
             max_batch_bytes: 8 << 20,
             max_scan_limit: 10_000,
+            max_scan_bytes: 64 << 20,
             default_scan_limit: 100,
             max_multi_get_keys: 1_000,
             max_aggregate_rows: 10_000_000,

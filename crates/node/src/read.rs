@@ -175,6 +175,7 @@ impl Node {
             filters,
             partitions,
             limit,
+            max_bytes: limits.max_scan_bytes,
             reverse: request.reverse,
         })
     }
@@ -391,6 +392,7 @@ struct PreparedScan {
     filters: Filters,
     partitions: Vec<PartitionId>,
     limit: usize,
+    max_bytes: usize,
     reverse: bool,
 }
 
@@ -402,6 +404,8 @@ impl PreparedScan {
             range: &self.range,
             filters: &self.filters,
             limit: self.limit,
+            // Each partition gets its share of the request's budget.
+            max_bytes: self.max_bytes / self.partitions.len().max(1),
             reverse: self.reverse,
             now_micros: now,
         };

@@ -14,12 +14,14 @@ pub struct ScanPlan<'a> {
     pub range: &'a ResolvedRange,
     pub filters: &'a Filters,
     pub limit: usize,
+    /// Key and value bytes one partition may return (at least one row always fits).
+    pub max_bytes: usize,
     pub reverse: bool,
     pub now_micros: i64,
 }
 
-/// Rows of one partition with their encoded keys (for merging), and whether the limit cut
-/// the scan short.
+/// Rows of one partition with their encoded keys (for merging), and whether the limit or the
+/// byte budget cut the scan short.
 pub struct PartitionRows {
     pub rows: Vec<(Vec<u8>, Row)>,
     pub more: bool,
@@ -47,8 +49,9 @@ pub fn scan_partition(
         cursor.seek_to_first();
     }
     let mut more = false;
+    let mut bytes = 0usize;
     while let Some((encoded, stored)) = cursor.entry() {
-        if rows.len() == plan.limit {
+        if rows.len() == plan.limit || (bytes >= plan.max_bytes && !rows.is_empty()) {
             more = true;
             break;
         }
@@ -59,6 +62,7 @@ pub fn scan_partition(
                     .decode_key(encoded)
                     .map_err(|e| NodeError::Internal(format!("stored key does not decode: {e}")))?;
                 if plan.filters.matches_key(&key) {
+                    bytes += encoded.len() + user.len();
                     rows.push((
                         encoded.to_vec(),
                         Row {
@@ -80,9 +84,21 @@ pub fn scan_partition(
 }
 
 /// Merges per-partition results into one ordered result of at most `limit` rows.
+///
+/// A partition cut short knows nothing past its last row, so the result stops there: rows of
+/// other partitions beyond the earliest such cut are dropped (and `more` is set). The result
+/// is therefore always a prefix of the full ordered answer.
 pub fn merge(parts: Vec<PartitionRows>, limit: usize, reverse: bool) -> (Vec<Row>, bool) {
     let mut more = parts.iter().any(|p| p.more);
+    let cut: Option<Vec<u8>> = parts
+        .iter()
+        .filter(|p| p.more)
+        .filter_map(|p| p.rows.last().map(|(k, _)| k.clone()))
+        .reduce(|a, b| if reverse { a.max(b) } else { a.min(b) });
     let mut all: Vec<(Vec<u8>, Row)> = parts.into_iter().flat_map(|p| p.rows).collect();
+    if let Some(cut) = cut {
+        all.retain(|(k, _)| if reverse { *k >= cut } else { *k <= cut });
+    }
     if reverse {
         all.sort_by(|a, b| b.0.cmp(&a.0));
     } else {
