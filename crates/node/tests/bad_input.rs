@@ -331,21 +331,9 @@ async fn oversized_ttl_and_non_utf8_json_are_rejected() {
 #[tokio::test]
 async fn aggregate_row_limit_counts_every_partition() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = config(dir.path());
-    config.limits.max_aggregate_rows = 5;
-    let node = NodeBuilder::new(config)
-        .keyspace(items())
-        .open()
-        .await
-        .expect("open");
-    let mut tokens = Vec::new();
+    let node = items_node(dir.path(), |l| l.max_aggregate_rows = 5).await;
     // Three rows in each of three stores: no partition alone passes the limit.
-    for store in ["a", "b", "c"] {
-        let batch = (0..3)
-            .map(|i| item(store, "p", f64::from(i), "x", true))
-            .collect();
-        tokens.push(node.write(batch).await.expect("write"));
-    }
+    let tokens = fill_stores(&node, &["a", "b", "c"], 3).await;
     let request = AggregateRequest {
         keyspace: "items".into(),
         ..AggregateRequest::default()

@@ -406,21 +406,10 @@ async fn query_handlers_run_on_the_owning_partition() {
 #[tokio::test]
 async fn the_scan_byte_budget_returns_a_prefix_of_the_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = config(dir.path());
     // Each row is about 100 bytes; 8 partitions share 4,000 bytes.
-    config.limits.max_scan_bytes = 4_000;
-    let node = NodeBuilder::new(config)
-        .keyspace(items())
-        .open()
-        .await
-        .expect("open");
-    let mut tokens = Vec::new();
-    for store in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"] {
-        let batch = (0..20)
-            .map(|i| item(store, "p", f64::from(i), &format!("{store}{i:02}"), true))
-            .collect();
-        tokens.push(node.write(batch).await.expect("write"));
-    }
+    let node = items_node(dir.path(), |l| l.max_scan_bytes = 4_000).await;
+    let stores = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+    let tokens = fill_stores(&node, &stores, 20).await;
     let c = Consistency::tokens(tokens);
     let request = ScanRequest {
         keyspace: "items".into(),
@@ -437,7 +426,7 @@ async fn the_scan_byte_budget_returns_a_prefix_of_the_answer() {
     // Unlimited, the same scan returns everything; the budgeted rows are its first rows.
     let all_ids: Vec<String> = {
         let mut ids = Vec::new();
-        for store in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"] {
+        for store in stores {
             let prefix = ScanRequest {
                 keyspace: "items".into(),
                 range: KeyRange::prefix(vec![s(store)]),

@@ -91,3 +91,30 @@ pub fn event(user: &str, ts: i64, feature: &str, item: &str) -> Mutation {
         value: ValueInput::Bytes(Vec::new()),
     }
 }
+
+/// A node with `items` and the given limits.
+pub async fn items_node(
+    dir: &std::path::Path,
+    limits: impl FnOnce(&mut notadb_node::Limits),
+) -> Node {
+    let mut config = config(dir);
+    limits(&mut config.limits);
+    NodeBuilder::new(config)
+        .keyspace(items())
+        .open()
+        .await
+        .expect("node opens")
+}
+
+/// Writes `rows` items (product "p", scores 0..rows) for each store, one write per store;
+/// returns the tokens.
+pub async fn fill_stores(node: &Node, stores: &[&str], rows: u32) -> Vec<notadb_types::Token> {
+    let mut tokens = Vec::new();
+    for store in stores {
+        let batch = (0..rows)
+            .map(|i| item(store, "p", f64::from(i), &format!("{store}{i:02}"), true))
+            .collect();
+        tokens.push(node.write(batch).await.expect("write"));
+    }
+    tokens
+}
