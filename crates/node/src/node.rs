@@ -405,8 +405,23 @@ impl Node {
 
     /// Validates a batch of mutations, appends it to its partition's log as one entry and
     /// returns its token. All mutations must fall in one partition; nothing is appended when
-    /// any of them is invalid.
+    /// any of them is invalid. Errors name fields as in a single `Put` (`key: ...`) when there
+    /// is one mutation, and as `mutations[i].key: ...` otherwise.
     pub async fn write(&self, mutations: Vec<Mutation>) -> Result<Token, NodeError> {
+        let indexed = mutations.len() > 1;
+        self.write_named(mutations, indexed).await
+    }
+
+    /// `write` for a client's batch: errors always name `mutations[i]`, even for one mutation.
+    pub async fn write_batch(&self, mutations: Vec<Mutation>) -> Result<Token, NodeError> {
+        self.write_named(mutations, true).await
+    }
+
+    async fn write_named(
+        &self,
+        mutations: Vec<Mutation>,
+        indexed: bool,
+    ) -> Result<Token, NodeError> {
         let limits = &self.inner.config.limits;
         if mutations.is_empty() {
             return Err(NodeError::invalid(
@@ -427,14 +442,13 @@ impl Node {
             limits,
             ts_micros,
         };
-        let single = mutations.len() == 1;
         let mut partition: Option<(usize, PartitionId)> = None;
         let mut ops: Vec<Op> = Vec::with_capacity(mutations.len());
         for (i, mutation) in mutations.into_iter().enumerate() {
-            let field = if single {
-                String::new()
-            } else {
+            let field = if indexed {
                 format!("mutations[{i}].")
+            } else {
+                String::new()
             };
             let name = keyspace_of(&mutation);
             let def = keyspaces.get(name).ok_or_else(|| {

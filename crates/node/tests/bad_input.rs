@@ -111,6 +111,11 @@ async fn writes_are_validated_before_the_log() {
     assert!(m.contains("one partition"), "{m}");
 
     assert!(invalid(node.write(vec![]).await).contains("at least one"));
+    let short = Mutation::Delete {
+        keyspace: "items".into(),
+        key: vec![s("s")],
+    };
+    assert!(invalid(node.write_batch(vec![short]).await).starts_with("mutations[0].key:"));
     let too_many: Vec<Mutation> = (0..=limits.max_batch_mutations)
         .map(|i| item("s", "p", i as f64, "i", true))
         .collect();

@@ -18,10 +18,19 @@ impl DataService {
         DataService { node }
     }
 
-    async fn write(&self, mutations: Vec<Mutation>) -> Result<Response<WriteResponse>, Status> {
-        let token = self.node.write(mutations).await.map_err(to_status)?;
+    /// Appends the mutations; `batch` is a client's `Write` (errors name `mutations[i]`).
+    async fn write(
+        &self,
+        mutations: Vec<Mutation>,
+        batch: bool,
+    ) -> Result<Response<WriteResponse>, Status> {
+        let token = if batch {
+            self.node.write_batch(mutations).await
+        } else {
+            self.node.write(mutations).await
+        };
         Ok(Response::new(WriteResponse {
-            token: Some(token_to_proto(token)),
+            token: Some(token_to_proto(token.map_err(to_status)?)),
         }))
     }
 }
@@ -30,7 +39,8 @@ impl DataService {
 impl Data for DataService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<WriteResponse>, Status> {
         observe("Put", async {
-            self.write(vec![convert::put(request.get_ref(), "")?]).await
+            self.write(vec![convert::put(request.get_ref(), "")?], false)
+                .await
         })
         .await
     }
@@ -40,7 +50,7 @@ impl Data for DataService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         observe("Delete", async {
-            self.write(vec![convert::delete(request.get_ref(), "")?])
+            self.write(vec![convert::delete(request.get_ref(), "")?], false)
                 .await
         })
         .await
@@ -51,7 +61,7 @@ impl Data for DataService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         observe("DeleteRange", async {
-            self.write(vec![convert::delete_range(request.get_ref(), "")?])
+            self.write(vec![convert::delete_range(request.get_ref(), "")?], false)
                 .await
         })
         .await
@@ -62,7 +72,8 @@ impl Data for DataService {
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         observe("Write", async {
-            self.write(convert::mutations(request.get_ref())?).await
+            self.write(convert::mutations(request.get_ref())?, true)
+                .await
         })
         .await
     }
