@@ -267,7 +267,7 @@ pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
                 }]
             })
             .collect();
-        let tokens = send_writes(&client, writes, 64, &bar).await?;
+        let tokens = send_writes(&client, writes.into_iter().map(|w| vec![w]), 64, &bar).await?;
         bar.finish();
         client
             .clone()

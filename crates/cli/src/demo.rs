@@ -126,12 +126,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let writes = (0..size.stores)
         .flat_map(|s| (0..size.products).map(move |p| (s, p)))
         .map(|(s, p)| seed::items_batch(&size, s, p));
-    let mut tokens = send_writes(&client, writes, 16, &bar).await?;
+    let mut tokens = send_writes(&client, writes.into_iter().map(|w| vec![w]), 16, &bar).await?;
     bar.finish();
     let now = now_micros();
     let bar = progress((size.users * size.events_per_user) as u64, "activity");
     let writes = (0..size.users).map(|u| seed::activity_batch(&size, u, now));
-    tokens.extend(send_writes(&client, writes, 16, &bar).await?);
+    tokens.extend(send_writes(&client, writes.into_iter().map(|w| vec![w]), 16, &bar).await?);
     bar.finish();
     // Read with every token: returns once the node applied all of it.
     client

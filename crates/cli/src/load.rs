@@ -41,34 +41,36 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Sends writes with at most `concurrency` in flight, advancing `bar` by each write's
-/// mutation count; returns the newest token of every partition written.
+/// Sends chains of writes, at most `concurrency` chains at once; the writes of one chain go
+/// one after another (so a later write to a key wins). Advances `bar` by each write's
+/// mutation count and returns the newest token of every partition written.
 pub async fn send_writes(
     client: &Client,
-    writes: impl IntoIterator<Item = Vec<proto::Mutation>>,
+    chains: impl IntoIterator<Item = Vec<Vec<proto::Mutation>>>,
     concurrency: usize,
     bar: &ProgressBar,
 ) -> anyhow::Result<Vec<Token>> {
     let mut newest: BTreeMap<PartitionId, Token> = BTreeMap::new();
-    let mut in_flight = JoinSet::new();
-    let mut note = |token: Token| {
-        let entry = newest.entry(token.partition).or_insert(token);
-        if token.seq > entry.seq {
-            *entry = token;
+    let mut note = |tokens: Vec<Token>| {
+        for token in tokens {
+            let entry = newest.entry(token.partition).or_insert(token);
+            entry.seq = entry.seq.max(token.seq);
         }
     };
-    for write in writes {
+    let mut in_flight = JoinSet::new();
+    for chain in chains {
         if in_flight.len() >= concurrency.max(1) {
-            let done: anyhow::Result<Token> = in_flight.join_next().await.expect("not empty")?;
-            note(done?);
+            note(in_flight.join_next().await.expect("not empty")??);
         }
-        let client = client.clone();
-        let bar = bar.clone();
+        let (client, bar) = (client.clone(), bar.clone());
         in_flight.spawn(async move {
-            let n = write.len() as u64;
-            let token = client.write(write).await?;
-            bar.inc(n);
-            Ok(token)
+            let mut tokens = Vec::with_capacity(chain.len());
+            for write in chain {
+                let n = write.len() as u64;
+                tokens.push(client.write(write).await?);
+                bar.inc(n);
+            }
+            Ok::<_, anyhow::Error>(tokens)
         });
     }
     while let Some(done) = in_flight.join_next().await {
@@ -240,31 +242,14 @@ pub async fn run(client: &Client, args: LoadArgs) -> anyhow::Result<()> {
     }
     let batch = args.batch.max(1);
     let bar = progress(total, "loading");
-    // One partition's writes go one after another, so a key repeated in the file ends with
-    // its last row; partitions load in parallel.
-    let mut partitions = by_partition.into_values();
-    let mut in_flight = JoinSet::new();
-    let mut written = 0usize;
-    loop {
-        while in_flight.len() < args.concurrency.max(1) {
-            let Some(rows) = partitions.next() else { break };
-            let (client, bar) = (client.clone(), bar.clone());
-            in_flight.spawn(async move {
-                for chunk in rows.chunks(batch) {
-                    client.write(chunk.to_vec()).await?;
-                    bar.inc(chunk.len() as u64);
-                }
-                Ok::<_, anyhow::Error>(())
-            });
-        }
-        match in_flight.join_next().await {
-            Some(done) => {
-                done??;
-                written += 1;
-            }
-            None => break,
-        }
-    }
+    // One chain per partition: its writes go in order, so a key repeated in the file ends
+    // with its last row; partitions load in parallel.
+    let chains = by_partition
+        .into_values()
+        .map(|rows| rows.chunks(batch).map(<[_]>::to_vec).collect::<Vec<_>>());
+    let written = send_writes(client, chains, args.concurrency, &bar)
+        .await?
+        .len();
     bar.finish();
     println!(
         "loaded {total} rows into {} ({written} partitions written)",
