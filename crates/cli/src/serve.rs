@@ -29,6 +29,28 @@ pub struct ServeArgs {
     /// Embedded log fsync policy: always, never, interval:<N>ms.
     #[arg(long, env = "NOTADB_LOG_FSYNC")]
     pub log_fsync: Option<String>,
+    /// NATS server URL: runs the node in cluster mode on JetStream (adds a `[cluster]` table
+    /// when the file has none).
+    #[arg(long, env = "NOTADB_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Cluster name: prefix of its streams, buckets and object store.
+    #[arg(long, env = "NOTADB_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Number of shard groups, fixed when the cluster is created.
+    #[arg(long, env = "NOTADB_GROUPS")]
+    pub groups: Option<u16>,
+    /// This node's shard group.
+    #[arg(long, env = "NOTADB_GROUP")]
+    pub group: Option<u16>,
+    /// gRPC address other nodes and clients reach this node at.
+    #[arg(long, env = "NOTADB_ADVERTISE_GRPC_ADDR")]
+    pub advertise_grpc_addr: Option<String>,
+    /// Admin address shown in the cluster status.
+    #[arg(long, env = "NOTADB_ADVERTISE_ADMIN_ADDR")]
+    pub advertise_admin_addr: Option<String>,
+    /// Seconds between checkpoints of the shard group (0: never).
+    #[arg(long, env = "NOTADB_CHECKPOINT_INTERVAL_SECS")]
+    pub checkpoint_interval_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -55,6 +77,37 @@ impl ServeArgs {
         }
         if let Some(v) = &self.log_fsync {
             config.node.log_fsync = v.clone();
+        }
+        if let Some(url) = &self.nats_url {
+            config
+                .cluster
+                .get_or_insert_with(Default::default)
+                .jetstream
+                .url = url.clone();
+        }
+        if let Some(cluster) = &mut config.cluster {
+            if let Some(v) = &self.cluster_name {
+                cluster.jetstream.name = v.clone();
+            }
+            if let Some(v) = self.groups {
+                cluster.groups = v;
+            }
+            if let Some(v) = self.group {
+                cluster.group = v;
+            }
+            if let Some(v) = &self.advertise_grpc_addr {
+                cluster.advertise_grpc_addr = Some(v.clone());
+            }
+            if let Some(v) = &self.advertise_admin_addr {
+                cluster.advertise_admin_addr = Some(v.clone());
+            }
+            if let Some(v) = self.checkpoint_interval_secs {
+                cluster.checkpoint_interval_secs = v;
+            }
+        } else if self.groups.is_some() || self.group.is_some() || self.cluster_name.is_some() {
+            anyhow::bail!(
+                "--groups, --group and --cluster-name need cluster mode: give --nats-url or a [cluster] table"
+            );
         }
         Ok(config)
     }

@@ -57,12 +57,26 @@ pub enum LogError {
     /// The log was closed, or stopped accepting writes after an earlier I/O failure; reopen it.
     #[error("log is closed: expected a running log writer, found none")]
     Closed,
+    /// The log's backend (a NATS server, say) could not be reached or did not answer in time;
+    /// an append that fails this way may still have been written.
+    #[error("log backend unavailable: {0}")]
+    Unavailable(String),
+    /// The log's backend refused the request, and will refuse it again: an existing stream
+    /// that does not look like one of this log's, say.
+    #[error("log backend refused the request: {0}")]
+    Rejected(String),
+    /// The options the log was opened with are invalid; the message names the option.
+    #[error("invalid log options: {0}")]
+    InvalidOptions(String),
 }
 
 impl LogError {
     /// Whether repeating the same call later (possibly after reopening the log) may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LogError::Io(_) | LogError::Closed)
+        matches!(
+            self,
+            LogError::Io(_) | LogError::Closed | LogError::Unavailable(_)
+        )
     }
 }
 
@@ -71,8 +85,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_io_and_closed_are_retryable() {
+    fn only_io_closed_and_unavailable_are_retryable() {
         assert!(LogError::Closed.is_retryable());
+        assert!(LogError::Unavailable("timed out".into()).is_retryable());
+        assert!(!LogError::Rejected("stream exists".into()).is_retryable());
+        assert!(!LogError::InvalidOptions("name".into()).is_retryable());
         assert!(LogError::Io(std::io::Error::other("disk")).is_retryable());
         assert!(!LogError::Corrupt("x".into()).is_retryable());
         assert!(!LogError::EntryTooLarge { size: 2, max: 1 }.is_retryable());

@@ -4,6 +4,8 @@
 //!   sequence of entries numbered by [`Seq`](notadb_types::Seq) from 1.
 //! - [`EmbeddedLog`]: the single-node default, on local files, one writer thread with group
 //!   commit; see [`FsyncPolicy`] for what an acknowledgement guarantees.
+//! - [`JetStreamLog`]: the multi-node backend on NATS JetStream, one stream per partition; see
+//!   [`jetstream`] for its guarantees, and [`jetstream::NatsServer`] to run a server in tests.
 //! - [`conformance`]: the suite every implementation runs.
 
 pub mod conformance;
@@ -12,6 +14,7 @@ mod error;
 mod frame;
 mod fsync;
 mod index;
+pub mod jetstream;
 mod log;
 mod meta;
 mod options;
@@ -24,5 +27,6 @@ mod writer;
 pub use embedded::EmbeddedLog;
 pub use error::LogError;
 pub use fsync::{FsyncPolicy, FsyncPolicyParseError};
+pub use jetstream::{JetStreamLog, JetStreamOptions};
 pub use log::{Log, LogBounds, LogEntry};
 pub use options::{EmbeddedLogOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SEGMENT_BYTES};

@@ -133,6 +133,42 @@ impl Catalog {
         Ok(def.id)
     }
 
+    /// Adds or replaces a keyspace whose id was assigned elsewhere (the cluster's metadata
+    /// store). Returns whether anything changed.
+    pub fn install(&mut self, storage: &RocksStorage, def: KeyspaceDef) -> Result<bool, NodeError> {
+        if self.keyspaces.get(&def.schema.name).map(|d| d.as_ref()) == Some(&def) {
+            return Ok(false);
+        }
+        let next_id = self.next_id.max(def.id.0.saturating_add(1));
+        let mut batch = storage.batch();
+        batch.put_meta(
+            &keyspace_key(&def.schema.name),
+            &serde_json::to_vec(&def).expect("serializable"),
+        );
+        batch.put_meta(NEXT_ID_KEY, &next_id.to_be_bytes());
+        storage.commit(batch, true)?;
+        self.next_id = next_id;
+        Arc::make_mut(&mut self.keyspaces).insert(def.schema.name.clone(), Arc::new(def));
+        Ok(true)
+    }
+
+    /// Removes a keyspace dropped elsewhere: the node that dropped it appends the drop
+    /// entries. Returns the removed keyspace, if it was there.
+    pub fn forget(
+        &mut self,
+        storage: &RocksStorage,
+        name: &str,
+    ) -> Result<Option<Arc<KeyspaceDef>>, NodeError> {
+        let Some(def) = self.keyspaces.get(name).cloned() else {
+            return Ok(None);
+        };
+        let mut batch = storage.batch();
+        batch.delete_meta(&keyspace_key(name));
+        storage.commit(batch, true)?;
+        Arc::make_mut(&mut self.keyspaces).remove(name);
+        Ok(Some(def))
+    }
+
     /// Forgets a dropped keyspace once every partition applied its drop.
     pub fn finish_drop(&mut self, storage: &RocksStorage, id: KeyspaceId) -> Result<(), NodeError> {
         let mut batch = storage.batch();
@@ -141,6 +177,23 @@ impl Catalog {
         self.dropping.remove(&id);
         Ok(())
     }
+}
+
+/// Where keyspace definitions are decided when a node is one of many: the cluster's metadata
+/// store assigns ids (never reused) and orders changes, and every node installs them into its
+/// own catalog in that order. Without one, the node's own catalog decides.
+#[async_trait::async_trait]
+pub trait SchemaStore: Send + Sync + 'static {
+    /// Creates a keyspace cluster-wide; an identical existing one is returned as is when
+    /// `if_not_exists`. Returns the keyspace and whether it was created.
+    async fn create(
+        &self,
+        schema: KeyspaceSchema,
+        if_not_exists: bool,
+    ) -> Result<(KeyspaceDef, bool), NodeError>;
+
+    /// Removes a keyspace cluster-wide and returns it; the caller appends its drop entries.
+    async fn remove(&self, name: &str) -> Result<KeyspaceDef, NodeError>;
 }
 
 fn keyspace_key(name: &str) -> Vec<u8> {

@@ -35,6 +35,12 @@ pub struct NodeConfig {
     pub log_truncate_interval_secs: u64,
     /// Most entries one apply step takes from the log.
     pub apply_batch: usize,
+    /// `/readyz` answers 503 while any owned partition is more than this many entries behind
+    /// the end of its log.
+    pub ready_max_lag_records: u64,
+    /// `/readyz` answers 503 while any owned partition applies entries older than this,
+    /// seconds.
+    pub ready_max_lag_secs: f64,
 }
 
 impl Default for NodeConfig {
@@ -52,6 +58,8 @@ impl Default for NodeConfig {
             log_retain_entries: 10_000,
             log_truncate_interval_secs: 60,
             apply_batch: DEFAULT_APPLY_BATCH,
+            ready_max_lag_records: 1000,
+            ready_max_lag_secs: 5.0,
         }
     }
 }

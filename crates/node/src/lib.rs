@@ -23,11 +23,12 @@ mod replica;
 pub mod request;
 pub mod write;
 
-pub use catalog::KeyspaceDef;
+pub use catalog::{KeyspaceDef, SchemaStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
 pub use error::NodeError;
 pub use handler::{QueryContext, QueryHandler, Rows};
 pub use limits::Limits;
 pub use node::{KeyspaceInfo, Node, NodeBuilder, NodeStatus, PartitionStatus};
+pub use read::{merge_aggregates, merge_scans};
 pub use request::*;

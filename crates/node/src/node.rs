@@ -1,7 +1,7 @@
 //! The node: storage, log, catalog and apply loops wired together, and its write path.
 
 use crate::apply::Applier;
-use crate::catalog::{Catalog, KeyspaceDef};
+use crate::catalog::{Catalog, KeyspaceDef, SchemaStore};
 use crate::clock::{Clock, SystemClock};
 use crate::handler::QueryHandler;
 use crate::record::{Op, Record};
@@ -25,6 +25,9 @@ pub struct NodeBuilder {
     clock: Arc<dyn Clock>,
     keyspaces: Vec<KeyspaceSchema>,
     handlers: BTreeMap<String, Arc<dyn QueryHandler>>,
+    owned: Option<BTreeSet<PartitionId>>,
+    schemas: Option<Arc<dyn SchemaStore>>,
+    truncate_log: bool,
 }
 
 impl NodeBuilder {
@@ -36,7 +39,30 @@ impl NodeBuilder {
             clock: Arc::new(SystemClock),
             keyspaces: Vec::new(),
             handlers: BTreeMap::new(),
+            owned: None,
+            schemas: None,
+            truncate_log: true,
         }
+    }
+
+    /// Serves only these partitions (the node's shard group); the default is all of them.
+    /// Reads of other partitions fail with `Unavailable`; writes to any partition are appended.
+    pub fn owned(mut self, partitions: BTreeSet<PartitionId>) -> Self {
+        self.owned = Some(partitions);
+        self
+    }
+
+    /// Takes keyspace definitions from a cluster-wide store instead of deciding them locally.
+    pub fn schemas(mut self, store: Arc<dyn SchemaStore>) -> Self {
+        self.schemas = Some(store);
+        self
+    }
+
+    /// Whether the node truncates its log behind its own applied positions (the default, right
+    /// for a log only this node reads). A shared log is trimmed by retention and checkpoints.
+    pub fn truncate_log(mut self, truncate: bool) -> Self {
+        self.truncate_log = truncate;
+        self
     }
 
     /// Uses this log instead of the embedded one.
@@ -76,6 +102,9 @@ pub(crate) struct NodeInner {
     pub log: Arc<dyn Log>,
     pub catalog: RwLock<Catalog>,
     pub partitions: Vec<Arc<PartitionState>>,
+    /// `owned[p]`: whether this node applies and serves partition `p`.
+    pub owned: Vec<bool>,
+    pub schemas: Option<Arc<dyn SchemaStore>>,
     pub handlers: BTreeMap<String, Arc<dyn QueryHandler>>,
     pub clock: Arc<dyn Clock>,
     shutdown: watch::Sender<bool>,
@@ -159,12 +188,26 @@ impl Node {
             dropped.entry(p).or_default().insert(ks);
         }
         let (shutdown, _) = watch::channel(false);
+        let owned: Vec<bool> = partitioner
+            .all()
+            .map(|p| b.owned.as_ref().is_none_or(|o| o.contains(&p)))
+            .collect();
+        if let Some(p) = b.owned.iter().flatten().find(|p| p.0 >= config.partitions) {
+            return Err(NodeError::InvalidArgument(format!(
+                "owned partition {p} does not exist: expected partitions below {}",
+                config.partitions
+            )));
+        }
         let mut partitions = Vec::new();
         let mut appliers = Vec::new();
         for p in partitioner.all() {
             let applied = storage.applied(p)?;
+            if !owned[p.0 as usize] {
+                partitions.push(Arc::new(PartitionState::new(p, applied, applied)));
+                continue;
+            }
             let bounds = log.bounds(p).await?;
-            if storage.created() && bounds.last > Seq(0) {
+            if storage.created() && bounds.last > Seq(0) && b.schemas.is_none() {
                 // Log entries name keyspaces by the ids of the catalog that wrote them; a new,
                 // empty catalog would hand those ids to other keyspaces.
                 return Err(NodeError::Unavailable(format!(
@@ -195,6 +238,8 @@ impl Node {
                 log,
                 catalog: RwLock::new(catalog),
                 partitions,
+                owned,
+                schemas: b.schemas,
                 handlers: b.handlers,
                 clock: b.clock,
                 shutdown,
@@ -217,7 +262,9 @@ impl Node {
             };
             node.spawn(task.run());
         }
-        node.spawn(crate::maintenance::truncate_loop(node.clone()));
+        if b.truncate_log {
+            node.spawn(crate::maintenance::truncate_loop(node.clone()));
+        }
         match node.finish_open(b.keyspaces).await {
             Ok(()) => Ok(node),
             Err(e) => {
@@ -283,6 +330,42 @@ impl Node {
         &self.inner.partitions[p.0 as usize]
     }
 
+    /// Whether this node applies and serves partition `p`.
+    pub fn owns(&self, p: PartitionId) -> bool {
+        self.inner.owned.get(p.0 as usize).copied().unwrap_or(false)
+    }
+
+    /// The partitions this node applies and serves.
+    pub fn owned_partitions(&self) -> Vec<PartitionId> {
+        self.inner
+            .partitioner
+            .all()
+            .filter(|p| self.owns(*p))
+            .collect()
+    }
+
+    /// Fails with `Unavailable` unless this node serves `p`.
+    pub(crate) fn check_owned(&self, p: PartitionId) -> Result<(), NodeError> {
+        if self.owns(p) {
+            Ok(())
+        } else {
+            Err(NodeError::Unavailable(format!(
+                "partition {p} is not served by node `{}`; send the request to a replica of its shard group",
+                self.inner.config.node_id
+            )))
+        }
+    }
+
+    /// Asks the log where each owned partition ends, so lag and readiness count entries that
+    /// other nodes appended.
+    pub async fn refresh_log_positions(&self) -> Result<(), NodeError> {
+        for p in self.owned_partitions() {
+            let last = self.inner.log.bounds(p).await?.last;
+            self.partition(p).appended(last);
+        }
+        Ok(())
+    }
+
     /// The partitioner (partition count and hash).
     pub fn partitioner(&self) -> Partitioner {
         self.inner.partitioner
@@ -309,10 +392,32 @@ impl Node {
         schema: KeyspaceSchema,
         if_not_exists: bool,
     ) -> Result<(KeyspaceInfo, bool), NodeError> {
+        if let Some(store) = self.inner.schemas.clone() {
+            schema.validate()?;
+            let (def, created) = store.create(schema, if_not_exists).await?;
+            let name = def.schema.name.clone();
+            self.install_keyspace(def).await?;
+            return Ok((self.describe_keyspace(&name)?, created));
+        }
         let (def, created) = self
             .change_catalog(move |catalog, storage| catalog.create(storage, schema, if_not_exists))
             .await?;
         Ok((self.info(def), created))
+    }
+
+    /// Installs a keyspace decided by the cluster's schema store (called in the store's order).
+    pub async fn install_keyspace(&self, def: KeyspaceDef) -> Result<(), NodeError> {
+        self.change_catalog(move |catalog, storage| catalog.install(storage, def))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a keyspace another node dropped (that node appends the drop entries).
+    pub async fn forget_keyspace(&self, name: &str) -> Result<(), NodeError> {
+        let name = name.to_string();
+        self.change_catalog(move |catalog, storage| catalog.forget(storage, &name))
+            .await?;
+        Ok(())
     }
 
     fn info(&self, def: Arc<KeyspaceDef>) -> KeyspaceInfo {
@@ -345,6 +450,9 @@ impl Node {
     /// Drops a keyspace: it disappears from the catalog at once, and a drop entry in every
     /// partition's log deletes its data in log order.
     pub async fn drop_keyspace(&self, name: &str) -> Result<(), NodeError> {
+        if let Some(store) = self.inner.schemas.clone() {
+            store.remove(name).await?;
+        }
         let name = name.to_string();
         let id = self
             .change_catalog(move |catalog, storage| catalog.remove(storage, &name))
@@ -367,7 +475,9 @@ impl Node {
         let mut waits = Vec::new();
         for p in partitions {
             let seq = self.append(p, payload.clone()).await?;
-            waits.push((p, seq));
+            if self.owns(p) {
+                waits.push((p, seq));
+            }
         }
         let node = self.clone();
         self.spawn(async move {
@@ -486,6 +596,7 @@ impl Node {
             .inner
             .partitions
             .iter()
+            .filter(|s| self.owns(s.id))
             .map(|s| PartitionStatus {
                 partition: s.id,
                 applied: s.applied(),
@@ -502,9 +613,14 @@ impl Node {
         }
     }
 
-    /// Whether every partition replayed its log and none has stopped.
+    /// Whether every owned partition is within the configured lag bounds and none stopped.
     pub fn is_ready(&self) -> bool {
-        self.is_healthy() && self.inner.partitions.iter().all(|s| s.is_ready())
+        let config = &self.inner.config;
+        self.is_healthy()
+            && self.inner.partitions.iter().all(|s| {
+                !self.owns(s.id)
+                    || s.is_ready(config.ready_max_lag_records, config.ready_max_lag_secs)
+            })
     }
 
     /// Whether no partition's apply stopped on an error.

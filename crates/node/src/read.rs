@@ -36,6 +36,10 @@ impl Node {
                     token.partition
                 )));
             }
+            if !self.owns(token.partition) {
+                // Another shard group's write: the replicas serving it wait for it.
+                continue;
+            }
             let state = self.partition(token.partition);
             if token.seq > state.last_seq() {
                 let last = self.inner.log.bounds(token.partition).await?.last;
@@ -101,6 +105,7 @@ impl Node {
     ) -> Result<(ValueFormat, Option<Vec<u8>>), NodeError> {
         let def = self.keyspace(keyspace)?;
         let (p, encoded) = self.key_partition(&def, key, "key")?;
+        self.check_owned(p)?;
         self.wait_for(consistency).await?;
         let format = def.schema.value_format;
         self.on_view(move |_, view, now| {
@@ -133,6 +138,9 @@ impl Node {
             .enumerate()
             .map(|(i, k)| self.key_partition(&def, k, &format!("keys[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        for (p, _) in &located {
+            self.check_owned(*p)?;
+        }
         self.wait_for(consistency).await?;
         let format = def.schema.value_format;
         self.on_view(move |_, view, now| {
@@ -146,11 +154,57 @@ impl Node {
         .await
     }
 
-    fn partitions_of(&self, partitions: &Partitions) -> Vec<PartitionId> {
+    /// The owned partitions a range covers: a range inside one partition key must be owned;
+    /// a range over all partitions covers the owned ones (other shard groups cover the rest).
+    fn partitions_of(&self, partitions: &Partitions) -> Result<Vec<PartitionId>, NodeError> {
         match partitions {
-            Partitions::One(p) => vec![*p],
-            Partitions::All => self.inner.partitioner.all().collect(),
+            Partitions::One(p) => {
+                self.check_owned(*p)?;
+                Ok(vec![*p])
+            }
+            Partitions::All => Ok(self.owned_partitions()),
         }
+    }
+
+    /// The partition of `key` in `keyspace` (routing); errors name the key `field`.
+    pub fn partition_of_key(
+        &self,
+        keyspace: &str,
+        key: &[Element],
+        field: &str,
+    ) -> Result<PartitionId, NodeError> {
+        let def = self.keyspace(keyspace)?;
+        Ok(self.key_partition(&def, key, field)?.0)
+    }
+
+    /// The partition of a partition key of `keyspace` (routing a `Query`).
+    pub fn partition_of_prefix(
+        &self,
+        keyspace: &str,
+        partition_key: &[Element],
+    ) -> Result<PartitionId, NodeError> {
+        let def = self.keyspace(keyspace)?;
+        let encoded = def
+            .schema
+            .encode_prefix(partition_key)
+            .map_err(|e| NodeError::invalid(format!("partition_key: {e}")))?;
+        Ok(self.inner.partitioner.partition_of(&encoded))
+    }
+
+    /// The one partition a scan or aggregate range falls in, or `None` when it covers all
+    /// partitions (routing).
+    pub fn partition_of_range(
+        &self,
+        keyspace: &str,
+        range: &crate::request::KeyRange,
+    ) -> Result<Option<PartitionId>, NodeError> {
+        let def = self.keyspace(keyspace)?;
+        Ok(
+            match resolve(&def.schema, &self.inner.partitioner, range)?.partitions {
+                Partitions::One(p) => Some(p),
+                Partitions::All => None,
+            },
+        )
     }
 
     fn prepare_scan(&self, request: &ScanRequest) -> Result<PreparedScan, NodeError> {
@@ -168,7 +222,7 @@ impl Node {
         let def = self.keyspace(&request.keyspace)?;
         let range = resolve(&def.schema, &self.inner.partitioner, &request.range)?;
         let filters = Filters::compile(&def.schema, &request.filters)?;
-        let partitions = self.partitions_of(&range.partitions);
+        let partitions = self.partitions_of(&range.partitions)?;
         Ok(PreparedScan {
             def,
             range,
@@ -301,7 +355,7 @@ impl Node {
         };
         let range = resolve(schema, &self.inner.partitioner, &request.range)?;
         let filters = Filters::compile(schema, &request.filters)?;
-        let partitions = self.partitions_of(&range.partitions);
+        let partitions = self.partitions_of(&range.partitions)?;
         self.wait_for(consistency).await?;
         let limits = self.inner.config.limits.clone();
         let function = request.function;
@@ -368,6 +422,7 @@ impl Node {
             .encode_prefix(&partition_key)
             .map_err(|e| NodeError::invalid(format!("partition_key: {e}")))?;
         let partition = self.inner.partitioner.partition_of(&encoded);
+        self.check_owned(partition)?;
         self.wait_for(consistency).await?;
         self.on_view(move |inner, view, now| {
             let keyspaces = inner.catalog.read().expect("catalog lock").snapshot();
@@ -383,6 +438,52 @@ impl Node {
         })
         .await
     }
+}
+
+/// Merges the answers of several shard groups to one scan (each answer in key order, or
+/// reversed), as one node merges its partitions.
+pub fn merge_scans(
+    schema: &notadb_types::KeyspaceSchema,
+    parts: Vec<ScanResult>,
+    limit: usize,
+    reverse: bool,
+) -> Result<ScanResult, NodeError> {
+    let format = schema.value_format;
+    let parts = parts
+        .into_iter()
+        .map(|part| {
+            let rows = part
+                .rows
+                .into_iter()
+                .map(|row| Ok((schema.encode_key(&row.key)?.bytes, row)))
+                .collect::<Result<Vec<_>, NodeError>>()?;
+            Ok(crate::query::scan::PartitionRows {
+                rows,
+                more: part.more,
+            })
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    let (rows, more) = merge(parts, limit, reverse);
+    Ok(ScanResult { format, rows, more })
+}
+
+/// Merges the complete groups of several shard groups' aggregates and keeps the top `top_k`
+/// (all when 0): exact, because every shard returned all of its groups.
+pub fn merge_aggregates(
+    function: AggregateFunction,
+    parts: Vec<AggregateResult>,
+    top_k: usize,
+    max_groups: usize,
+) -> Result<AggregateResult, NodeError> {
+    let mut all = Groups::default();
+    for part in parts {
+        all.merge(function, Groups::from_result(part), max_groups)?;
+    }
+    let rows_scanned = all.rows_scanned;
+    Ok(AggregateResult {
+        groups: all.top(top_k),
+        rows_scanned,
+    })
 }
 
 /// A validated scan.

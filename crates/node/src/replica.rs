@@ -22,8 +22,6 @@ pub struct PartitionState {
     applied: watch::Sender<Seq>,
     /// Highest seq known to be in the log.
     last_seq: AtomicU64,
-    /// Last seq in the log when the node started: ready once applied reaches it.
-    startup_last: u64,
     /// Age of the oldest entry of the batch being applied (0 when caught up), micros.
     lag_micros: AtomicI64,
     failed: AtomicBool,
@@ -36,7 +34,6 @@ impl PartitionState {
             id,
             applied: watch::Sender::new(applied),
             last_seq: AtomicU64::new(last.0.max(applied.0)),
-            startup_last: last.0,
             lag_micros: AtomicI64::new(0),
             failed: AtomicBool::new(false),
         }
@@ -71,9 +68,11 @@ impl PartitionState {
         }
     }
 
-    /// Whether the startup replay finished and apply has not failed.
-    pub fn is_ready(&self) -> bool {
-        !self.is_failed() && self.applied().0 >= self.startup_last
+    /// Whether apply has not failed and the partition is within the lag bounds: at most
+    /// `max_records` entries behind the end of its log, applying entries at most `max_secs`
+    /// old.
+    pub fn is_ready(&self, max_records: u64, max_secs: f64) -> bool {
+        !self.is_failed() && self.lag_records() <= max_records && self.lag_seconds() <= max_secs
     }
 
     /// Whether apply stopped on an error.

@@ -1,6 +1,7 @@
 //! Admin HTTP: `/healthz`, `/readyz`, `/metrics` and a small HTML status page at `/`.
 
 use crate::metrics;
+use crate::Topology;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -9,17 +10,17 @@ use axum::Router;
 use notadb_node::Node;
 use std::fmt::Write;
 
-/// The admin routes for `node`.
-pub fn router(node: Node) -> Router {
+/// The admin routes for the node of `topology`.
+pub fn router(topology: Topology) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(node)
+        .with_state(topology)
 }
 
-async fn healthz(State(node): State<Node>) -> Response {
+async fn healthz(State(Topology { node, .. }): State<Topology>) -> Response {
     if node.is_healthy() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
@@ -31,7 +32,7 @@ async fn healthz(State(node): State<Node>) -> Response {
     }
 }
 
-async fn readyz(State(node): State<Node>) -> Response {
+async fn readyz(State(Topology { node, .. }): State<Topology>) -> Response {
     let status = node.status();
     if status.ready {
         return (StatusCode::OK, "ready\n").into_response();
@@ -39,14 +40,15 @@ async fn readyz(State(node): State<Node>) -> Response {
     let behind: Vec<String> = status
         .partitions
         .iter()
-        .filter(|p| p.lag_records > 0 || p.failed)
+        .filter(|p| p.lag_records > 0 || p.lag_seconds > 0.0 || p.failed)
         .take(8)
         .map(|p| {
             format!(
-                "partition {} applied {} of {}{}",
+                "partition {} applied {} of {} ({:.1} s behind){}",
                 p.partition,
                 p.applied,
                 p.last,
+                p.lag_seconds,
                 if p.failed { " (stopped)" } else { "" }
             )
         })
@@ -58,7 +60,7 @@ async fn readyz(State(node): State<Node>) -> Response {
         .into_response()
 }
 
-async fn metrics_text(State(node): State<Node>) -> Response {
+async fn metrics_text(State(Topology { node, .. }): State<Topology>) -> Response {
     metrics::refresh(&node);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -73,7 +75,8 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn status_page(State(node): State<Node>) -> Html<String> {
+async fn status_page(State(topology): State<Topology>) -> Html<String> {
+    let node: &Node = &topology.node;
     let status = node.status();
     let memory = node.storage().memory_usage();
     let mut html = String::from(
@@ -131,6 +134,48 @@ async fn status_page(State(node): State<Node>) -> Html<String> {
             if p.failed { "stopped" } else { "applying" }
         );
     }
-    html.push_str("</table></body></html>");
+    html.push_str("</table>");
+    cluster_table(&mut html, &topology);
+    html.push_str("</body></html>");
     Html(html)
+}
+
+/// The members of the cluster: group, addresses, readiness, and per partition its applied
+/// position and lag.
+fn cluster_table(html: &mut String, topology: &Topology) {
+    let view = topology.view();
+    let _ = write!(
+        html,
+        "<h2>Cluster</h2><p>{} log &middot; {} partitions in {} shard groups &middot; {} live members</p><table><tr><th>node</th><th>group</th><th>gRPC</th><th>admin</th><th>state</th><th>partitions</th><th>applied</th><th>lag (records)</th><th>max lag (s)</th><th>heartbeat</th></tr>",
+        view.log,
+        view.partition_count,
+        view.group_count,
+        view.members.len()
+    );
+    let mut members = view.members;
+    members.sort_by(|a, b| (a.group, &a.node_id).cmp(&(b.group, &b.node_id)));
+    for m in &members {
+        let applied: u64 = m.partitions.iter().map(|p| p.applied_seq).sum();
+        let lag: u64 = m.partitions.iter().map(|p| p.lag_records).sum();
+        let lag_s = m
+            .partitions
+            .iter()
+            .map(|p| p.lag_seconds)
+            .fold(0.0, f64::max);
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{} ms ago</td></tr>",
+            escape(&m.node_id),
+            m.group,
+            escape(&m.grpc_addr),
+            escape(&m.admin_addr),
+            if m.ready { "ready" } else { "<b>not ready</b>" },
+            m.partitions.len(),
+            applied,
+            lag,
+            lag_s,
+            m.heartbeat_age_ms
+        );
+    }
+    html.push_str("</table>");
 }

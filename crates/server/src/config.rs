@@ -1,3 +1,4 @@
+use notadb_cluster::ClusterConfig;
 use notadb_node::NodeConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// The node.
     pub node: NodeConfig,
+    /// Cluster mode on NATS JetStream; absent: a single node on the embedded log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +34,7 @@ impl Default for ServerConfig {
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
             shutdown_grace_secs: 30,
             node: NodeConfig::default(),
+            cluster: None,
         }
     }
 }

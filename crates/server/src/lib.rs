@@ -7,9 +7,12 @@ mod config;
 mod convert;
 mod grpc;
 pub mod metrics;
+pub mod route;
 mod server;
 mod status;
+mod topology;
 
 pub use config::{ServerConfig, DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR};
 pub use server::{wait_for_signal, Server, ServerError};
 pub use status::to_status;
+pub use topology::Topology;

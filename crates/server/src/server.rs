@@ -1,12 +1,16 @@
 //! A running server: a node, its gRPC API and its admin HTTP endpoints.
 
 use crate::grpc::{DataService, KeyspacesService, NodeService};
+use crate::route::Router;
+use crate::topology::Topology;
 use crate::{admin, metrics, ServerConfig};
+use notadb_cluster::{Advertised, Cluster, ClusterError};
 use notadb_node::{Node, NodeBuilder, NodeError};
 use notadb_proto::v1::data_server::DataServer;
 use notadb_proto::v1::keyspaces_server::KeyspacesServer;
 use notadb_proto::v1::node_server::NodeServer;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +27,8 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 pub enum ServerError {
     #[error("{0}")]
     Node(#[from] NodeError),
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -35,6 +41,7 @@ pub enum ServerError {
 /// A started server. Dropping it does not stop it: call `shutdown`.
 pub struct Server {
     node: Node,
+    cluster: Option<Arc<Cluster>>,
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -75,7 +82,30 @@ impl Server {
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|e| ServerError::Other(e.to_string()))?;
-        let node = customize(NodeBuilder::new(config.node)).open().await?;
+        let (node, cluster) = match config.cluster.clone() {
+            None => (customize(NodeBuilder::new(config.node)).open().await?, None),
+            Some(cluster) => {
+                let advertised = Advertised {
+                    grpc_addr: cluster
+                        .advertise_grpc_addr
+                        .clone()
+                        .unwrap_or_else(|| grpc_addr.to_string()),
+                    admin_addr: cluster
+                        .advertise_admin_addr
+                        .clone()
+                        .unwrap_or_else(|| admin_addr.to_string()),
+                };
+                let cluster = Cluster::start(cluster, config.node, advertised, customize).await?;
+                (cluster.node().clone(), Some(Arc::new(cluster)))
+            }
+        };
+        let topology = Topology {
+            node: node.clone(),
+            cluster: cluster.clone(),
+            grpc_addr: grpc_addr.to_string(),
+            admin_addr: admin_addr.to_string(),
+        };
+        let router = Arc::new(Router::new(node.clone(), cluster.clone()));
 
         let (stop, _) = watch::channel(false);
         let reflection = tonic_reflection::server::Builder::configure()
@@ -85,24 +115,25 @@ impl Server {
         let grpc = tonic::transport::Server::builder()
             .add_service(reflection)
             .add_service(
-                DataServer::new(DataService::new(node.clone()))
+                DataServer::new(DataService::new(node.clone(), router))
                     .max_decoding_message_size(max_request)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
             .add_service(KeyspacesServer::new(KeyspacesService::new(node.clone())))
-            .add_service(NodeServer::new(NodeService::new(node.clone())))
+            .add_service(NodeServer::new(NodeService::new(topology.clone())))
             .serve_with_incoming_shutdown(
                 // Small responses must not wait on Nagle's algorithm (a 40 ms delayed-ACK stall).
                 TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 stopped(stop.subscribe()),
             );
         let grpc = tokio::spawn(grpc);
-        let admin = axum::serve(admin_listener, admin::router(node.clone()))
+        let admin = axum::serve(admin_listener, admin::router(topology))
             .with_graceful_shutdown(stopped(stop.subscribe()));
         let admin = tokio::spawn(async move { admin.await });
         tracing::info!(%grpc_addr, %admin_addr, "notadb serving");
         Ok(Server {
             node,
+            cluster,
             grpc_addr,
             admin_addr,
             stop,
@@ -115,6 +146,11 @@ impl Server {
     /// The node behind the server.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// The cluster this server's node joined, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Where gRPC listens.
@@ -144,7 +180,10 @@ impl Server {
             }
         }
         let _ = tokio::time::timeout(self.grace, self.admin).await;
-        self.node.shutdown().await?;
+        match &self.cluster {
+            Some(cluster) => cluster.shutdown().await?,
+            None => self.node.shutdown().await?,
+        }
         Ok(())
     }
 

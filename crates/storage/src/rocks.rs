@@ -207,6 +207,14 @@ impl RocksStorage {
         Ok(self.db.flush_wal(true)?)
     }
 
+    /// Writes a consistent copy of the whole database (hard links where it can) into `dir`,
+    /// which must not exist yet; a `RocksStorage` can be opened on it.
+    pub fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StorageError> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        // Flushes memtables first, so the copy needs no WAL replay.
+        Ok(checkpoint.create_checkpoint(dir)?)
+    }
+
     /// Approximate on-disk bytes of a keyspace over the given partitions.
     pub fn approximate_bytes(&self, ks: KeyspaceId, partitions: u16) -> u64 {
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..partitions)

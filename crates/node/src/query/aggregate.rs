@@ -89,6 +89,29 @@ impl Groups {
         Ok(())
     }
 
+    /// Groups as returned by another node (all of its groups, not cut to a top-k).
+    pub fn from_result(result: crate::request::AggregateResult) -> Groups {
+        let mut groups = BTreeMap::new();
+        for g in result.groups {
+            let mut k = Vec::new();
+            if let Some(e) = &g.key {
+                encode_element(&mut k, e, Order::Asc);
+            }
+            groups.insert(
+                k,
+                Acc {
+                    key: g.key,
+                    value: g.value,
+                    rows: g.rows,
+                },
+            );
+        }
+        Groups {
+            groups,
+            rows_scanned: result.rows_scanned,
+        }
+    }
+
     /// The k groups with the largest aggregate (ties: group key order); all when k is 0.
     pub fn top(self, k: usize) -> Vec<Group> {
         let mut all: Vec<(Vec<u8>, Acc)> = self.groups.into_iter().collect();

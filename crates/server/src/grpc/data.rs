@@ -1,21 +1,50 @@
 use super::observe;
 use crate::convert;
+use crate::route::Router;
 use crate::status::{convert_status, to_status};
-use notadb_node::{Mutation, Node};
+use futures::future::try_join_all;
+use notadb_node::{merge_aggregates, merge_scans, Mutation, Node};
 use notadb_proto::v1::data_server::Data;
 use notadb_proto::v1::*;
-use notadb_proto::{element_to_proto, token_to_proto, tuple_from_proto, tuple_to_proto};
+use notadb_proto::{
+    element_from_proto, element_to_proto, token_to_proto, tuple_from_proto, tuple_to_proto,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The `Data` service.
 pub struct DataService {
     node: Node,
+    router: Arc<Router>,
 }
 
 impl DataService {
-    /// Serves `node`.
-    pub fn new(node: Node) -> DataService {
-        DataService { node }
+    /// Serves `node`, forwarding through `router`.
+    pub fn new(node: Node, router: Arc<Router>) -> DataService {
+        DataService { node, router }
+    }
+
+    async fn local_scan(
+        &self,
+        r: &ScanRequest,
+        consistency: &notadb_node::Consistency,
+    ) -> Result<notadb_node::ScanResult, Status> {
+        self.node
+            .scan(convert::scan(r)?, consistency)
+            .await
+            .map_err(to_status)
+    }
+
+    async fn local_aggregate(
+        &self,
+        r: &AggregateRequest,
+        consistency: &notadb_node::Consistency,
+    ) -> Result<notadb_node::AggregateResult, Status> {
+        self.node
+            .aggregate(convert::aggregate(r)?, consistency)
+            .await
+            .map_err(to_status)
     }
 
     /// Appends the mutations; `batch` is a client's `Write` (errors name `mutations[i]`).
@@ -83,6 +112,21 @@ impl Data for DataService {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let key = convert::key(r.key.as_ref(), "key")?;
+            let p = self
+                .node
+                .partition_of_key(&r.keyspace, &key, "key")
+                .map_err(to_status)?;
+            if let Some(group) = self.router.remote_group(p, request.metadata()) {
+                let forwarded = self.router.forward(
+                    group,
+                    Some(p),
+                    &consistency.tokens,
+                    consistency.deadline,
+                    r.clone(),
+                    |mut c, req| async move { c.get(req).await },
+                );
+                return Ok(Response::new(forwarded.await?));
+            }
             let (format, value) = self
                 .node
                 .get(&r.keyspace, &key, &consistency)
@@ -110,18 +154,65 @@ impl Data for DataService {
                 .map(|(i, k)| tuple_from_proto(Some(k), &format!("keys[{i}]")))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(convert_status)?;
-            let (format, values) = self
-                .node
-                .multi_get(&r.keyspace, &keys, &consistency)
-                .await
-                .map_err(to_status)?;
-            let results = values
-                .into_iter()
-                .map(|v| GetResponse {
-                    found: v.is_some(),
-                    value: v.map(|v| convert::value_to_proto(format, v)),
-                })
-                .collect();
+            // Keys by the shard group that answers them (None: this node), in request order.
+            let mut by_group: BTreeMap<Option<u16>, Vec<usize>> = BTreeMap::new();
+            for (i, key) in keys.iter().enumerate() {
+                let p = self
+                    .node
+                    .partition_of_key(&r.keyspace, key, &format!("keys[{i}]"))
+                    .map_err(to_status)?;
+                by_group
+                    .entry(self.router.remote_group(p, request.metadata()))
+                    .or_default()
+                    .push(i);
+            }
+            let mut results = vec![GetResponse::default(); keys.len()];
+            let calls = by_group.into_iter().map(|(group, indexes)| {
+                let consistency = &consistency;
+                let keys = &keys;
+                async move {
+                    let answers = match group {
+                        None => {
+                            let mine: Vec<_> = indexes.iter().map(|&i| keys[i].clone()).collect();
+                            let (format, values) = self
+                                .node
+                                .multi_get(&r.keyspace, &mine, consistency)
+                                .await
+                                .map_err(to_status)?;
+                            values
+                                .into_iter()
+                                .map(|v| GetResponse {
+                                    found: v.is_some(),
+                                    value: v.map(|v| convert::value_to_proto(format, v)),
+                                })
+                                .collect()
+                        }
+                        Some(group) => {
+                            let subset = MultiGetRequest {
+                                keys: indexes.iter().map(|&i| r.keys[i].clone()).collect(),
+                                ..r.clone()
+                            };
+                            self.router
+                                .forward(
+                                    group,
+                                    None,
+                                    &consistency.tokens,
+                                    consistency.deadline,
+                                    subset,
+                                    |mut c, req| async move { c.multi_get(req).await },
+                                )
+                                .await?
+                                .results
+                        }
+                    };
+                    Ok::<_, Status>((indexes, answers))
+                }
+            });
+            for (indexes, answers) in try_join_all(calls).await? {
+                for (i, answer) in indexes.into_iter().zip(answers) {
+                    results[i] = answer;
+                }
+            }
             Ok(Response::new(MultiGetResponse { results }))
         })
         .await
@@ -132,11 +223,54 @@ impl Data for DataService {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let scan = convert::scan(r)?;
-            let result = self
+            let one = self
                 .node
-                .scan(scan, &consistency)
-                .await
+                .partition_of_range(&scan.keyspace, &scan.range)
                 .map_err(to_status)?;
+            let forward = |group: u16, p: Option<notadb_types::PartitionId>| {
+                self.router.forward(
+                    group,
+                    p,
+                    &consistency.tokens,
+                    consistency.deadline,
+                    r.clone(),
+                    |mut c, req| async move { c.scan(req).await },
+                )
+            };
+            let result = match one {
+                Some(p) => match self.router.remote_group(p, request.metadata()) {
+                    Some(group) => return Ok(Response::new(forward(group, Some(p)).await?)),
+                    None => self.local_scan(r, &consistency).await?,
+                },
+                None => {
+                    let others = self.router.other_groups(request.metadata());
+                    let (mine, theirs) = futures::future::try_join(
+                        self.local_scan(r, &consistency),
+                        try_join_all(others.into_iter().map(|g| forward(g, None))),
+                    )
+                    .await?;
+                    if theirs.is_empty() {
+                        mine
+                    } else {
+                        let def = self
+                            .node
+                            .describe_keyspace(&scan.keyspace)
+                            .map_err(to_status)?
+                            .def;
+                        let mut parts = vec![mine];
+                        for part in theirs {
+                            parts.push(scan_from_proto(part, def.schema.value_format)?);
+                        }
+                        let limits = &self.node.config().limits;
+                        let limit = if scan.limit == 0 {
+                            limits.default_scan_limit
+                        } else {
+                            scan.limit
+                        };
+                        merge_scans(&def.schema, parts, limit, scan.reverse).map_err(to_status)?
+                    }
+                }
+            };
             let format = result.format;
             let rows = result
                 .rows
@@ -162,11 +296,55 @@ impl Data for DataService {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let aggregate = convert::aggregate(r)?;
-            let result = self
+            let one = self
                 .node
-                .aggregate(aggregate, &consistency)
-                .await
+                .partition_of_range(&aggregate.keyspace, &aggregate.range)
                 .map_err(to_status)?;
+            let forward =
+                |group: u16, p: Option<notadb_types::PartitionId>, m: AggregateRequest| {
+                    self.router.forward(
+                        group,
+                        p,
+                        &consistency.tokens,
+                        consistency.deadline,
+                        m,
+                        |mut c, req| async move { c.aggregate(req).await },
+                    )
+                };
+            let others = match one {
+                Some(p) => match self.router.remote_group(p, request.metadata()) {
+                    Some(group) => {
+                        return Ok(Response::new(forward(group, Some(p), r.clone()).await?))
+                    }
+                    None => Vec::new(),
+                },
+                None => self.router.other_groups(request.metadata()),
+            };
+            let result = if others.is_empty() {
+                self.local_aggregate(r, &consistency).await?
+            } else {
+                // Every group returns all of its groups; the top-k is taken after merging.
+                let all = AggregateRequest {
+                    top_k: 0,
+                    ..r.clone()
+                };
+                let (mine, theirs) = futures::future::try_join(
+                    self.local_aggregate(&all, &consistency),
+                    try_join_all(others.into_iter().map(|g| forward(g, None, all.clone()))),
+                )
+                .await?;
+                let mut parts = vec![mine];
+                for part in theirs {
+                    parts.push(aggregate_from_proto(part)?);
+                }
+                merge_aggregates(
+                    aggregate.function,
+                    parts,
+                    aggregate.top_k,
+                    self.node.config().limits.max_aggregate_groups,
+                )
+                .map_err(to_status)?
+            };
             let groups = result
                 .groups
                 .into_iter()
@@ -192,6 +370,21 @@ impl Data for DataService {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let partition_key = convert::key(r.partition_key.as_ref(), "partition_key")?;
+            let p = self
+                .node
+                .partition_of_prefix(&r.keyspace, &partition_key)
+                .map_err(to_status)?;
+            if let Some(group) = self.router.remote_group(p, request.metadata()) {
+                let forwarded = self.router.forward(
+                    group,
+                    Some(p),
+                    &consistency.tokens,
+                    consistency.deadline,
+                    r.clone(),
+                    |mut c, req| async move { c.query(req).await },
+                );
+                return Ok(Response::new(forwarded.await?));
+            }
             let args = if r.args_json.trim().is_empty() {
                 serde_json::Value::Null
             } else {
@@ -210,4 +403,54 @@ impl Data for DataService {
         })
         .await
     }
+}
+
+/// Another group's scan answer as the node's result.
+fn scan_from_proto(
+    part: ScanResponse,
+    format: notadb_types::ValueFormat,
+) -> Result<notadb_node::ScanResult, Status> {
+    let rows = part
+        .rows
+        .into_iter()
+        .map(|row| {
+            let key = tuple_from_proto(row.key.as_ref(), "rows.key").map_err(convert_status)?;
+            let value = match row.value.and_then(|v| v.kind) {
+                Some(value::Kind::Json(s)) => s.into_bytes(),
+                Some(value::Kind::Bytes(b)) => b,
+                None => Vec::new(),
+            };
+            Ok(notadb_node::Row { key, value })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(notadb_node::ScanResult {
+        format,
+        rows,
+        more: part.more,
+    })
+}
+
+/// Another group's aggregate answer as the node's result.
+fn aggregate_from_proto(part: AggregateResponse) -> Result<notadb_node::AggregateResult, Status> {
+    let groups = part
+        .groups
+        .into_iter()
+        .map(|g| {
+            let key = g
+                .key
+                .as_ref()
+                .map(|k| element_from_proto(k, "groups.key"))
+                .transpose()
+                .map_err(convert_status)?;
+            Ok(notadb_node::Group {
+                key,
+                value: g.value,
+                rows: g.rows,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(notadb_node::AggregateResult {
+        groups,
+        rows_scanned: part.rows_scanned,
+    })
 }

@@ -1,18 +1,18 @@
 use super::observe;
-use notadb_node::Node;
+use crate::Topology;
 use notadb_proto::v1::node_server::Node as NodeApi;
 use notadb_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-/// The `Node` service: this node's own state.
+/// The `Node` service: this node's own state and the routing table.
 pub struct NodeService {
-    node: Node,
+    topology: Topology,
 }
 
 impl NodeService {
-    /// Serves `node`.
-    pub fn new(node: Node) -> NodeService {
-        NodeService { node }
+    /// Serves the node of `topology`.
+    pub fn new(topology: Topology) -> NodeService {
+        NodeService { topology }
     }
 }
 
@@ -23,10 +23,11 @@ impl NodeApi for NodeService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         observe("Status", async {
-            let s = self.node.status();
+            let node = &self.topology.node;
+            let s = node.status();
             Ok(Response::new(StatusResponse {
                 node_id: s.node_id,
-                partition_count: s.partitions.len() as u32,
+                partition_count: u32::from(node.partitioner().count()),
                 ready: s.ready,
                 partitions: s
                     .partitions
@@ -43,5 +44,12 @@ impl NodeApi for NodeService {
             }))
         })
         .await
+    }
+
+    async fn cluster(
+        &self,
+        _request: Request<ClusterRequest>,
+    ) -> Result<Response<ClusterResponse>, Status> {
+        observe("Cluster", async { Ok(Response::new(self.topology.view())) }).await
     }
 }

@@ -1,0 +1,284 @@
+//! Checkpoints: a group's RocksDB state copied into the JetStream object store
+//! (`{name}_checkpoints`), with a manifest in the metadata bucket (`checkpoint.{group}`) naming
+//! the files, their checksums and the applied positions, so an empty replica restores the
+//! newest one and replays only the log tail.
+
+use crate::error::{nats, ClusterError};
+use async_nats::jetstream::{kv, object_store::ObjectStore};
+use futures::StreamExt;
+use notadb_node::Node;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncReadExt;
+use xxhash_rust::xxh3::Xxh3;
+
+/// One file of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointFile {
+    pub name: String,
+    pub bytes: u64,
+    /// xxh3-64 of the file's bytes.
+    pub xxh3: u64,
+}
+
+/// What a checkpoint holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Sortable id: creation time in Unix milliseconds, zero-padded, and the node.
+    pub id: String,
+    pub group: u16,
+    pub node_id: String,
+    /// Applied positions when the checkpoint was taken (the copy holds at least these).
+    pub applied: Vec<(u16, u64)>,
+    /// Keyspaces (name, id) the copy's catalog holds: its schema version.
+    pub keyspaces: Vec<(String, u32)>,
+    pub files: Vec<CheckpointFile>,
+}
+
+impl Manifest {
+    /// Total bytes of the checkpoint's files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+fn manifest_key(group: u16) -> String {
+    format!("checkpoint.{group}")
+}
+
+fn object_name(group: u16, id: &str, file: &str) -> String {
+    format!("g{group}/{id}/{file}")
+}
+
+fn io(what: String, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Checkpoint(format!("{what}: {e}"))
+}
+
+async fn file_hash(path: &Path) -> Result<(u64, u64), ClusterError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io(format!("opening {}", path.display()), e))?;
+    let mut hasher = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            return Ok((bytes, hasher.digest()));
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+}
+
+/// Takes a checkpoint of `node` and stores it for `group`; deletes all but the newest `keep`.
+pub(crate) async fn take(
+    node: &Node,
+    meta: &kv::Store,
+    store: &ObjectStore,
+    group: u16,
+    keep: usize,
+) -> Result<Manifest, ClusterError> {
+    let status = node.status();
+    let applied = status
+        .partitions
+        .iter()
+        .map(|p| (p.partition.0, p.applied.0))
+        .collect();
+    let keyspaces = node
+        .list_keyspaces()
+        .iter()
+        .map(|k| (k.def.schema.name.clone(), k.def.id.0))
+        .collect();
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let id = format!("{millis:016}-{}", status.node_id);
+    let dir = node.config().data_dir.join("checkpoints").join(&id);
+    if let Some(parent) = dir.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| io(format!("creating {}", parent.display()), e))?;
+    }
+    let copy = node.clone();
+    let target = dir.clone();
+    tokio::task::spawn_blocking(move || copy.storage().checkpoint(&target))
+        .await
+        .map_err(|e| io("checkpoint task".into(), e))?
+        .map_err(|e| io("creating the RocksDB checkpoint".into(), e))?;
+    let result = upload(&dir, store, group, &id).await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let files = result?;
+    let manifest = Manifest {
+        id,
+        group,
+        node_id: status.node_id,
+        applied,
+        keyspaces,
+        files,
+    };
+    meta.put(
+        manifest_key(group),
+        serde_json::to_vec(&manifest).expect("serializable").into(),
+    )
+    .await
+    .map_err(|e| nats("storing the checkpoint manifest", e))?;
+    prune(store, group, keep).await;
+    Ok(manifest)
+}
+
+async fn upload(
+    dir: &Path,
+    store: &ObjectStore,
+    group: u16,
+    id: &str,
+) -> Result<Vec<CheckpointFile>, ClusterError> {
+    let mut names = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|e| io(format!("listing {}", dir.display()), e))?;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|e| io(format!("listing {}", dir.display()), e))?
+    {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let mut files = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        let (bytes, xxh3) = file_hash(&path).await?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io(format!("opening {}", path.display()), e))?;
+        store
+            .put(object_name(group, id, &name).as_str(), &mut file)
+            .await
+            .map_err(|e| nats(&format!("uploading {name}"), e))?;
+        files.push(CheckpointFile { name, bytes, xxh3 });
+    }
+    Ok(files)
+}
+
+/// Deletes the objects of all but the newest `keep` checkpoints of `group`.
+async fn prune(store: &ObjectStore, group: u16, keep: usize) {
+    let prefix = format!("g{group}/");
+    let mut ids = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let Ok(mut list) = store.list().await else {
+        return;
+    };
+    while let Some(Ok(info)) = list.next().await {
+        if let Some(rest) = info.name.strip_prefix(&prefix) {
+            if let Some((id, _)) = rest.split_once('/') {
+                ids.entry(id.to_string())
+                    .or_default()
+                    .push(info.name.clone());
+            }
+        }
+    }
+    let old = ids.len().saturating_sub(keep.max(1));
+    for (_, names) in ids.into_iter().take(old) {
+        for name in names {
+            if let Err(e) = store.delete(&name).await {
+                tracing::warn!(object = name, error = %e, "could not delete an old checkpoint file");
+            }
+        }
+    }
+}
+
+/// The newest checkpoint of `group`, if any.
+pub(crate) async fn newest(meta: &kv::Store, group: u16) -> Result<Option<Manifest>, ClusterError> {
+    let Some(bytes) = meta
+        .get(manifest_key(group))
+        .await
+        .map_err(|e| nats("reading the checkpoint manifest", e))?
+    else {
+        return Ok(None);
+    };
+    let manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| io("the checkpoint manifest is unreadable".into(), e))?;
+    Ok(Some(manifest))
+}
+
+/// Restores the newest checkpoint of `group` into `db_dir` when `db_dir` does not exist (an
+/// empty replica). Files are checked against the manifest's sizes and checksums, written to a
+/// scratch directory and renamed into place only when all are good.
+pub(crate) async fn restore(
+    meta: &kv::Store,
+    store: &ObjectStore,
+    group: u16,
+    db_dir: &Path,
+) -> Result<Option<Manifest>, ClusterError> {
+    if tokio::fs::try_exists(db_dir).await.unwrap_or(true) {
+        return Ok(None);
+    }
+    let Some(manifest) = newest(meta, group).await? else {
+        return Ok(None);
+    };
+    let scratch = PathBuf::from(format!("{}.restore", db_dir.display()));
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    tokio::fs::create_dir_all(&scratch)
+        .await
+        .map_err(|e| io(format!("creating {}", scratch.display()), e))?;
+    for file in &manifest.files {
+        let name = object_name(group, &manifest.id, &file.name);
+        let mut object = store
+            .get(&name)
+            .await
+            .map_err(|e| nats(&format!("downloading {name}"), e))?;
+        let path = scratch.join(&file.name);
+        let mut out = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| io(format!("creating {}", path.display()), e))?;
+        tokio::io::copy(&mut object, &mut out)
+            .await
+            .map_err(|e| io(format!("downloading {name}"), e))?;
+        out.sync_all()
+            .await
+            .map_err(|e| io(format!("syncing {}", path.display()), e))?;
+        let (bytes, xxh3) = file_hash(&path).await?;
+        if (bytes, xxh3) != (file.bytes, file.xxh3) {
+            return Err(ClusterError::Checkpoint(format!(
+                "checkpoint {} file {}: expected {} bytes with xxh3 {:016x}, found {bytes} bytes with xxh3 {xxh3:016x}",
+                manifest.id, file.name, file.bytes, file.xxh3
+            )));
+        }
+    }
+    tokio::fs::rename(&scratch, db_dir).await.map_err(|e| {
+        io(
+            format!("moving the restored checkpoint to {}", db_dir.display()),
+            e,
+        )
+    })?;
+    Ok(Some(manifest))
+}
+
+/// Opens the checkpoint object store.
+pub(crate) async fn object_store(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<ObjectStore, ClusterError> {
+    let bucket = format!("{name}_checkpoints");
+    if let Ok(store) = js.get_object_store(&bucket).await {
+        return Ok(store);
+    }
+    let config = async_nats::jetstream::object_store::Config {
+        bucket: bucket.clone(),
+        description: Some("notadb checkpoints".into()),
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    match js.create_object_store(config).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .get_object_store(&bucket)
+            .await
+            .map_err(|e| nats(&format!("opening object store {bucket}"), e)),
+    }
+}

@@ -1,0 +1,310 @@
+//! A node running as one replica of one shard group of a cluster on NATS JetStream.
+
+use crate::checkpoint::{self, Manifest};
+use crate::error::{nats, ClusterError};
+use crate::members::{self, Routes};
+use crate::meta::{self, ClusterDoc, KvSchemas};
+use crate::ClusterConfig;
+use async_nats::jetstream::{self, kv, object_store::ObjectStore};
+use notadb_log::{JetStreamLog, Log};
+use notadb_node::{Node, NodeBuilder, NodeConfig};
+use notadb_types::{PartitionId, Seq};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long connecting to NATS may take at start-up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where other nodes and clients reach this node.
+#[derive(Clone, Debug)]
+pub struct Advertised {
+    pub grpc_addr: String,
+    pub admin_addr: String,
+}
+
+/// A node that joined a cluster: its metadata, membership and checkpoint tasks.
+pub struct Cluster {
+    node: Node,
+    routes: Arc<Routes>,
+    log: Arc<JetStreamLog>,
+    config: ClusterConfig,
+    restored: Option<Manifest>,
+    last_checkpoint: Arc<Mutex<Option<Manifest>>>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Shared {
+    meta: kv::Store,
+    members: kv::Store,
+    objects: ObjectStore,
+}
+
+impl Cluster {
+    /// Joins the cluster: checks or creates its shape, restores the newest checkpoint of the
+    /// group when the data directory is empty, opens the node on the group's partitions of
+    /// the JetStream log (`customize` adds the service's keyspaces and handlers), installs
+    /// the cluster's keyspaces, and starts heartbeats, watches and checkpoints.
+    pub async fn start(
+        config: ClusterConfig,
+        node_config: NodeConfig,
+        advertised: Advertised,
+        customize: impl FnOnce(NodeBuilder) -> NodeBuilder,
+    ) -> Result<Cluster, ClusterError> {
+        config.validate().map_err(ClusterError::Config)?;
+        let name = config.jetstream.name.clone();
+        let replicas = config.jetstream.replicas;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(config.jetstream.url.as_str())
+            .await
+            .map_err(|e| nats(&format!("connecting to {}", config.jetstream.url), e))?;
+        let js = jetstream::new(client);
+        let meta = meta::bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{name}_meta"),
+                description: "notadb cluster metadata: shape, keyspaces, checkpoints".into(),
+                history: 5,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let doc = meta::cluster_doc(
+            &meta,
+            ClusterDoc::new(node_config.partitions, config.groups),
+        )
+        .await?;
+        let shared = Shared {
+            members: members::members_bucket(&js, &name, config.member_ttl(), replicas).await?,
+            objects: checkpoint::object_store(&js, &name, replicas).await?,
+            meta,
+        };
+        std::fs::create_dir_all(&node_config.data_dir).map_err(|e| {
+            ClusterError::Config(format!("creating {}: {e}", node_config.data_dir.display()))
+        })?;
+        let restored = checkpoint::restore(
+            &shared.meta,
+            &shared.objects,
+            config.group,
+            &node_config.data_dir.join("db"),
+        )
+        .await?;
+        if let Some(m) = &restored {
+            tracing::info!(
+                checkpoint = m.id,
+                bytes = m.bytes(),
+                "restored a checkpoint"
+            );
+        }
+        let log = Arc::new(JetStreamLog::connect(config.jetstream.clone(), doc.partitions).await?);
+        let node_id = node_config.node_id.clone();
+        let builder = NodeBuilder::new(node_config)
+            .log(log.clone())
+            .owned(doc.partitions_of(config.group))
+            .schemas(Arc::new(KvSchemas {
+                meta: shared.meta.clone(),
+            }))
+            .truncate_log(false);
+        let node = customize(builder).open().await?;
+        if let Err(e) = meta::sync_schemas(&shared.meta, &node).await {
+            let _ = node.shutdown().await;
+            return Err(e);
+        }
+        let routes = Arc::new(Routes::new(doc, config.member_ttl(), node_id));
+        let (stop, _) = watch::channel(false);
+        let cluster = Cluster {
+            node,
+            routes,
+            log,
+            config,
+            restored,
+            last_checkpoint: Arc::new(Mutex::new(None)),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+        };
+        cluster.spawn_tasks(shared, advertised);
+        Ok(cluster)
+    }
+
+    fn spawn_tasks(&self, shared: Shared, advertised: Advertised) {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        tasks.push(tokio::spawn(meta::watch_schemas(
+            shared.meta.clone(),
+            self.node.clone(),
+            self.stop.subscribe(),
+        )));
+        tasks.push(tokio::spawn(members::watch_members(
+            shared.members.clone(),
+            self.routes.clone(),
+            self.stop.subscribe(),
+        )));
+        tasks.push(tokio::spawn(members::heartbeat_loop(
+            shared.members,
+            self.routes.clone(),
+            self.node.clone(),
+            (
+                self.config.group,
+                advertised.grpc_addr,
+                advertised.admin_addr,
+            ),
+            self.config.heartbeat_interval(),
+            self.stop.subscribe(),
+        )));
+        if self.config.checkpoint_interval_secs > 0 {
+            let checkpointer = Checkpointer {
+                node: self.node.clone(),
+                routes: self.routes.clone(),
+                log: self.log.clone(),
+                meta: shared.meta,
+                objects: shared.objects,
+                config: self.config.clone(),
+                last: self.last_checkpoint.clone(),
+            };
+            tasks.push(tokio::spawn(checkpointer.run(self.stop.subscribe())));
+        }
+    }
+
+    /// The node serving this replica's partitions.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The routing table.
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.routes
+    }
+
+    /// This node's shard group.
+    pub fn group(&self) -> u16 {
+        self.config.group
+    }
+
+    /// The cluster configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The checkpoint this replica was restored from at start-up, if any.
+    pub fn restored(&self) -> Option<&Manifest> {
+        self.restored.as_ref()
+    }
+
+    /// The newest checkpoint this node stored since it started.
+    pub fn last_checkpoint(&self) -> Option<Manifest> {
+        self.last_checkpoint
+            .lock()
+            .expect("checkpoint lock")
+            .clone()
+    }
+
+    /// Stops heartbeats (removing this node from the members), watches and checkpoints, then
+    /// the node.
+    pub async fn shutdown(&self) -> Result<(), ClusterError> {
+        self.stop.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for task in tasks {
+            // Each task returns promptly on stop; the heartbeat deletes its entry first.
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a cluster task did not stop within 5 s");
+            }
+        }
+        self.node.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Takes the group's checkpoints: the ready replica of the group with the smallest node id
+/// does, every `checkpoint_interval_secs`.
+struct Checkpointer {
+    node: Node,
+    routes: Arc<Routes>,
+    log: Arc<JetStreamLog>,
+    meta: kv::Store,
+    objects: ObjectStore,
+    config: ClusterConfig,
+    last: Arc<Mutex<Option<Manifest>>>,
+}
+
+impl Checkpointer {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let interval = Duration::from_secs(self.config.checkpoint_interval_secs);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if !self.node.is_ready() || !self.is_checkpointer() {
+                continue;
+            }
+            match checkpoint::take(
+                &self.node,
+                &self.meta,
+                &self.objects,
+                self.config.group,
+                self.config.checkpoints_kept,
+            )
+            .await
+            {
+                Ok(manifest) => {
+                    tracing::info!(
+                        checkpoint = manifest.id,
+                        bytes = manifest.bytes(),
+                        "stored a checkpoint"
+                    );
+                    metrics_checkpoint(&manifest);
+                    self.truncate(&manifest).await;
+                    *self.last.lock().expect("checkpoint lock") = Some(manifest);
+                }
+                Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+            }
+        }
+    }
+
+    fn is_checkpointer(&self) -> bool {
+        let me = self.routes.self_id();
+        self.routes
+            .live()
+            .iter()
+            .filter(|s| s.member.group == self.config.group && s.member.ready)
+            .map(|s| s.member.node_id.as_str())
+            .min()
+            == Some(me)
+    }
+
+    /// Drops log entries the checkpoint and every live replica of the group have applied,
+    /// keeping `log_retain_entries` more.
+    async fn truncate(&self, manifest: &Manifest) {
+        let retain = self.config.log_retain_entries;
+        if retain == 0 {
+            return;
+        }
+        let live = self.routes.live();
+        for &(p, applied) in &manifest.applied {
+            let p = PartitionId(p);
+            let floor = live
+                .iter()
+                .filter(|s| s.member.group == self.config.group)
+                .map(|s| s.member.applied(p).0)
+                .fold(applied, u64::min);
+            let before = floor.saturating_sub(retain) + 1;
+            if before > 1 {
+                if let Err(e) = self.log.truncate_before(p, Seq(before)).await {
+                    tracing::warn!(partition = %p, error = %e, "log truncation failed");
+                }
+            }
+        }
+    }
+}
+
+fn metrics_checkpoint(manifest: &Manifest) {
+    metrics::counter!("notadb_checkpoints_stored_total").increment(1);
+    metrics::gauge!("notadb_checkpoint_bytes").set(manifest.bytes() as f64);
+}

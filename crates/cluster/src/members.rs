@@ -1,0 +1,267 @@
+//! Membership: every node puts a heartbeat (group, addresses, readiness, applied positions)
+//! into the `{name}_members` bucket, whose entries expire after the member TTL; every node
+//! watches the bucket to keep its routing table.
+
+use crate::error::{nats, ClusterError};
+use crate::meta::ClusterDoc;
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use notadb_node::Node;
+use notadb_types::{PartitionId, Seq, Token};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Pause before re-watching after the watch stream ended (a NATS restart).
+const REWATCH_PAUSE: Duration = Duration::from_millis(500);
+
+/// One partition's position on a member.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberPartition {
+    pub partition: u16,
+    pub applied: u64,
+    pub last: u64,
+    pub lag_seconds: f64,
+}
+
+/// A node's heartbeat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub node_id: String,
+    pub group: u16,
+    pub grpc_addr: String,
+    pub admin_addr: String,
+    pub ready: bool,
+    pub partitions: Vec<MemberPartition>,
+    /// The sender's wall clock when it sent the heartbeat (display only), Unix milliseconds.
+    pub sent_unix_ms: u64,
+}
+
+impl Member {
+    /// The member's applied seq for `p` (0 when it does not serve `p`).
+    pub fn applied(&self, p: PartitionId) -> Seq {
+        self.partition(p).map_or(Seq(0), |s| Seq(s.applied))
+    }
+
+    /// Entries of `p` the member has not applied yet.
+    pub fn lag(&self, p: PartitionId) -> u64 {
+        self.partition(p)
+            .map_or(u64::MAX, |s| s.last.saturating_sub(s.applied))
+    }
+
+    fn partition(&self, p: PartitionId) -> Option<&MemberPartition> {
+        self.partitions.iter().find(|s| s.partition == p.0)
+    }
+}
+
+impl Member {
+    /// The heartbeat `node`, serving `group` at these addresses, would send now.
+    pub fn of_node(node: &Node, group: u16, grpc_addr: &str, admin_addr: &str) -> Member {
+        let status = node.status();
+        Member {
+            node_id: status.node_id,
+            group,
+            grpc_addr: grpc_addr.to_string(),
+            admin_addr: admin_addr.to_string(),
+            ready: status.ready,
+            partitions: status
+                .partitions
+                .iter()
+                .map(|p| MemberPartition {
+                    partition: p.partition.0,
+                    applied: p.applied.0,
+                    last: p.last.0,
+                    lag_seconds: p.lag_seconds,
+                })
+                .collect(),
+            sent_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+}
+
+/// A member as this node last heard of it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub member: Member,
+    /// How long ago its last heartbeat arrived here.
+    pub age: Duration,
+}
+
+/// The routing table: the cluster's shape and its live members.
+pub struct Routes {
+    doc: ClusterDoc,
+    ttl: Duration,
+    self_id: String,
+    members: RwLock<BTreeMap<String, (Member, Instant)>>,
+}
+
+impl Routes {
+    pub(crate) fn new(doc: ClusterDoc, ttl: Duration, self_id: String) -> Routes {
+        Routes {
+            doc,
+            ttl,
+            self_id,
+            members: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The cluster's shape.
+    pub fn doc(&self) -> &ClusterDoc {
+        &self.doc
+    }
+
+    /// This node's id.
+    pub fn self_id(&self) -> &str {
+        &self.self_id
+    }
+
+    /// Notes a heartbeat (also this node's own, so it shows in the table at once).
+    pub fn saw(&self, member: Member) {
+        self.members
+            .write()
+            .expect("routes lock")
+            .insert(member.node_id.clone(), (member, Instant::now()));
+    }
+
+    /// Forgets a member that left.
+    pub fn left(&self, node_id: &str) {
+        self.members.write().expect("routes lock").remove(node_id);
+    }
+
+    /// Every member heard from within the TTL, by node id.
+    pub fn live(&self) -> Vec<Seen> {
+        self.members
+            .read()
+            .expect("routes lock")
+            .values()
+            .filter(|(_, at)| at.elapsed() <= self.ttl)
+            .map(|(m, at)| Seen {
+                member: m.clone(),
+                age: at.elapsed(),
+            })
+            .collect()
+    }
+
+    /// Live replicas of `group` other than this node, best first for a request on
+    /// `partition` that must see `tokens`: ready ones, then those that applied the tokens,
+    /// then the least lagging.
+    pub fn replicas(
+        &self,
+        group: u16,
+        partition: Option<PartitionId>,
+        tokens: &[Token],
+    ) -> Vec<Member> {
+        let mut replicas: Vec<Member> = self
+            .live()
+            .into_iter()
+            .map(|s| s.member)
+            .filter(|m| m.group == group && m.node_id != self.self_id)
+            .collect();
+        let has_tokens = |m: &Member| tokens.iter().all(|t| m.applied(t.partition) >= t.seq);
+        let lag = |m: &Member| match partition {
+            Some(p) => m.lag(p),
+            None => m
+                .partitions
+                .iter()
+                .map(|s| s.last.saturating_sub(s.applied))
+                .sum(),
+        };
+        replicas.sort_by_key(|m| (!m.ready, !has_tokens(m), lag(m), m.node_id.clone()));
+        replicas
+    }
+}
+
+/// Puts this node's heartbeat every `interval` until `stop`, then deletes it.
+pub(crate) async fn heartbeat_loop(
+    members: kv::Store,
+    routes: std::sync::Arc<Routes>,
+    node: Node,
+    addrs: (u16, String, String),
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (group, grpc_addr, admin_addr) = addrs;
+    loop {
+        if let Err(e) = node.refresh_log_positions().await {
+            tracing::debug!(error = %e, "could not read the log's end");
+        }
+        let beat = Member::of_node(&node, group, &grpc_addr, &admin_addr);
+        let bytes = serde_json::to_vec(&beat).expect("serializable");
+        routes.saw(beat);
+        if let Err(e) = members
+            .put(node.config().node_id.clone(), bytes.into())
+            .await
+        {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    if let Err(e) = members.delete(node.config().node_id.clone()).await {
+        tracing::warn!(error = %e, "could not remove this node's heartbeat");
+    }
+}
+
+/// Keeps `routes` up to date with the bucket until `stop`.
+pub(crate) async fn watch_members(
+    members: kv::Store,
+    routes: std::sync::Arc<Routes>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match members.watch_all().await {
+            Ok(mut watch) => loop {
+                let next = tokio::select! {
+                    _ = stop.changed() => return,
+                    next = watch.next() => next,
+                };
+                let Some(Ok(entry)) = next else { break };
+                match entry.operation {
+                    kv::Operation::Put => match serde_json::from_slice::<Member>(&entry.value) {
+                        Ok(member) => routes.saw(member),
+                        Err(e) => {
+                            tracing::warn!(key = entry.key, error = %e, "unreadable heartbeat")
+                        }
+                    },
+                    kv::Operation::Delete | kv::Operation::Purge => routes.left(&entry.key),
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "watching members failed; retrying"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(REWATCH_PAUSE) => {}
+        }
+    }
+}
+
+/// Opens the members bucket: entries expire after `ttl`.
+pub(crate) async fn members_bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
+    let store = crate::meta::bucket(
+        js,
+        kv::Config {
+            bucket: format!("{name}_members"),
+            description: "notadb members: heartbeats".into(),
+            history: 1,
+            max_age: ttl,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    store
+        .status()
+        .await
+        .map_err(|e| nats("reading the members bucket", e))?;
+    Ok(store)
+}

@@ -1,0 +1,272 @@
+//! Cluster metadata in a JetStream key-value bucket (`{name}_meta`): the partition map, and
+//! keyspace schemas whose ids are the bucket revisions that created them.
+
+use crate::error::{nats, ClusterError};
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use notadb_node::{KeyspaceDef, Node, NodeError, SchemaStore};
+use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const CLUSTER_KEY: &str = "cluster";
+const KEYSPACE_PREFIX: &str = "keyspace.";
+/// Pause before re-watching after the watch stream ended (a NATS restart).
+const REWATCH_PAUSE: Duration = Duration::from_millis(500);
+
+/// The cluster's fixed shape, written once by the first node and checked by every other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterDoc {
+    /// Partition count `P`.
+    pub partitions: u16,
+    /// Shard group count.
+    pub groups: u16,
+    /// `assignment[p]`: the shard group serving partition `p`.
+    pub assignment: Vec<u16>,
+}
+
+impl ClusterDoc {
+    /// Partitions dealt round-robin to the groups: `p mod groups`.
+    pub fn new(partitions: u16, groups: u16) -> ClusterDoc {
+        ClusterDoc {
+            partitions,
+            groups,
+            assignment: (0..partitions).map(|p| p % groups).collect(),
+        }
+    }
+
+    /// The group serving `p`.
+    pub fn group_of(&self, p: PartitionId) -> u16 {
+        self.assignment[p.0 as usize]
+    }
+
+    /// The partitions `group` serves.
+    pub fn partitions_of(&self, group: u16) -> BTreeSet<PartitionId> {
+        (0..self.partitions)
+            .map(PartitionId)
+            .filter(|p| self.group_of(*p) == group)
+            .collect()
+    }
+}
+
+/// Opens the bucket `bucket`, creating it with `config` when missing.
+pub(crate) async fn bucket(
+    js: &async_nats::jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, ClusterError> {
+    match js.get_key_value(config.bucket.clone()).await {
+        Ok(store) => Ok(store),
+        Err(_) => {
+            let name = config.bucket.clone();
+            match js.create_key_value(config).await {
+                Ok(store) => Ok(store),
+                // Another node created it in between.
+                Err(_) => js
+                    .get_key_value(name.clone())
+                    .await
+                    .map_err(|e| nats(&format!("opening bucket {name}"), e)),
+            }
+        }
+    }
+}
+
+/// Writes the cluster's shape if it is new, or checks that it matches this configuration.
+pub(crate) async fn cluster_doc(
+    meta: &kv::Store,
+    wanted: ClusterDoc,
+) -> Result<ClusterDoc, ClusterError> {
+    let bytes = serde_json::to_vec(&wanted).expect("serializable");
+    if meta.create(CLUSTER_KEY, bytes.into()).await.is_ok() {
+        return Ok(wanted);
+    }
+    let found = meta
+        .get(CLUSTER_KEY)
+        .await
+        .map_err(|e| nats("reading the cluster's shape", e))?
+        .ok_or_else(|| {
+            ClusterError::Nats("the cluster's shape could not be created or read".into())
+        })?;
+    let found: ClusterDoc = serde_json::from_slice(&found)
+        .map_err(|e| ClusterError::Config(format!("the cluster's shape is unreadable: {e}")))?;
+    if found.partitions != wanted.partitions || found.groups != wanted.groups {
+        return Err(ClusterError::Config(format!(
+            "this node is configured for {} partitions in {} shard groups, the cluster has {} partitions in {} groups",
+            wanted.partitions, wanted.groups, found.partitions, found.groups
+        )));
+    }
+    Ok(found)
+}
+
+/// Keyspace schemas in the metadata bucket: `keyspace.{name}` holds the schema, and the
+/// revision that created the key is the keyspace's id, so ids are cluster-wide, never reused,
+/// and ordered like the changes.
+pub struct KvSchemas {
+    pub(crate) meta: kv::Store,
+}
+
+fn keyspace_key(name: &str) -> String {
+    format!("{KEYSPACE_PREFIX}{name}")
+}
+
+fn def_of(entry: &kv::Entry) -> Result<KeyspaceDef, NodeError> {
+    let schema: KeyspaceSchema = serde_json::from_slice(&entry.value).map_err(|e| {
+        NodeError::Internal(format!("cluster metadata {} is unreadable: {e}", entry.key))
+    })?;
+    Ok(KeyspaceDef {
+        id: keyspace_id(entry.revision)?,
+        schema,
+    })
+}
+
+fn keyspace_id(revision: u64) -> Result<KeyspaceId, NodeError> {
+    u32::try_from(revision).map(KeyspaceId).map_err(|_| {
+        NodeError::Internal(format!(
+            "metadata revision {revision} does not fit a keyspace id"
+        ))
+    })
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Unavailable(format!("cluster metadata: {what}: {e}"))
+}
+
+impl KvSchemas {
+    async fn live_entry(&self, name: &str) -> Result<Option<kv::Entry>, NodeError> {
+        let entry = self
+            .meta
+            .entry(keyspace_key(name))
+            .await
+            .map_err(|e| unavailable("reading a keyspace", e))?;
+        Ok(entry.filter(|e| e.operation == kv::Operation::Put))
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaStore for KvSchemas {
+    async fn create(
+        &self,
+        schema: KeyspaceSchema,
+        if_not_exists: bool,
+    ) -> Result<(KeyspaceDef, bool), NodeError> {
+        let key = keyspace_key(&schema.name);
+        let bytes = serde_json::to_vec(&schema).expect("serializable");
+        match self.meta.create(&key, bytes.into()).await {
+            Ok(revision) => Ok((
+                KeyspaceDef {
+                    id: keyspace_id(revision)?,
+                    schema,
+                },
+                true,
+            )),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let existing = self.live_entry(&schema.name).await?.ok_or_else(|| {
+                    NodeError::Unavailable(format!(
+                        "keyspace `{}` is being created or dropped concurrently; retry",
+                        schema.name
+                    ))
+                })?;
+                let def = def_of(&existing)?;
+                if if_not_exists && def.schema == schema {
+                    return Ok((def, false));
+                }
+                Err(NodeError::AlreadyExists(format!(
+                    "keyspace `{}` already exists{}",
+                    schema.name,
+                    if def.schema == schema {
+                        ""
+                    } else {
+                        " with another schema"
+                    }
+                )))
+            }
+            Err(e) => Err(unavailable("creating a keyspace", e)),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<KeyspaceDef, NodeError> {
+        let entry = self
+            .live_entry(name)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("keyspace `{name}` does not exist")))?;
+        let def = def_of(&entry)?;
+        self.meta
+            .delete_expect_revision(keyspace_key(name), Some(entry.revision))
+            .await
+            .map_err(|e| unavailable("dropping a keyspace", e))?;
+        Ok(def)
+    }
+}
+
+/// Installs every keyspace the bucket holds into the node's catalog and removes the ones it
+/// does not; returns once the node's catalog matches the bucket.
+pub(crate) async fn sync_schemas(meta: &kv::Store, node: &Node) -> Result<(), ClusterError> {
+    let mut keys = meta
+        .keys()
+        .await
+        .map_err(|e| nats("listing keyspaces", e))?;
+    let mut names = BTreeSet::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| nats("listing keyspaces", e))?;
+        let Some(name) = key.strip_prefix(KEYSPACE_PREFIX) else {
+            continue;
+        };
+        let Some(entry) = meta
+            .entry(key.clone())
+            .await
+            .map_err(|e| nats("reading a keyspace", e))?
+        else {
+            continue;
+        };
+        if entry.operation == kv::Operation::Put {
+            node.install_keyspace(def_of(&entry)?).await?;
+            names.insert(name.to_string());
+        }
+    }
+    for info in node.list_keyspaces() {
+        if !names.contains(&info.def.schema.name) {
+            node.forget_keyspace(&info.def.schema.name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies schema changes to the node's catalog in bucket order until `stop`.
+pub(crate) async fn watch_schemas(
+    meta: kv::Store,
+    node: Node,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let watch = meta.watch(format!("{KEYSPACE_PREFIX}>")).await;
+        match watch {
+            Ok(mut watch) => loop {
+                let next = tokio::select! {
+                    _ = stop.changed() => return,
+                    next = watch.next() => next,
+                };
+                let Some(Ok(entry)) = next else { break };
+                let Some(name) = entry.key.strip_prefix(KEYSPACE_PREFIX) else {
+                    continue;
+                };
+                let result = match entry.operation {
+                    kv::Operation::Put => match def_of(&entry) {
+                        Ok(def) => node.install_keyspace(def).await,
+                        Err(e) => Err(e),
+                    },
+                    kv::Operation::Delete | kv::Operation::Purge => {
+                        node.forget_keyspace(name).await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::error!(keyspace = name, error = %e, "could not apply a schema change");
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "watching keyspace schemas failed; retrying"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(REWATCH_PAUSE) => {}
+        }
+    }
+}
