@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# The JetStream log and cluster tests start their own nats-server on free loopback ports.
+source scripts/nats.sh
 cargo test --release --workspace --all-targets
 cargo test --release --workspace --doc

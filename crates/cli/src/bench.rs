@@ -53,6 +53,10 @@ pub struct BenchArgs {
     pub products: usize,
     #[arg(long, default_value_t = 10_000)]
     pub users: usize,
+    /// Route each read straight to a replica owning its partition (the smart client) instead
+    /// of sending everything to `--addr`, which forwards what it does not own.
+    #[arg(long)]
+    pub routed: bool,
 }
 
 fn kv_schema() -> KeyspaceSchema {
@@ -161,11 +165,12 @@ async fn measure(
 ) -> anyhow::Result<Measured> {
     let mut connections = Vec::new();
     for _ in 0..clients {
-        connections.push(
-            Client::connect(addr)
-                .await?
-                .with_timeout(Duration::from_secs(10)),
-        );
+        let client = if args.routed {
+            Client::connect_routed(addr).await?
+        } else {
+            Client::connect(addr).await?
+        };
+        connections.push(client.with_timeout(Duration::from_secs(10)));
     }
     let start = Instant::now();
     let measure_from = start + args.warmup;

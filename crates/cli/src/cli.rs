@@ -1,6 +1,6 @@
 //! Command-line arguments and dispatch.
 
-use crate::{bench, data, demo, keyspace, load, serve};
+use crate::{bench, bench_ingest, data, demo, dev_cluster, keyspace, load, serve};
 use clap::{Parser, Subcommand};
 
 /// notadb: a framework and server for distributed stateful services.
@@ -18,6 +18,9 @@ pub struct Cli {
     /// Deadline of each client call, e.g. `5s`, `250ms`.
     #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+    /// Send every request to `--addr` instead of routing reads to the replicas that own them.
+    #[arg(long, global = true)]
+    pub direct: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,6 +31,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run a single node on a temporary directory, load the seed data and answer the seed questions.
     Demo(demo::DemoArgs),
+    /// Run a local cluster: a nats-server and groups x replicas nodes on loopback; Ctrl-C stops it.
+    DevCluster(dev_cluster::DevClusterArgs),
     /// Create, list, describe or drop keyspaces.
     #[command(subcommand)]
     Keyspace(keyspace::KeyspaceCommand),
@@ -45,24 +50,29 @@ pub enum Command {
     Query(data::QueryArgs),
     /// Bulk-load JSON lines or CSV into a keyspace.
     Load(load::LoadArgs),
-    /// Show the node's partitions and readiness.
+    /// Show the node's partitions and readiness, and the cluster's members.
     Status,
     /// Run the workload benchmark against a running node (start one with `notadb demo`).
     Bench(bench::BenchArgs),
+    /// Measure a cluster's ingest: acknowledged writes/s and apply lag on every replica, beside
+    /// raw JetStream publishing (start one with `notadb dev-cluster`).
+    BenchIngest(bench_ingest::BenchIngestArgs),
 }
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = || async {
-        Ok::<_, anyhow::Error>(
-            notadb_client::Client::connect(&cli.addr)
-                .await?
-                .with_timeout(cli.timeout),
-        )
+        let client = if cli.direct {
+            notadb_client::Client::connect(&cli.addr).await?
+        } else {
+            notadb_client::Client::connect_routed(&cli.addr).await?
+        };
+        Ok::<_, anyhow::Error>(client.with_timeout(cli.timeout))
     };
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::DevCluster(args) => dev_cluster::run(args).await,
         Command::Keyspace(cmd) => keyspace::run(&connect().await?, cmd).await,
         Command::Put(args) => data::put(&connect().await?, args).await,
         Command::Get(args) => data::get(&connect().await?, args).await,
@@ -73,5 +83,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => load::run(&connect().await?, args).await,
         Command::Status => data::status(&connect().await?).await,
         Command::Bench(args) => bench::run(&cli.addr, args).await,
+        Command::BenchIngest(args) => bench_ingest::run(&cli.addr, args).await,
     }
 }

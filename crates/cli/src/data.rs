@@ -321,6 +321,43 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
             p.partition, p.applied_seq, p.last_seq, p.lag_seconds
         );
     }
+    let c = client.cluster().await?;
+    println!(
+        "cluster: {} log, {} partitions in {} shard groups, {} live members",
+        c.log,
+        c.partition_count,
+        c.group_count,
+        c.members.len()
+    );
+    let mut members = c.members;
+    members.sort_by(|a, b| (a.group, &a.node_id).cmp(&(b.group, &b.node_id)));
+    for m in &members {
+        let lag: u64 = m.partitions.iter().map(|p| p.lag_records).sum();
+        let lag_s = m
+            .partitions
+            .iter()
+            .map(|p| p.lag_seconds)
+            .fold(0.0, f64::max);
+        println!(
+            "  group {} {} at {} (admin {}): {}, {} partitions, {lag} behind, {lag_s:.3}s max lag, heartbeat {} ms ago",
+            m.group,
+            m.node_id,
+            m.grpc_addr,
+            m.admin_addr,
+            if m.ready { "ready" } else { "NOT READY" },
+            m.partitions.len(),
+            m.heartbeat_age_ms
+        );
+        // partition:applied/lag, eight to a line.
+        let cells: Vec<String> = m
+            .partitions
+            .iter()
+            .map(|p| format!("p{}:{}/{}", p.partition, p.applied_seq, p.lag_records))
+            .collect();
+        for line in cells.chunks(8) {
+            println!("    {}", line.join("  "));
+        }
+    }
     Ok(())
 }
 

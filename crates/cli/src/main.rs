@@ -1,9 +1,11 @@
 //! The `notadb` command.
 
 mod bench;
+mod bench_ingest;
 mod cli;
 mod data;
 mod demo;
+mod dev_cluster;
 mod keys;
 mod keyspace;
 mod load;

@@ -11,12 +11,18 @@
 //! # Ok(()) }
 //! ```
 
+mod routing;
+
+use notadb_proto::tuple_from_proto;
 pub use notadb_proto::v1 as proto;
 use notadb_proto::v1::data_client::DataClient;
 use notadb_proto::v1::keyspaces_client::KeyspacesClient;
 use notadb_proto::v1::node_client::NodeClient;
 use notadb_proto::{schema_to_proto, token_from_proto, token_to_proto, tuple_to_proto, v1};
-pub use notadb_types::{Element, KeyspaceSchema, Token};
+pub use notadb_types::{Element, KeyspaceSchema, PartitionId, Token};
+use routing::Routing;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 pub use tonic::Code;
@@ -65,6 +71,13 @@ pub struct Client {
     keyspaces: KeyspacesClient<Channel>,
     node: NodeClient<Channel>,
     timeout: Option<Duration>,
+    routing: Option<Arc<Routing>>,
+}
+
+impl std::fmt::Debug for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Routing")
+    }
 }
 
 /// Largest message the client sends or accepts.
@@ -93,7 +106,70 @@ impl Client {
             keyspaces: KeyspacesClient::new(channel.clone()),
             node: NodeClient::new(channel),
             timeout: None,
+            routing: None,
         })
+    }
+
+    /// Connects to `addr` and routes reads straight to a ready replica of the shard group
+    /// that owns their partition, from the cluster's routing table (read through `addr`, and
+    /// again every two seconds). Writes, requests over many groups, and routed calls that
+    /// find their replica unavailable go to `addr`, which forwards them.
+    pub async fn connect_routed(addr: &str) -> Result<Client, ClientError> {
+        let mut client = Client::connect(addr).await?;
+        let routing = Routing::start(
+            client.node.clone(),
+            client.keyspaces.clone(),
+            MAX_MESSAGE_BYTES,
+        )
+        .await?;
+        client.routing = Some(routing);
+        Ok(client)
+    }
+
+    /// Whether reads are routed to owner replicas (`connect_routed`).
+    pub fn is_routed(&self) -> bool {
+        self.routing.is_some()
+    }
+
+    /// A client for a ready replica owning `p`, when routing knows one.
+    fn owner(&self, p: Option<PartitionId>) -> Option<DataClient<Channel>> {
+        let routing = self.routing.as_ref()?;
+        routing.replica(routing.group_of(p?)?)
+    }
+
+    /// Sends `message` to an owner replica of `partition` when routed, else (or when that
+    /// replica is unavailable) to the node the client connected to.
+    async fn call<M, T, F, Fut>(
+        &self,
+        partition: Option<PartitionId>,
+        message: M,
+        send: F,
+    ) -> Result<T, ClientError>
+    where
+        M: Clone,
+        F: Fn(DataClient<Channel>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        if let Some(owner) = self.owner(partition) {
+            match send(owner, self.request(message.clone())).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == Code::Unavailable => {}
+                Err(status) => return Err(status.into()),
+            }
+        }
+        Ok(send(self.data.clone(), self.request(message))
+            .await?
+            .into_inner())
+    }
+
+    fn key_partition(&self, keyspace: &str, key: &[Element]) -> Option<PartitionId> {
+        self.routing.as_ref()?.key_partition(keyspace, key)
+    }
+
+    fn prefix_partition(&self, keyspace: &str, prefix: Option<&v1::Tuple>) -> Option<PartitionId> {
+        let routing = self.routing.as_ref()?;
+        let prefix = tuple_from_proto(prefix, "prefix").ok()?;
+        routing.prefix_partition(keyspace, &prefix)
     }
 
     /// Sets a deadline on every call (sent as `grpc-timeout`).
@@ -256,12 +332,10 @@ impl Client {
             key: Some(tuple_to_proto(key)),
             tokens: tokens.iter().copied().map(token_to_proto).collect(),
         };
+        let p = self.key_partition(keyspace, key);
         let r = self
-            .data
-            .clone()
-            .get(self.request(request))
-            .await?
-            .into_inner();
+            .call(p, request, |mut c, r| async move { c.get(r).await })
+            .await?;
         Ok(if r.found { r.value } else { None })
     }
 
@@ -277,12 +351,23 @@ impl Client {
             keys: keys.iter().map(|k| tuple_to_proto(k)).collect(),
             tokens: tokens.iter().copied().map(token_to_proto).collect(),
         };
+        // Routed only when every key falls in one shard group.
+        let groups: Option<Vec<u32>> = keys
+            .iter()
+            .map(|k| {
+                let routing = self.routing.as_ref()?;
+                routing.group_of(routing.key_partition(keyspace, k)?)
+            })
+            .collect();
+        let p = match groups.as_deref() {
+            Some([g, rest @ ..]) if rest.iter().all(|x| x == g) => {
+                self.key_partition(keyspace, &keys[0])
+            }
+            _ => None,
+        };
         let r = self
-            .data
-            .clone()
-            .multi_get(self.request(request))
-            .await?
-            .into_inner();
+            .call(p, request, |mut c, r| async move { c.multi_get(r).await })
+            .await?;
         Ok(r.results
             .into_iter()
             .map(|g| if g.found { g.value } else { None })
@@ -291,12 +376,10 @@ impl Client {
 
     /// A scan.
     pub async fn scan(&self, request: v1::ScanRequest) -> Result<v1::ScanResponse, ClientError> {
-        Ok(self
-            .data
-            .clone()
-            .scan(self.request(request))
-            .await?
-            .into_inner())
+        let prefix = request.range.as_ref().and_then(|r| r.prefix.as_ref());
+        let p = self.prefix_partition(&request.keyspace, prefix);
+        self.call(p, request, |mut c, r| async move { c.scan(r).await })
+            .await
     }
 
     /// An aggregate.
@@ -304,12 +387,10 @@ impl Client {
         &self,
         request: v1::AggregateRequest,
     ) -> Result<v1::AggregateResponse, ClientError> {
-        Ok(self
-            .data
-            .clone()
-            .aggregate(self.request(request))
-            .await?
-            .into_inner())
+        let prefix = request.range.as_ref().and_then(|r| r.prefix.as_ref());
+        let p = self.prefix_partition(&request.keyspace, prefix);
+        self.call(p, request, |mut c, r| async move { c.aggregate(r).await })
+            .await
     }
 
     /// Calls a registered query handler.
@@ -328,14 +409,25 @@ impl Client {
             args_json: args.to_string(),
             tokens: tokens.iter().copied().map(token_to_proto).collect(),
         };
+        let p = self
+            .routing
+            .as_ref()
+            .and_then(|r| r.prefix_partition(keyspace, partition_key));
         let r = self
-            .data
-            .clone()
-            .query(self.request(request))
-            .await?
-            .into_inner();
+            .call(p, request, |mut c, r| async move { c.query(r).await })
+            .await?;
         serde_json::from_str(&r.result_json)
             .map_err(|e| ClientError::Invalid(format!("result_json: {e}")))
+    }
+
+    /// The routing table as the connected node sees it.
+    pub async fn cluster(&self) -> Result<v1::ClusterResponse, ClientError> {
+        Ok(self
+            .node
+            .clone()
+            .cluster(self.request(v1::ClusterRequest {}))
+            .await?
+            .into_inner())
     }
 
     /// The node's status.

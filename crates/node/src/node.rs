@@ -613,6 +613,24 @@ impl Node {
         }
     }
 
+    /// Per owned partition: its applied seq and the digest of its state (replicas at equal
+    /// applied positions have equal digests).
+    pub async fn digests(&self) -> Result<Vec<(PartitionId, Seq, u64)>, NodeError> {
+        let inner = self.inner.clone();
+        let owned = self.owned_partitions();
+        tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_micros();
+            owned
+                .into_iter()
+                .map(|p| {
+                    let digest = inner.storage.digest(p, now)?;
+                    Ok((p, inner.storage.applied(p)?, digest))
+                })
+                .collect()
+        })
+        .await?
+    }
+
     /// Whether every owned partition is within the configured lag bounds and none stopped.
     pub fn is_ready(&self) -> bool {
         let config = &self.inner.config;

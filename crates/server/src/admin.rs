@@ -17,6 +17,7 @@ pub fn router(topology: Topology) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/digest", get(digest))
         .with_state(topology)
 }
 
@@ -58,6 +59,30 @@ async fn readyz(State(Topology { node, .. }): State<Topology>) -> Response {
         format!("not ready: {}\n", behind.join("; ")),
     )
         .into_response()
+}
+
+/// Per owned partition: applied seq and state digest, as JSON (replica comparison).
+async fn digest(State(Topology { node, .. }): State<Topology>) -> Response {
+    match node.digests().await {
+        Ok(digests) => {
+            let rows: Vec<serde_json::Value> = digests
+                .into_iter()
+                .map(|(p, applied, digest)| {
+                    serde_json::json!({
+                        "partition": p.0,
+                        "applied": applied.0,
+                        "digest": format!("{digest:016x}"),
+                    })
+                })
+                .collect();
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::Value::Array(rows).to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn metrics_text(State(Topology { node, .. }): State<Topology>) -> Response {
