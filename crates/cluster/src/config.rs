@@ -89,3 +89,31 @@ impl ClusterConfig {
         Duration::from_secs(self.member_ttl_secs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_wrong_setting() {
+        assert!(ClusterConfig::default().validate().is_ok());
+        let bad = |c: ClusterConfig| c.validate().unwrap_err();
+        let e = bad(ClusterConfig {
+            groups: 0,
+            ..Default::default()
+        });
+        assert!(e.contains("cluster.groups"), "{e}");
+        let e = bad(ClusterConfig {
+            groups: 2,
+            group: 2,
+            ..Default::default()
+        });
+        assert!(e.contains("cluster.group:") && e.contains("below 2"), "{e}");
+        let e = bad(ClusterConfig {
+            member_ttl_secs: 1,
+            heartbeat_interval_ms: 1000,
+            ..Default::default()
+        });
+        assert!(e.contains("member_ttl_secs"), "{e}");
+    }
+}

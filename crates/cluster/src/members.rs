@@ -265,3 +265,69 @@ pub(crate) async fn members_bucket(
         .map_err(|e| nats("reading the members bucket", e))?;
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, group: u16, ready: bool, applied: u64, last: u64) -> Member {
+        Member {
+            node_id: id.into(),
+            group,
+            grpc_addr: format!("{id}:7070"),
+            admin_addr: format!("{id}:7071"),
+            ready,
+            partitions: vec![MemberPartition {
+                partition: 1,
+                applied,
+                last,
+                lag_seconds: 0.0,
+            }],
+            sent_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn replicas_prefer_ready_then_tokens_then_least_lag_and_skip_self_and_other_groups() {
+        let routes = Routes::new(ClusterDoc::new(4, 2), Duration::from_secs(10), "me".into());
+        routes.saw(member("me", 1, true, 10, 10));
+        routes.saw(member("lagging", 1, true, 5, 10));
+        routes.saw(member("current", 1, true, 9, 10));
+        routes.saw(member("unready", 1, false, 10, 10));
+        routes.saw(member("other", 0, true, 10, 10));
+        let ids = |tokens: &[Token]| -> Vec<String> {
+            routes
+                .replicas(1, Some(PartitionId(1)), tokens)
+                .into_iter()
+                .map(|m| m.node_id)
+                .collect()
+        };
+        assert_eq!(ids(&[]), ["current", "lagging", "unready"]);
+        let token = Token {
+            partition: PartitionId(1),
+            seq: Seq(9),
+        };
+        assert_eq!(ids(&[token]), ["current", "lagging", "unready"]);
+        let token = Token {
+            partition: PartitionId(1),
+            seq: Seq(6),
+        };
+        // Both ready replicas have it: the least lagging first.
+        assert_eq!(ids(&[token])[0], "current");
+        routes.left("current");
+        assert_eq!(ids(&[]), ["lagging", "unready"]);
+    }
+
+    #[test]
+    fn members_older_than_the_ttl_are_not_live() {
+        let routes = Routes::new(
+            ClusterDoc::new(4, 2),
+            Duration::from_millis(20),
+            "me".into(),
+        );
+        routes.saw(member("a", 0, true, 1, 1));
+        assert_eq!(routes.live().len(), 1);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(routes.live().is_empty());
+    }
+}

@@ -270,3 +270,25 @@ pub(crate) async fn watch_schemas(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_dealt_round_robin() {
+        let doc = ClusterDoc::new(8, 3);
+        assert_eq!(doc.assignment, [0, 1, 2, 0, 1, 2, 0, 1]);
+        assert_eq!(doc.group_of(PartitionId(5)), 2);
+        let g1: Vec<u16> = doc.partitions_of(1).into_iter().map(|p| p.0).collect();
+        assert_eq!(g1, [1, 4, 7]);
+        let all: usize = (0..3).map(|g| doc.partitions_of(g).len()).sum();
+        assert_eq!(all, 8);
+    }
+
+    #[test]
+    fn keyspace_ids_are_revisions_that_fit_u32() {
+        assert_eq!(keyspace_id(7).expect("fits"), KeyspaceId(7));
+        assert!(keyspace_id(u64::from(u32::MAX) + 1).is_err());
+    }
+}

@@ -110,6 +110,9 @@ impl ApplyTask {
             state: self.state.clone(),
             shutdown: self.shutdown.clone(),
         };
+        // When reads come back empty although the log holds more entries (the log is
+        // unreachable, say), since when: readiness must not report such a stall as no lag.
+        let mut stalled_since: Option<Instant> = None;
         loop {
             let next = self.state.applied().next();
             let read = tokio::select! {
@@ -119,11 +122,26 @@ impl ApplyTask {
             };
             let entries = match read {
                 Ok(entries) if entries.is_empty() => {
-                    self.state.lag_micros.store(0, Ordering::Release);
+                    let stalled = if self.state.lag_records() > 0 {
+                        stalled_since.get_or_insert_with(Instant::now).elapsed()
+                    } else {
+                        stalled_since = None;
+                        Duration::ZERO
+                    };
+                    self.state
+                        .lag_micros
+                        .store(stalled.as_micros() as i64, Ordering::Release);
                     continue;
                 }
-                Ok(entries) => entries,
+                Ok(entries) => {
+                    stalled_since = None;
+                    entries
+                }
                 Err(e) if e.is_retryable() => {
+                    let stalled = stalled_since.get_or_insert_with(Instant::now).elapsed();
+                    self.state
+                        .lag_micros
+                        .fetch_max(stalled.as_micros() as i64, Ordering::AcqRel);
                     tracing::warn!(partition = %p, error = %e, "log read failed, retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;

@@ -79,4 +79,20 @@ mod tests {
             toml::to_string(&defaults).ok()
         );
     }
+
+    #[test]
+    fn the_documented_cluster_example_is_the_cluster_defaults() {
+        let example: ServerConfig =
+            toml::from_str(include_str!("../../../docs/cluster.example.toml")).expect("valid");
+        let defaults = ServerConfig {
+            cluster: Some(ClusterConfig::default()),
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            toml::to_string(&example).ok(),
+            toml::to_string(&defaults).ok()
+        );
+        let err = toml::from_str::<ServerConfig>("[cluster]\ngroupz = 2\n").unwrap_err();
+        assert!(err.to_string().contains("groupz"), "{err}");
+    }
 }

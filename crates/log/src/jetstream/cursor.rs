@@ -73,6 +73,15 @@ pub(crate) async fn read(
         .expect("a cursor positioned at `from` was just ensured");
     let mut batch = Batch::new(max);
     match open.take(&mut batch, wait).await {
+        Ok(()) if batch.entries.is_empty() => {
+            // Nothing arrived. If the stream holds `from` all the same, the consumer is gone
+            // (a restarted server forgets ephemeral consumers): open a new one next time.
+            match streams::bounds(target.stream).await {
+                Ok(bounds) if bounds.last < from => {}
+                _ => *cursor = None,
+            }
+            Ok(batch.entries)
+        }
         Ok(()) => Ok(batch.entries),
         Err(gap) => {
             *cursor = None;
