@@ -31,8 +31,9 @@ use tonic::Request;
 /// A failed call: the server's status, or a connection problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The server's answer (not a `source`: the message already says all of it).
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
     #[error("connecting to {addr}: {source}")]
     Connect {
         addr: String,
@@ -40,6 +41,12 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> ClientError {
+        ClientError::Status(status)
+    }
 }
 
 impl ClientError {

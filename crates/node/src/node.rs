@@ -623,8 +623,8 @@ impl Node {
             owned
                 .into_iter()
                 .map(|p| {
-                    let digest = inner.storage.digest(p, now)?;
-                    Ok((p, inner.storage.applied(p)?, digest))
+                    let (applied, digest) = inner.storage.applied_and_digest(p, now)?;
+                    Ok((p, applied, digest))
                 })
                 .collect()
         })

@@ -161,15 +161,7 @@ impl RocksStorage {
 
     /// The partition's applied position (`Seq(0)` before its first entry).
     pub fn applied(&self, p: PartitionId) -> Result<Seq, StorageError> {
-        match self.get_meta(&layout::applied_key(p))? {
-            None => Ok(Seq(0)),
-            Some(bytes) => {
-                let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    StorageError::Corrupt(format!("applied seq of partition {p} is malformed"))
-                })?;
-                Ok(Seq(u64::from_be_bytes(bytes)))
-            }
-        }
+        parse_applied(p, self.get_meta(&layout::applied_key(p))?.as_deref())
     }
 
     /// Every (partition, keyspace) pair a drop was applied to.
@@ -257,6 +249,15 @@ impl RocksStorage {
     /// A digest of a partition's live data and applied position at `now_micros`: replicas at
     /// the same applied position must produce the same digest.
     pub fn digest(&self, p: PartitionId, now_micros: i64) -> Result<u64, StorageError> {
+        Ok(self.applied_and_digest(p, now_micros)?.1)
+    }
+
+    /// The applied seq and the digest of `digest`, both from one snapshot.
+    pub fn applied_and_digest(
+        &self,
+        p: PartitionId,
+        now_micros: i64,
+    ) -> Result<(Seq, u64), StorageError> {
         // Applied position and data from one snapshot, so a concurrent apply cannot pair
         // one moment's position with another moment's data.
         let snapshot = self.db.snapshot();
@@ -265,6 +266,7 @@ impl RocksStorage {
             .get_cf(self.meta_cf(), layout::applied_key(p))?
             .unwrap_or_default();
         hasher.update(&applied);
+        let seq = parse_applied(p, (!applied.is_empty()).then_some(applied.as_slice()))?;
         let (start, end) = layout::partition_range(p);
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_iterate_lower_bound(start.clone());
@@ -281,13 +283,25 @@ impl RocksStorage {
             it.next();
         }
         it.status()?;
-        Ok(hasher.digest())
+        Ok((seq, hasher.digest()))
     }
 
     /// Runs a full compaction of the data column family (tests and maintenance).
     pub fn compact(&self) {
         self.db
             .compact_range_cf(self.data_cf(), None::<&[u8]>, None::<&[u8]>);
+    }
+}
+
+fn parse_applied(p: PartitionId, bytes: Option<&[u8]>) -> Result<Seq, StorageError> {
+    match bytes {
+        None => Ok(Seq(0)),
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes.try_into().map_err(|_| {
+                StorageError::Corrupt(format!("applied seq of partition {p} is malformed"))
+            })?;
+            Ok(Seq(u64::from_be_bytes(bytes)))
+        }
     }
 }
 

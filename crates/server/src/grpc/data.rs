@@ -52,11 +52,32 @@ impl DataService {
         &self,
         mutations: Vec<Mutation>,
         batch: bool,
+        metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Response<WriteResponse>, Status> {
-        let token = if batch {
-            self.node.write_batch(mutations).await
-        } else {
-            self.node.write(mutations).await
+        let write = async {
+            if batch {
+                self.node.write_batch(mutations).await
+            } else {
+                self.node.write(mutations).await
+            }
+        };
+        // Answer DEADLINE_EXCEEDED just before the transport's own timeout would cancel the
+        // call, so clients see the retryable code for a write the log did not acknowledge in
+        // time (it may still be appended).
+        let token = match convert::deadline(metadata) {
+            None => write.await,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let margin = (left / 20).min(std::time::Duration::from_millis(50));
+                match tokio::time::timeout(left - margin, write).await {
+                    Ok(token) => token,
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded(
+                            "the log did not acknowledge the write before the deadline; it may still be applied",
+                        ))
+                    }
+                }
+            }
         };
         Ok(Response::new(WriteResponse {
             token: Some(token_to_proto(token.map_err(to_status)?)),
@@ -68,8 +89,12 @@ impl DataService {
 impl Data for DataService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<WriteResponse>, Status> {
         observe("Put", async {
-            self.write(vec![convert::put(request.get_ref(), "")?], false)
-                .await
+            self.write(
+                vec![convert::put(request.get_ref(), "")?],
+                false,
+                request.metadata(),
+            )
+            .await
         })
         .await
     }
@@ -79,8 +104,12 @@ impl Data for DataService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         observe("Delete", async {
-            self.write(vec![convert::delete(request.get_ref(), "")?], false)
-                .await
+            self.write(
+                vec![convert::delete(request.get_ref(), "")?],
+                false,
+                request.metadata(),
+            )
+            .await
         })
         .await
     }
@@ -90,8 +119,12 @@ impl Data for DataService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         observe("DeleteRange", async {
-            self.write(vec![convert::delete_range(request.get_ref(), "")?], false)
-                .await
+            self.write(
+                vec![convert::delete_range(request.get_ref(), "")?],
+                false,
+                request.metadata(),
+            )
+            .await
         })
         .await
     }
@@ -101,8 +134,12 @@ impl Data for DataService {
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         observe("Write", async {
-            self.write(convert::mutations(request.get_ref())?, true)
-                .await
+            self.write(
+                convert::mutations(request.get_ref())?,
+                true,
+                request.metadata(),
+            )
+            .await
         })
         .await
     }

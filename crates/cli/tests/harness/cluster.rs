@@ -1,0 +1,558 @@
+//! Cluster-mode nodes: real `notadb serve` processes on a real `nats-server`, with helpers to
+//! wait for readiness, read `/digest` and `/metrics`, and poll with timeouts.
+
+use super::{free_addr, BIN};
+use notadb_client::{proto, Client, KeyspaceSchema, Token};
+use notadb_types::{ElementType, KeyElement, Order, PartitionId, ValueFormat};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Partition count of every test cluster.
+pub const PARTITIONS: u16 = 8;
+
+/// Runs one cluster test at a time on a fresh multi-threaded runtime: every test starts a
+/// `nats-server` and several node processes, too much for a 2-core machine to run in
+/// parallel without turning lag bounds and deadlines into noise.
+pub fn serial<F: Future>(test: F) -> F::Output {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    let _guard = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(test)
+}
+
+/// Runs blocking code (process control, `NatsServer`) from inside the runtime.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// How one node joins its cluster.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub nats_url: String,
+    pub cluster_name: String,
+    pub groups: u16,
+    pub group: u16,
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    pub checkpoint_interval_secs: Option<u64>,
+}
+
+impl NodeSpec {
+    /// Node `node_id` of group `group`; its data in `{dir}/{node_id}`.
+    pub fn new(
+        nats_url: &str,
+        cluster: &str,
+        groups: u16,
+        group: u16,
+        node_id: &str,
+        dir: &Path,
+    ) -> NodeSpec {
+        NodeSpec {
+            nats_url: nats_url.to_string(),
+            cluster_name: cluster.to_string(),
+            groups,
+            group,
+            node_id: node_id.to_string(),
+            data_dir: dir.join(node_id),
+            checkpoint_interval_secs: None,
+        }
+    }
+
+    /// Sets `--checkpoint-interval-secs`.
+    pub fn checkpoints_every(mut self, secs: u64) -> NodeSpec {
+        self.checkpoint_interval_secs = Some(secs);
+        self
+    }
+}
+
+/// A `notadb serve` process in cluster mode. Its stderr goes to `{data_dir}.stderr` (appended
+/// across restarts); the end of it is printed when a wait fails, and by `Drop` when the test
+/// panics.
+pub struct ClusterNode {
+    pub spec: NodeSpec,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    child: Option<Child>,
+}
+
+impl ClusterNode {
+    /// Starts the node and waits until `/readyz` answers 200.
+    pub fn start(spec: NodeSpec) -> ClusterNode {
+        let mut node = ClusterNode::spawn(spec);
+        node.wait_ready(Duration::from_secs(60));
+        node
+    }
+
+    /// Starts the node without waiting.
+    pub fn spawn(spec: NodeSpec) -> ClusterNode {
+        let mut node = ClusterNode {
+            spec,
+            grpc: free_addr(),
+            admin: free_addr(),
+            child: None,
+        };
+        node.launch();
+        node
+    }
+
+    fn launch(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "{} is already running",
+            self.spec.node_id
+        );
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path())
+            .expect("open the node's stderr file");
+        let s = &self.spec;
+        let mut command = Command::new(BIN);
+        command
+            .arg("serve")
+            .args(["--nats-url", &s.nats_url])
+            .args(["--cluster-name", &s.cluster_name])
+            .args(["--groups", &s.groups.to_string()])
+            .args(["--group", &s.group.to_string()])
+            .args(["--node-id", &s.node_id])
+            .args(["--partitions", &PARTITIONS.to_string()])
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .args(["--grpc-addr", &self.grpc.to_string()])
+            .args(["--admin-addr", &self.admin.to_string()]);
+        if let Some(secs) = s.checkpoint_interval_secs {
+            command.args(["--checkpoint-interval-secs", &secs.to_string()]);
+        }
+        let child = command
+            .env("RUST_LOG", "warn,notadb_cluster=info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn notadb serve");
+        self.child = Some(child);
+    }
+
+    /// Starts a stopped node again on its data directory (new ports) and waits until ready.
+    pub fn restart(&mut self) {
+        self.grpc = free_addr();
+        self.admin = free_addr();
+        self.launch();
+        self.wait_ready(Duration::from_secs(120));
+    }
+
+    /// `{data_dir}.stderr`.
+    pub fn stderr_path(&self) -> PathBuf {
+        let mut name = self.spec.data_dir.as_os_str().to_owned();
+        name.push(".stderr");
+        PathBuf::from(name)
+    }
+
+    /// The last lines the node wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        const LINES: usize = 40;
+        match std::fs::read_to_string(self.stderr_path()) {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(LINES)..].join("\n")
+            }
+            Err(e) => format!("(no stderr: {e})"),
+        }
+    }
+
+    /// Everything the node wrote to stderr.
+    pub fn stderr_all(&self) -> String {
+        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "node {} (group {}, gRPC {}, admin {}); end of its stderr:\n{}",
+            self.spec.node_id,
+            self.spec.group,
+            self.grpc,
+            self.admin,
+            self.stderr_tail()
+        )
+    }
+
+    /// Panics (with its stderr) if the process exited.
+    pub fn assert_running(&mut self) {
+        let child = self
+            .child
+            .as_mut()
+            .unwrap_or_else(|| panic!("{} is stopped", self.spec.node_id));
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("notadb exited with {status}: {}", self.describe());
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.assert_running();
+            let last = match try_http_get(self.admin, "/readyz") {
+                Ok((200, _)) => return,
+                Ok((code, body)) => format!("{code} {}", body.trim()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "not ready within {timeout:?} (last /readyz: {last}): {}",
+                    self.describe()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The gRPC URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// A client of this node.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}: {}", self.describe()))
+    }
+
+    /// Runs a CLI client command against this node.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("--addr")
+            .arg(self.grpc.to_string())
+            .args(args)
+            .output()
+            .expect("run notadb")
+    }
+
+    /// Per owned partition: applied seq and digest.
+    pub fn digest(&self) -> BTreeMap<u16, (u64, String)> {
+        let (code, body) = try_http_get(self.admin, "/digest")
+            .unwrap_or_else(|e| panic!("GET /digest: {e}: {}", self.describe()));
+        assert_eq!(code, 200, "GET /digest: {body}: {}", self.describe());
+        parse_digest(&body)
+    }
+
+    /// The sum of every series of metric `name` (0 when it was never recorded).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (code, body) = try_http_get(self.admin, "/metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}: {}", self.describe()));
+        assert_eq!(code, 200, "GET /metrics: {body}");
+        metric_value(&body, name)
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then waits (at most 60 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("did not exit within 60 s of SIGTERM: {}", self.describe());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- {}", self.describe());
+        }
+    }
+}
+
+/// `GET path` over HTTP/1.0; status and body, or why the node did not answer.
+pub fn try_http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no status line in {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// `/digest` JSON as partition → (applied, digest).
+pub fn parse_digest(body: &str) -> BTreeMap<u16, (u64, String)> {
+    let rows: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("/digest is not JSON ({e}): {body}"));
+    rows.as_array()
+        .unwrap_or_else(|| panic!("/digest: expected an array, got {body}"))
+        .iter()
+        .map(|row| {
+            let partition = row["partition"].as_u64().expect("partition") as u16;
+            let applied = row["applied"].as_u64().expect("applied");
+            let digest = row["digest"].as_str().expect("digest").to_string();
+            (partition, (applied, digest))
+        })
+        .collect()
+}
+
+/// The sum of the samples of `name` in Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+                return None;
+            }
+            line.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+        .fold(0.0, |sum, v| sum + v)
+}
+
+/// Polls `check` every 100 ms until it returns `Ok`, or panics after `timeout` with `what`,
+/// the last failure and `context()` (e.g. the nodes' stderr).
+pub fn wait_until<T, E: Debug>(
+    what: &str,
+    timeout: Duration,
+    context: impl Fn() -> String,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{what}: not within {timeout:?}; last: {e:?}\n{}", context())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The async form of [`wait_until`].
+pub async fn wait_until_async<T, E: Debug, Fut: Future<Output = Result<T, E>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{what}: not within {timeout:?}; last: {e:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The ends of the nodes' stderr, for failure messages.
+pub fn describe_all(nodes: &[&ClusterNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.describe())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until every node of the slice (one shard group) has applied `tokens` (those of its
+/// partitions) and all report the same applied position for every partition, then asserts
+/// their digests are equal; returns the common digest.
+pub fn wait_converged(
+    nodes: &[&ClusterNode],
+    tokens: &[Token],
+    timeout: Duration,
+) -> BTreeMap<u16, (u64, String)> {
+    assert!(nodes.len() >= 2, "convergence needs two replicas");
+    let group = nodes[0].spec.group;
+    assert!(
+        nodes.iter().all(|n| n.spec.group == group),
+        "one group at a time"
+    );
+    let digests = wait_until(
+        &format!("replicas of group {group} apply the acknowledged writes and reach equal applied positions"),
+        timeout,
+        || describe_all(nodes),
+        || {
+            let all: Vec<_> = nodes.iter().map(|n| n.digest()).collect();
+            let positions = |d: &BTreeMap<u16, (u64, String)>| {
+                d.iter().map(|(p, (a, _))| (*p, *a)).collect::<Vec<_>>()
+            };
+            let behind = behind_tokens(&all, tokens);
+            if behind.is_empty() && all.iter().all(|d| positions(d) == positions(&all[0])) {
+                Ok(all)
+            } else {
+                Err(format!(
+                    "positions {:?}; behind the acknowledged writes: {behind:?}",
+                    all.iter().map(positions).collect::<Vec<_>>()
+                ))
+            }
+        },
+    );
+    let expected: Vec<u16> = (0..PARTITIONS)
+        .filter(|p| p % nodes[0].spec.groups == group)
+        .collect();
+    assert_eq!(
+        digests[0].keys().copied().collect::<Vec<_>>(),
+        expected,
+        "group {group} owns partitions p with p % groups == group"
+    );
+    // `/digest` reads each partition's digest and applied seq one after the other, so a
+    // late apply could pair them wrongly: a mismatch must persist over a few reads.
+    let mut digests = digests;
+    for attempt in 0.. {
+        let first = &digests[0];
+        let Some((node, digest)) = nodes
+            .iter()
+            .zip(&digests)
+            .skip(1)
+            .find(|(_, d)| *d != first)
+        else {
+            return first.clone();
+        };
+        if attempt == 3 {
+            panic!(
+                "at equal applied positions {} and {} must have equal digests: {first:?} vs {digest:?}",
+                nodes[0].spec.node_id, node.spec.node_id
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        digests = nodes.iter().map(|n| n.digest()).collect();
+    }
+    unreachable!()
+}
+
+/// `(node index, partition, applied, token seq)` for every token a node's digest shows
+/// unapplied (tokens of partitions a node does not own are skipped).
+pub fn behind_tokens(
+    digests: &[BTreeMap<u16, (u64, String)>],
+    tokens: &[Token],
+) -> Vec<(usize, u16, u64, u64)> {
+    let mut behind = Vec::new();
+    for (i, digest) in digests.iter().enumerate() {
+        for t in tokens {
+            if let Some((applied, _)) = digest.get(&t.partition.0) {
+                if *applied < t.seq.0 {
+                    behind.push((i, t.partition.0, *applied, t.seq.0));
+                }
+            }
+        }
+    }
+    behind
+}
+
+/// Waits until every node knows `count` live, ready members (heartbeats are seen).
+pub async fn wait_members(nodes: &[&ClusterNode], count: usize) {
+    for node in nodes {
+        let url = node.url();
+        wait_until_async(
+            &format!("{} sees {count} ready members", node.spec.node_id),
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let mut client = proto::node_client::NodeClient::connect(url)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let view = client
+                        .cluster(proto::ClusterRequest {})
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .into_inner();
+                    let ready = view.members.iter().filter(|m| m.ready).count();
+                    if ready == count {
+                        Ok(())
+                    } else {
+                        Err(format!("{ready} ready of {:?}", view.members))
+                    }
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// A keyspace `name` with one string key element `k` and JSON values.
+pub fn string_keyspace(name: &str) -> KeyspaceSchema {
+    KeyspaceSchema {
+        name: name.into(),
+        key: vec![KeyElement {
+            name: "k".into(),
+            ty: ElementType::String,
+            order: Order::Asc,
+        }],
+        partition_by: 1,
+        value_format: ValueFormat::Json,
+        ttl: None,
+    }
+}
+
+/// Waits until every node knows keyspace `name` (schemas spread through the metadata bucket).
+pub async fn wait_keyspace(nodes: &[&ClusterNode], name: &str) {
+    for node in nodes {
+        let client = node.client().await;
+        wait_until_async(
+            &format!("{} knows keyspace {name}", node.spec.node_id),
+            Duration::from_secs(30),
+            || {
+                let client = client.clone();
+                async move { client.describe_keyspace(name).await.map(|_| ()) }
+            },
+        )
+        .await;
+    }
+}
+
+/// Per partition, the newest of `tokens` (what a read after all of them must carry).
+pub fn newest_tokens<'a>(tokens: impl IntoIterator<Item = &'a Token>) -> Vec<Token> {
+    let mut newest: BTreeMap<PartitionId, Token> = BTreeMap::new();
+    for t in tokens {
+        let e = newest.entry(t.partition).or_insert(*t);
+        if t.seq > e.seq {
+            *e = *t;
+        }
+    }
+    newest.into_values().collect()
+}
