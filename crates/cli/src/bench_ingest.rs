@@ -31,6 +31,10 @@ pub struct BenchIngestArgs {
     /// Seconds of the paced run that measures apply lag at half the measured maximum rate.
     #[arg(long, default_value_t = 10)]
     pub lag_secs: u64,
+    /// Client connections, spread over every member of the cluster (any node appends any
+    /// write); 1 sends everything through `--addr`.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
 }
 
 fn schema() -> KeyspaceSchema {
@@ -57,9 +61,17 @@ pub async fn run(addr: &str, args: BenchIngestArgs) -> anyhow::Result<()> {
     let raw = raw_publish(&args).await.context("raw JetStream publish")?;
     let client = Client::connect(addr).await?;
     client.create_keyspace(&schema(), true).await?;
-    let max = ingest(&client, &args, args.writes, None).await?;
-    // Every replica of every group, by group, to wait on tokens.
     let cluster = client.cluster().await?;
+    let mut writers = vec![client.clone()];
+    if args.connections > 1 {
+        writers.clear();
+        for i in 0..args.connections {
+            let member = &cluster.members[i % cluster.members.len()];
+            writers.push(Client::connect(&member.grpc_addr).await?);
+        }
+    }
+    let max = ingest(&writers, &args, args.writes, None).await?;
+    // Every replica of every group, by group, to wait on tokens.
     let mut replicas: HashMap<u32, Vec<Client>> = HashMap::new();
     for m in &cluster.members {
         replicas
@@ -70,7 +82,7 @@ pub async fn run(addr: &str, args: BenchIngestArgs) -> anyhow::Result<()> {
     let rate = max.rate / 2.0;
     let paced_writes = (rate * args.lag_secs as f64) as usize;
     let lag = paced_lag(
-        &client,
+        &writers,
         &args,
         paced_writes,
         rate,
@@ -85,8 +97,9 @@ pub async fn run(addr: &str, args: BenchIngestArgs) -> anyhow::Result<()> {
         args.in_flight, args.writes, raw
     );
     println!(
-        "| notadb Put acknowledged, {} in flight | {} | {:.0} ({:.0}% of raw) | {:.2} ms | {:.2} ms |",
+        "| notadb Put acknowledged, {} in flight over {} connection(s) | {} | {:.0} ({:.0}% of raw) | {:.2} ms | {:.2} ms |",
         args.in_flight,
+        writers.len(),
         args.writes,
         max.rate,
         100.0 * max.rate / raw,
@@ -141,7 +154,7 @@ struct Ingest {
 
 /// `writes` puts with `in_flight` outstanding, optionally paced to `rate` per second.
 async fn ingest(
-    client: &Client,
+    clients: &[Client],
     args: &BenchIngestArgs,
     writes: usize,
     rate: Option<f64>,
@@ -158,7 +171,7 @@ async fn ingest(
             let us = pending.next().await.expect("pending write")?;
             latency.record(us)?;
         }
-        let client = client.clone();
+        let client = clients[i % clients.len()].clone();
         let v = value(args.value_bytes);
         pending.push(async move {
             let t = Instant::now();
@@ -180,7 +193,7 @@ async fn ingest(
 /// Paced puts; for each, the time from its acknowledgement until every replica of its group
 /// answered a read carrying its token (so it had applied it), microseconds.
 async fn paced_lag(
-    client: &Client,
+    clients: &[Client],
     args: &BenchIngestArgs,
     writes: usize,
     rate: f64,
@@ -198,7 +211,7 @@ async fn paced_lag(
         while pending.len() >= args.in_flight {
             lag.record(pending.next().await.expect("pending")?)?;
         }
-        let client = client.clone();
+        let client = clients[i % clients.len()].clone();
         let replicas = replicas.clone();
         let assignment = assignment.clone();
         let v = value(args.value_bytes);

@@ -95,4 +95,12 @@ mod tests {
         let err = toml::from_str::<ServerConfig>("[cluster]\ngroupz = 2\n").unwrap_err();
         assert!(err.to_string().contains("groupz"), "{err}");
     }
+
+    #[test]
+    fn the_image_default_config_parses() {
+        let image: ServerConfig =
+            toml::from_str(include_str!("../../../deploy/docker/notadb.toml")).expect("valid");
+        assert_eq!(image.grpc_addr.port(), 7070);
+        assert!(image.grpc_addr.ip().is_unspecified());
+    }
 }
