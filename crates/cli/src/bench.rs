@@ -59,9 +59,11 @@ pub struct BenchArgs {
     pub routed: bool,
 }
 
-fn kv_schema() -> KeyspaceSchema {
+/// A keyspace of byte values under one string key element `k` (the get, put and ingest
+/// workloads).
+pub(crate) fn string_keyed_bytes(name: &str) -> KeyspaceSchema {
     KeyspaceSchema {
-        name: KV.into(),
+        name: name.into(),
         key: vec![KeyElement {
             name: "k".into(),
             ty: ElementType::String,
@@ -258,7 +260,9 @@ pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
     }
     let client = Client::connect(addr).await?;
     if workloads.iter().any(|w| *w == "get" || *w == "put") && !args.no_load {
-        client.create_keyspace(&kv_schema(), true).await?;
+        client
+            .create_keyspace(&string_keyed_bytes(KV), true)
+            .await?;
         let bar = progress(args.kv_keys as u64, KV);
         let mut rng = StdRng::seed_from_u64(7);
         let writes: Vec<Vec<proto::Mutation>> = (0..args.kv_keys)

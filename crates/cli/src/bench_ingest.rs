@@ -6,8 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use notadb_client::{proto, Client, Element, KeyspaceSchema, Token};
-use notadb_types::{ElementType, KeyElement, Order, ValueFormat};
+use notadb_client::{proto, Client, Element, Token};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,20 +36,6 @@ pub struct BenchIngestArgs {
     pub connections: usize,
 }
 
-fn schema() -> KeyspaceSchema {
-    KeyspaceSchema {
-        name: KEYSPACE.into(),
-        key: vec![KeyElement {
-            name: "k".into(),
-            ty: ElementType::String,
-            order: Order::Asc,
-        }],
-        partition_by: 1,
-        value_format: ValueFormat::Bytes,
-        ttl: None,
-    }
-}
-
 fn value(bytes: usize) -> proto::Value {
     proto::Value {
         kind: Some(proto::value::Kind::Bytes(vec![b'x'; bytes])),
@@ -60,7 +45,9 @@ fn value(bytes: usize) -> proto::Value {
 pub async fn run(addr: &str, args: BenchIngestArgs) -> anyhow::Result<()> {
     let raw = raw_publish(&args).await.context("raw JetStream publish")?;
     let client = Client::connect(addr).await?;
-    client.create_keyspace(&schema(), true).await?;
+    client
+        .create_keyspace(&crate::bench::string_keyed_bytes(KEYSPACE), true)
+        .await?;
     let cluster = client.cluster().await?;
     let mut writers = vec![client.clone()];
     if args.connections > 1 {

@@ -329,15 +329,8 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
         c.group_count,
         c.members.len()
     );
-    let mut members = c.members;
-    members.sort_by(|a, b| (a.group, &a.node_id).cmp(&(b.group, &b.node_id)));
-    for m in &members {
-        let lag: u64 = m.partitions.iter().map(|p| p.lag_records).sum();
-        let lag_s = m
-            .partitions
-            .iter()
-            .map(|p| p.lag_seconds)
-            .fold(0.0, f64::max);
+    for m in &c.members {
+        let (lag, lag_s) = (m.lag_records_total(), m.max_lag_seconds());
         println!(
             "  group {} {} at {} (admin {}): {}, {} partitions, {lag} behind, {lag_s:.3}s max lag, heartbeat {} ms ago",
             m.group,

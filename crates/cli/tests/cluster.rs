@@ -31,6 +31,17 @@ fn start_nodes(specs: Vec<NodeSpec>) -> Vec<ClusterNode> {
     nodes
 }
 
+/// Two groups of two replicas: `g0a`, `g0b` (group 0), `g1a`, `g1b` (group 1), in that order.
+fn start_two_by_two(nats: &NatsServer, cluster: &str, dir: &Path) -> Vec<ClusterNode> {
+    let spec = |group, id| NodeSpec::new(&nats.url(), cluster, 2, group, id, dir);
+    start_nodes(vec![
+        spec(0, "g0a"),
+        spec(0, "g0b"),
+        spec(1, "g1a"),
+        spec(1, "g1b"),
+    ])
+}
+
 fn key(k: &str) -> Vec<Element> {
     vec![Element::String(k.to_string())]
 }
@@ -144,13 +155,7 @@ fn two_groups_of_two_replicas_serve_every_key_everywhere_and_converge() {
     serial(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let nats = start_nats(dir.path());
-        let spec = |group, id| NodeSpec::new(&nats.url(), "t_two_groups", 2, group, id, dir.path());
-        let nodes = start_nodes(vec![
-            spec(0, "g0a"),
-            spec(0, "g0b"),
-            spec(1, "g1a"),
-            spec(1, "g1b"),
-        ]);
+        let nodes = start_two_by_two(&nats, "t_two_groups", dir.path());
         let all: Vec<&ClusterNode> = nodes.iter().collect();
         wait_members(&all, 4).await;
 
@@ -767,13 +772,7 @@ fn a_group_with_no_live_replica_fails_fast_with_unavailable() {
     serial(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let nats = start_nats(dir.path());
-        let spec = |group, id| NodeSpec::new(&nats.url(), "t_group_down", 2, group, id, dir.path());
-        let mut nodes = start_nodes(vec![
-            spec(0, "g0a"),
-            spec(0, "g0b"),
-            spec(1, "g1a"),
-            spec(1, "g1b"),
-        ]);
+        let mut nodes = start_two_by_two(&nats, "t_group_down", dir.path());
         let all: Vec<&ClusterNode> = nodes.iter().collect();
         wait_members(&all, 4).await;
         create_keyspace(&all).await;

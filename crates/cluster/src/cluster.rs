@@ -30,8 +30,6 @@ pub struct Cluster {
     routes: Arc<Routes>,
     log: Arc<JetStreamLog>,
     config: ClusterConfig,
-    restored: Option<Manifest>,
-    last_checkpoint: Arc<Mutex<Option<Manifest>>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -121,8 +119,6 @@ impl Cluster {
             routes,
             log,
             config,
-            restored,
-            last_checkpoint: Arc::new(Mutex::new(None)),
             stop,
             tasks: Mutex::new(Vec::new()),
         };
@@ -162,7 +158,6 @@ impl Cluster {
                 meta: shared.meta,
                 objects: shared.objects,
                 config: self.config.clone(),
-                last: self.last_checkpoint.clone(),
             };
             tasks.push(tokio::spawn(checkpointer.run(self.stop.subscribe())));
         }
@@ -186,19 +181,6 @@ impl Cluster {
     /// The cluster configuration.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
-    }
-
-    /// The checkpoint this replica was restored from at start-up, if any.
-    pub fn restored(&self) -> Option<&Manifest> {
-        self.restored.as_ref()
-    }
-
-    /// The newest checkpoint this node stored since it started.
-    pub fn last_checkpoint(&self) -> Option<Manifest> {
-        self.last_checkpoint
-            .lock()
-            .expect("checkpoint lock")
-            .clone()
     }
 
     /// Stops heartbeats (removing this node from the members), watches and checkpoints, then
@@ -230,7 +212,6 @@ struct Checkpointer {
     meta: kv::Store,
     objects: ObjectStore,
     config: ClusterConfig,
-    last: Arc<Mutex<Option<Manifest>>>,
 }
 
 impl Checkpointer {
@@ -261,7 +242,6 @@ impl Checkpointer {
                     );
                     metrics_checkpoint(&manifest);
                     self.truncate(&manifest).await;
-                    *self.last.lock().expect("checkpoint lock") = Some(manifest);
                 }
                 Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
             }

@@ -7,11 +7,11 @@
 
 use std::error::Error;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use notadb_log::{EmbeddedLog, EmbeddedLogOptions, FsyncPolicy, Log};
-use notadb_types::PartitionId;
+use notadb_log::{EmbeddedLog, EmbeddedLogOptions, FsyncPolicy};
+
+mod common;
 
 /// Entries appended per run.
 const ENTRIES: u64 = 100_000;
@@ -52,25 +52,6 @@ async fn run(policy: FsyncPolicy, partitions: u16) -> Result<(f64, f64), Box<dyn
         ..EmbeddedLogOptions::default()
     };
     let log = Arc::new(EmbeddedLog::open(dir.path(), partitions, options)?);
-    let payload = Bytes::from(vec![0xAB; PAYLOAD_BYTES]);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|task| {
-            let log = log.clone();
-            let payload = payload.clone();
-            let count = ENTRIES / TASKS + u64::from(task < ENTRIES % TASKS);
-            let partition = PartitionId((task % u64::from(partitions)) as u16);
-            tokio::spawn(async move {
-                for _ in 0..count {
-                    log.append(partition, payload.clone()).await?;
-                }
-                Ok::<_, notadb_log::LogError>(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = common::append_from_tasks(log, partitions, ENTRIES, TASKS, PAYLOAD_BYTES).await?;
     Ok((seconds, ENTRIES as f64 / seconds))
 }

@@ -22,8 +22,9 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use notadb_log::jetstream::NatsServer;
-use notadb_log::{JetStreamLog, JetStreamOptions, Log};
-use notadb_types::PartitionId;
+use notadb_log::{JetStreamLog, JetStreamOptions};
+
+mod common;
 
 /// Payload size in bytes.
 const PAYLOAD_BYTES: usize = 64;
@@ -153,26 +154,13 @@ async fn log_appends(
     partitions: u16,
     args: &Args,
 ) -> Result<f64, Box<dyn Error>> {
-    let log = Arc::new(log);
-    let payload = Bytes::from(vec![0xAB; PAYLOAD_BYTES]);
     let tasks = args.in_flight as u64;
-    let started = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|task| {
-            let log = log.clone();
-            let payload = payload.clone();
-            let count = args.entries / tasks + u64::from(task < args.entries % tasks);
-            let partition = PartitionId((task % u64::from(partitions)) as u16);
-            tokio::spawn(async move {
-                for _ in 0..count {
-                    log.append(partition, payload.clone()).await?;
-                }
-                Ok::<_, notadb_log::LogError>(())
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.await??;
-    }
-    Ok(started.elapsed().as_secs_f64())
+    Ok(common::append_from_tasks(
+        Arc::new(log),
+        partitions,
+        args.entries,
+        tasks,
+        PAYLOAD_BYTES,
+    )
+    .await?)
 }

@@ -1,7 +1,8 @@
 //! The conformance suite every [`Log`] implementation runs.
 //!
-//! An implementation provides a [`LogHarness`] and calls [`run_all`], or calls each check as its
-//! own `#[tokio::test]` (use the multi-threaded runtime: some checks spawn tasks). Every check
+//! An implementation provides a [`LogHarness`] and calls [`run_all`], or declares each check as
+//! its own `#[tokio::test]` with [`conformance_tests!`](crate::conformance_tests) (the
+//! multi-threaded runtime: some checks spawn tasks). Every check
 //! opens its own log name and panics with a message naming the check on failure.
 //!
 //! [`Log::truncate_before`] may keep entries, so the truncation checks can only demand
@@ -39,6 +40,37 @@ pub trait LogHarness: Send + Sync {
     /// Opens the log named `name` with `partitions` partitions; opening the same name again
     /// (after dropping the previous handle) must reopen the same durable log.
     async fn open(&self, name: &str, partitions: u16) -> Self::L;
+}
+
+/// Declares one `#[tokio::test]` (multi-threaded) per check of the suite, each against a
+/// harness built anew by the expression `$harness`; an implementation's test file calls it
+/// once (or once per `mod`, for several configurations). Needs `tokio` with `macros` and
+/// `rt-multi-thread` in the caller's dev-dependencies.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(
+            @each $harness;
+            seqs_start_at_one_and_are_contiguous,
+            reads_respect_from_and_max,
+            waiting_reader_is_woken_by_append,
+            concurrent_appends_get_unique_contiguous_seqs,
+            payloads_round_trip_exactly,
+            unknown_partition_is_an_error,
+            truncate_before_keeps_numbering,
+            reopen_keeps_acknowledged_entries,
+            bounds_track_appends_and_truncation,
+            flush_succeeds
+        );
+    };
+    (@each $harness:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                $crate::conformance::$check(&$harness).await;
+            }
+        )*
+    };
 }
 
 /// Runs every check, each on its own log name.

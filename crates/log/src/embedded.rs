@@ -104,13 +104,7 @@ impl EmbeddedLog {
     }
 
     fn partition(&self, partition: PartitionId) -> Result<&Partition, LogError> {
-        self.inner
-            .partitions
-            .get(usize::from(partition.0))
-            .ok_or(LogError::UnknownPartition {
-                partition,
-                partitions: self.partitions(),
-            })
+        crate::log::partition_slot(&self.inner.partitions, partition)
     }
 
     /// Sends `command` to the writer and waits for its answer on `answer`.

@@ -65,3 +65,14 @@ pub trait Log: Send + Sync + 'static {
     /// Makes everything appended so far durable (fsync), whatever the policy.
     async fn flush(&self) -> Result<(), LogError>;
 }
+
+/// The slot of `partition` among one slot per partition, or `UnknownPartition`: how every
+/// implementation checks the partition a call names.
+pub(crate) fn partition_slot<T>(slots: &[T], partition: PartitionId) -> Result<&T, LogError> {
+    slots
+        .get(usize::from(partition.0))
+        .ok_or(LogError::UnknownPartition {
+            partition,
+            partitions: u16::try_from(slots.len()).unwrap_or(u16::MAX),
+        })
+}

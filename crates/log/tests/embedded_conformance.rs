@@ -38,43 +38,17 @@ impl LogHarness for Harness {
     }
 }
 
-macro_rules! conformance_tests {
-    ($policy_module:ident, $policy:expr, [$($check:ident),* $(,)?]) => {
-        mod $policy_module {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    conformance::$check(&Harness::new($policy)).await;
-                }
-            )*
-        }
-    };
+mod always {
+    use super::*;
+    notadb_log::conformance_tests!(Harness::new(FsyncPolicy::Always));
 }
 
-macro_rules! all_checks {
-    ($policy_module:ident, $policy:expr) => {
-        conformance_tests!(
-            $policy_module,
-            $policy,
-            [
-                seqs_start_at_one_and_are_contiguous,
-                reads_respect_from_and_max,
-                waiting_reader_is_woken_by_append,
-                concurrent_appends_get_unique_contiguous_seqs,
-                payloads_round_trip_exactly,
-                unknown_partition_is_an_error,
-                truncate_before_keeps_numbering,
-                reopen_keeps_acknowledged_entries,
-                bounds_track_appends_and_truncation,
-                flush_succeeds,
-            ]
-        );
-    };
+mod interval {
+    use super::*;
+    notadb_log::conformance_tests!(Harness::new(FsyncPolicy::Interval(Duration::from_millis(
+        20
+    ))));
 }
-
-all_checks!(always, FsyncPolicy::Always);
-all_checks!(interval, FsyncPolicy::Interval(Duration::from_millis(20)));
 
 /// `run_all` itself, with default options (64 MiB segments) and the remaining policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,29 +34,7 @@ impl LogHarness for Harness {
     }
 }
 
-macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                conformance::$check(&Harness::new()).await;
-            }
-        )*
-    };
-}
-
-conformance_tests!(
-    seqs_start_at_one_and_are_contiguous,
-    reads_respect_from_and_max,
-    waiting_reader_is_woken_by_append,
-    concurrent_appends_get_unique_contiguous_seqs,
-    payloads_round_trip_exactly,
-    unknown_partition_is_an_error,
-    truncate_before_keeps_numbering,
-    reopen_keeps_acknowledged_entries,
-    bounds_track_appends_and_truncation,
-    flush_succeeds,
-);
+notadb_log::conformance_tests!(Harness::new());
 
 /// `run_all` itself, all checks against one server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

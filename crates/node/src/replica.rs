@@ -22,7 +22,8 @@ pub struct PartitionState {
     applied: watch::Sender<Seq>,
     /// Highest seq known to be in the log.
     last_seq: AtomicU64,
-    /// Age of the oldest entry of the batch being applied (0 when caught up), micros.
+    /// Age of the oldest entry of the batch being applied (0 when caught up), or how long
+    /// reads have come back empty while the log holds more entries, micros.
     lag_micros: AtomicI64,
     failed: AtomicBool,
 }

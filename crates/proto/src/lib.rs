@@ -2,6 +2,7 @@
 //! messages and the typed values of `notadb-types`. Keys travel typed, never as encoded bytes.
 
 mod convert;
+mod member;
 
 /// The generated `notadb.v1` package.
 pub mod v1 {

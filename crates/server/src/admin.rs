@@ -177,16 +177,7 @@ fn cluster_table(html: &mut String, topology: &Topology) {
         view.group_count,
         view.members.len()
     );
-    let mut members = view.members;
-    members.sort_by(|a, b| (a.group, &a.node_id).cmp(&(b.group, &b.node_id)));
-    for m in &members {
-        let applied: u64 = m.partitions.iter().map(|p| p.applied_seq).sum();
-        let lag: u64 = m.partitions.iter().map(|p| p.lag_records).sum();
-        let lag_s = m
-            .partitions
-            .iter()
-            .map(|p| p.lag_seconds)
-            .fold(0.0, f64::max);
+    for m in &view.members {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{} ms ago</td></tr>",
@@ -196,9 +187,9 @@ fn cluster_table(html: &mut String, topology: &Topology) {
             escape(&m.admin_addr),
             if m.ready { "ready" } else { "<b>not ready</b>" },
             m.partitions.len(),
-            applied,
-            lag,
-            lag_s,
+            m.applied_total(),
+            m.lag_records_total(),
+            m.max_lag_seconds(),
             m.heartbeat_age_ms
         );
     }

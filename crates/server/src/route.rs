@@ -1,10 +1,11 @@
 //! Forwarding: a request for partitions this node does not serve goes to a ready replica of
 //! the owning shard group; requests over all partitions scatter to every group and merge.
 
+use crate::status::to_status;
 use notadb_cluster::Cluster;
-use notadb_node::Node;
+use notadb_node::{Consistency, Node, NodeError};
 use notadb_proto::v1::data_client::DataClient;
-use notadb_types::{PartitionId, Token};
+use notadb_types::PartitionId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,16 @@ pub const FORWARDED: &str = "notadb-forwarded";
 
 /// How long connecting to a replica may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a request runs.
+pub enum Route {
+    /// On this node.
+    Here,
+    /// On a replica of this shard group, which serves the request's partition.
+    Group(u16, PartitionId),
+    /// Here and on these other shard groups, merged.
+    Everywhere(Vec<u16>),
+}
 
 /// Decides where requests run and forwards them.
 pub struct Router {
@@ -42,24 +53,41 @@ impl Router {
         }
     }
 
-    /// The shard group to forward a request on `p` to, or `None` to answer here.
-    pub fn remote_group(&self, p: PartitionId, metadata: &MetadataMap) -> Option<u16> {
-        let cluster = self.cluster.as_ref()?;
-        if is_forwarded(metadata) || self.node.owns(p) {
-            return None;
-        }
-        Some(cluster.routes().doc().group_of(p))
+    /// Where a request runs. `partition` (the one partition the request falls in, or `None`
+    /// for all of them) is only computed when the node is in a cluster and the request was not
+    /// forwarded to it: a single node answers everything itself.
+    pub fn route(
+        &self,
+        metadata: &MetadataMap,
+        partition: impl FnOnce() -> Result<Option<PartitionId>, NodeError>,
+    ) -> Result<Route, Status> {
+        let Some(cluster) = self.scattering(metadata) else {
+            return Ok(Route::Here);
+        };
+        Ok(match partition().map_err(to_status)? {
+            Some(p) if self.node.owns(p) => Route::Here,
+            Some(p) => Route::Group(cluster.routes().doc().group_of(p), p),
+            None => {
+                let others: Vec<u16> = (0..cluster.routes().doc().groups)
+                    .filter(|g| *g != cluster.group())
+                    .collect();
+                if others.is_empty() {
+                    Route::Here
+                } else {
+                    Route::Everywhere(others)
+                }
+            }
+        })
     }
 
-    /// The shard groups other than this node's that a request over all partitions must also
-    /// ask (none when forwarded or single-node).
-    pub fn other_groups(&self, metadata: &MetadataMap) -> Vec<u16> {
-        match &self.cluster {
-            Some(c) if !is_forwarded(metadata) => (0..c.routes().doc().groups)
-                .filter(|g| *g != c.group())
-                .collect(),
-            _ => Vec::new(),
-        }
+    /// The cluster, when requests may go to other groups (not single-node, not forwarded).
+    pub fn scattering(&self, metadata: &MetadataMap) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref().filter(|_| !is_forwarded(metadata))
+    }
+
+    /// The shard group serving `p`, or `None` when this node does (multi-get's split).
+    pub fn remote_group(&self, cluster: &Cluster, p: PartitionId) -> Option<u16> {
+        (!self.node.owns(p)).then(|| cluster.routes().doc().group_of(p))
     }
 
     fn client(&self, addr: &str) -> Result<DataClient<Channel>, Status> {
@@ -68,7 +96,7 @@ impl Router {
             return Ok(DataClient::new(channel.clone()));
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(format!("replica address {addr}: {e}")))?
+            .map_err(|e| to_status(NodeError::Internal(format!("replica address {addr}: {e}"))))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();
@@ -79,14 +107,13 @@ impl Router {
     }
 
     /// Sends `message` to the best ready replica of `group` (least lagging on `partition`,
-    /// having applied `tokens`), trying the next one when a replica is unavailable, all
-    /// within `deadline`. Fails with `UNAVAILABLE` naming the group when none answers.
+    /// having applied the request's tokens), trying the next one when a replica is
+    /// unavailable, all within the request's deadline. Fails with `UNAVAILABLE` naming the group when none answers.
     pub async fn forward<M, T, F, Fut>(
         &self,
         group: u16,
         partition: Option<PartitionId>,
-        tokens: &[Token],
-        deadline: Option<Instant>,
+        consistency: &Consistency,
         message: M,
         call: F,
     ) -> Result<T, Status>
@@ -96,11 +123,12 @@ impl Router {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let cluster = self.cluster.as_ref().expect("forwarding needs a cluster");
-        let deadline =
-            deadline.unwrap_or_else(|| Instant::now() + self.node.config().limits.max_read_wait());
+        let deadline = consistency
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.node.config().limits.max_read_wait());
         let replicas: Vec<_> = cluster
             .routes()
-            .replicas(group, partition, tokens)
+            .replicas(group, partition, &consistency.tokens)
             .into_iter()
             .filter(|m| m.ready)
             .take(cluster.config().forward_attempts.max(1))
@@ -110,27 +138,27 @@ impl Router {
             None => String::new(),
         };
         if replicas.is_empty() {
-            return Err(Status::unavailable(format!(
+            return Err(to_status(NodeError::Unavailable(format!(
                 "shard group {group}{on} has no ready replica"
-            )));
+            ))));
         }
         let mut failures = Vec::new();
         for replica in replicas {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Status::deadline_exceeded(format!(
+                return Err(to_status(NodeError::DeadlineExceeded(format!(
                     "the deadline passed while forwarding to shard group {group}{on}"
-                )));
+                ))));
             }
             let mut request = Request::new(message.clone());
             request.set_timeout(remaining);
             request.metadata_mut().insert(
                 FORWARDED,
-                self.node
-                    .config()
-                    .node_id
-                    .parse()
-                    .map_err(|_| Status::internal("node_id is not a valid header value"))?,
+                self.node.config().node_id.parse().map_err(|_| {
+                    to_status(NodeError::Internal(
+                        "node_id is not a valid header value".into(),
+                    ))
+                })?,
             );
             let client = self.client(&replica.grpc_addr)?;
             metrics::counter!("notadb_forwarded_requests_total").increment(1);
@@ -141,17 +169,17 @@ impl Router {
                 }
                 Ok(Err(status)) => return Err(status),
                 Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
+                    return Err(to_status(NodeError::DeadlineExceeded(format!(
                         "replica {} of shard group {group}{on} did not answer before the deadline",
                         replica.node_id
-                    )))
+                    ))))
                 }
             }
         }
-        Err(Status::unavailable(format!(
+        Err(to_status(NodeError::Unavailable(format!(
             "no replica of shard group {group}{on} could answer: {}",
             failures.join("; ")
-        )))
+        ))))
     }
 }
 

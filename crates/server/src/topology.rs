@@ -38,7 +38,7 @@ fn member_to_proto(m: &Member, age_ms: u64) -> v1::Member {
 }
 
 impl Topology {
-    /// The routing table.
+    /// The routing table; members by group, then node id.
     pub fn view(&self) -> v1::ClusterResponse {
         let partitions = self.node.partitioner().count();
         match &self.cluster {
@@ -50,11 +50,16 @@ impl Topology {
                     partition_count: u32::from(partitions),
                     group_count: u32::from(doc.groups),
                     assignment: doc.assignment.iter().map(|g| u32::from(*g)).collect(),
-                    members: routes
-                        .live()
-                        .iter()
-                        .map(|s| member_to_proto(&s.member, s.age.as_millis() as u64))
-                        .collect(),
+                    members: {
+                        let mut live = routes.live();
+                        live.sort_by(|a, b| {
+                            (a.member.group, &a.member.node_id)
+                                .cmp(&(b.member.group, &b.member.node_id))
+                        });
+                        live.iter()
+                            .map(|s| member_to_proto(&s.member, s.age.as_millis() as u64))
+                            .collect()
+                    },
                     log: "jetstream".into(),
                 }
             }

@@ -236,12 +236,7 @@ impl ClusterNode {
 
     /// Runs a CLI client command against this node.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .arg("--addr")
-            .arg(self.grpc.to_string())
-            .args(args)
-            .output()
-            .expect("run notadb")
+        super::cli_at(self.grpc, args)
     }
 
     /// Per owned partition: applied seq and digest.

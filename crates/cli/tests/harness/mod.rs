@@ -41,6 +41,16 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Runs a client command of the CLI against the node at `grpc`.
+pub fn cli_at(grpc: SocketAddr, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--addr")
+        .arg(grpc.to_string())
+        .args(args)
+        .output()
+        .expect("run notadb")
+}
+
 /// A `notadb serve` process.
 pub struct Node {
     pub child: Child,
@@ -97,12 +107,7 @@ impl Node {
 
     /// Runs a client command of the CLI against this node.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--addr")
-            .arg(self.grpc.to_string())
-            .args(args)
-            .output()
-            .expect("run notadb")
+        cli_at(self.grpc, args)
     }
 
     /// Sends SIGTERM and waits for the exit status.

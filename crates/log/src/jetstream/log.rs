@@ -121,13 +121,7 @@ impl JetStreamLog {
     }
 
     fn partition(&self, partition: PartitionId) -> Result<&Partition, LogError> {
-        self.inner
-            .partitions
-            .get(usize::from(partition.0))
-            .ok_or(LogError::UnknownPartition {
-                partition,
-                partitions: self.partitions(),
-            })
+        crate::log::partition_slot(&self.inner.partitions, partition)
     }
 
     /// Publishes `payload` to `partition` under `message_id`, the way every append does.

@@ -1,9 +1,9 @@
 use super::observe;
 use crate::convert;
-use crate::route::Router;
+use crate::route::{Route, Router};
 use crate::status::{convert_status, to_status};
 use futures::future::try_join_all;
-use notadb_node::{merge_aggregates, merge_scans, Mutation, Node};
+use notadb_node::{merge_aggregates, merge_scans, Consistency, Mutation, Node, NodeError};
 use notadb_proto::v1::data_server::Data;
 use notadb_proto::v1::*;
 use notadb_proto::{
@@ -25,26 +25,25 @@ impl DataService {
         DataService { node, router }
     }
 
-    async fn local_scan(
+    /// The values of `keys`, all of them on this node.
+    async fn local_multi_get(
         &self,
-        r: &ScanRequest,
-        consistency: &notadb_node::Consistency,
-    ) -> Result<notadb_node::ScanResult, Status> {
-        self.node
-            .scan(convert::scan(r)?, consistency)
+        keyspace: &str,
+        keys: &[Vec<notadb_types::Element>],
+        consistency: &Consistency,
+    ) -> Result<Vec<GetResponse>, Status> {
+        let (format, values) = self
+            .node
+            .multi_get(keyspace, keys, consistency)
             .await
-            .map_err(to_status)
-    }
-
-    async fn local_aggregate(
-        &self,
-        r: &AggregateRequest,
-        consistency: &notadb_node::Consistency,
-    ) -> Result<notadb_node::AggregateResult, Status> {
-        self.node
-            .aggregate(convert::aggregate(r)?, consistency)
-            .await
-            .map_err(to_status)
+            .map_err(to_status)?;
+        Ok(values
+            .into_iter()
+            .map(|v| GetResponse {
+                found: v.is_some(),
+                value: v.map(|v| convert::value_to_proto(format, v)),
+            })
+            .collect())
     }
 
     /// Appends the mutations; `batch` is a client's `Write` (errors name `mutations[i]`).
@@ -72,9 +71,10 @@ impl DataService {
                 match tokio::time::timeout(left - margin, write).await {
                     Ok(token) => token,
                     Err(_) => {
-                        return Err(Status::deadline_exceeded(
-                            "the log did not acknowledge the write before the deadline; it may still be applied",
-                        ))
+                        return Err(to_status(NodeError::DeadlineExceeded(
+                            "the log did not acknowledge the write before the deadline; it may still be applied"
+                                .into(),
+                        )))
                     }
                 }
             }
@@ -149,16 +149,16 @@ impl Data for DataService {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let key = convert::key(r.key.as_ref(), "key")?;
-            let p = self
-                .node
-                .partition_of_key(&r.keyspace, &key, "key")
-                .map_err(to_status)?;
-            if let Some(group) = self.router.remote_group(p, request.metadata()) {
+            let route = self.router.route(request.metadata(), || {
+                self.node
+                    .partition_of_key(&r.keyspace, &key, "key")
+                    .map(Some)
+            })?;
+            if let Route::Group(group, p) = route {
                 let forwarded = self.router.forward(
                     group,
                     Some(p),
-                    &consistency.tokens,
-                    consistency.deadline,
+                    &consistency,
                     r.clone(),
                     |mut c, req| async move { c.get(req).await },
                 );
@@ -191,6 +191,12 @@ impl Data for DataService {
                 .map(|(i, k)| tuple_from_proto(Some(k), &format!("keys[{i}]")))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(convert_status)?;
+            let Some(cluster) = self.router.scattering(request.metadata()) else {
+                let results = self
+                    .local_multi_get(&r.keyspace, &keys, &consistency)
+                    .await?;
+                return Ok(Response::new(MultiGetResponse { results }));
+            };
             // Keys by the shard group that answers them (None: this node), in request order.
             let mut by_group: BTreeMap<Option<u16>, Vec<usize>> = BTreeMap::new();
             for (i, key) in keys.iter().enumerate() {
@@ -199,11 +205,10 @@ impl Data for DataService {
                     .partition_of_key(&r.keyspace, key, &format!("keys[{i}]"))
                     .map_err(to_status)?;
                 by_group
-                    .entry(self.router.remote_group(p, request.metadata()))
+                    .entry(self.router.remote_group(cluster, p))
                     .or_default()
                     .push(i);
             }
-            let mut results = vec![GetResponse::default(); keys.len()];
             let calls = by_group.into_iter().map(|(group, indexes)| {
                 let consistency = &consistency;
                 let keys = &keys;
@@ -211,18 +216,8 @@ impl Data for DataService {
                     let answers = match group {
                         None => {
                             let mine: Vec<_> = indexes.iter().map(|&i| keys[i].clone()).collect();
-                            let (format, values) = self
-                                .node
-                                .multi_get(&r.keyspace, &mine, consistency)
-                                .await
-                                .map_err(to_status)?;
-                            values
-                                .into_iter()
-                                .map(|v| GetResponse {
-                                    found: v.is_some(),
-                                    value: v.map(|v| convert::value_to_proto(format, v)),
-                                })
-                                .collect()
+                            self.local_multi_get(&r.keyspace, &mine, consistency)
+                                .await?
                         }
                         Some(group) => {
                             let subset = MultiGetRequest {
@@ -233,8 +228,7 @@ impl Data for DataService {
                                 .forward(
                                     group,
                                     None,
-                                    &consistency.tokens,
-                                    consistency.deadline,
+                                    consistency,
                                     subset,
                                     |mut c, req| async move { c.multi_get(req).await },
                                 )
@@ -245,6 +239,7 @@ impl Data for DataService {
                     Ok::<_, Status>((indexes, answers))
                 }
             });
+            let mut results = vec![GetResponse::default(); keys.len()];
             for (indexes, answers) in try_join_all(calls).await? {
                 for (i, answer) in indexes.into_iter().zip(answers) {
                     results[i] = answer;
@@ -260,52 +255,45 @@ impl Data for DataService {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let scan = convert::scan(r)?;
-            let one = self
-                .node
-                .partition_of_range(&scan.keyspace, &scan.range)
-                .map_err(to_status)?;
+            let route = self.router.route(request.metadata(), || {
+                self.node.partition_of_range(&scan.keyspace, &scan.range)
+            })?;
             let forward = |group: u16, p: Option<notadb_types::PartitionId>| {
-                self.router.forward(
-                    group,
-                    p,
-                    &consistency.tokens,
-                    consistency.deadline,
-                    r.clone(),
-                    |mut c, req| async move { c.scan(req).await },
-                )
+                self.router
+                    .forward(group, p, &consistency, r.clone(), |mut c, req| async move {
+                        c.scan(req).await
+                    })
             };
-            let result = match one {
-                Some(p) => match self.router.remote_group(p, request.metadata()) {
-                    Some(group) => return Ok(Response::new(forward(group, Some(p)).await?)),
-                    None => self.local_scan(r, &consistency).await?,
-                },
-                None => {
-                    let others = self.router.other_groups(request.metadata());
+            let result = match route {
+                Route::Here => self
+                    .node
+                    .scan(scan, &consistency)
+                    .await
+                    .map_err(to_status)?,
+                Route::Group(group, p) => {
+                    return Ok(Response::new(forward(group, Some(p)).await?));
+                }
+                Route::Everywhere(others) => {
+                    let def = self
+                        .node
+                        .describe_keyspace(&scan.keyspace)
+                        .map_err(to_status)?
+                        .def;
+                    let limit = match scan.limit {
+                        0 => self.node.config().limits.default_scan_limit,
+                        n => n,
+                    };
+                    let reverse = scan.reverse;
                     let (mine, theirs) = futures::future::try_join(
-                        self.local_scan(r, &consistency),
+                        async { self.node.scan(scan, &consistency).await.map_err(to_status) },
                         try_join_all(others.into_iter().map(|g| forward(g, None))),
                     )
                     .await?;
-                    if theirs.is_empty() {
-                        mine
-                    } else {
-                        let def = self
-                            .node
-                            .describe_keyspace(&scan.keyspace)
-                            .map_err(to_status)?
-                            .def;
-                        let mut parts = vec![mine];
-                        for part in theirs {
-                            parts.push(scan_from_proto(part, def.schema.value_format)?);
-                        }
-                        let limits = &self.node.config().limits;
-                        let limit = if scan.limit == 0 {
-                            limits.default_scan_limit
-                        } else {
-                            scan.limit
-                        };
-                        merge_scans(&def.schema, parts, limit, scan.reverse).map_err(to_status)?
+                    let mut parts = vec![mine];
+                    for part in theirs {
+                        parts.push(scan_from_proto(part, def.schema.value_format)?);
                     }
+                    merge_scans(&def.schema, parts, limit, reverse).map_err(to_status)?
                 }
             };
             let format = result.format;
@@ -332,55 +320,52 @@ impl Data for DataService {
         observe("Aggregate", async {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
-            let aggregate = convert::aggregate(r)?;
-            let one = self
-                .node
-                .partition_of_range(&aggregate.keyspace, &aggregate.range)
-                .map_err(to_status)?;
+            let mut aggregate = convert::aggregate(r)?;
+            let route = self.router.route(request.metadata(), || {
+                self.node
+                    .partition_of_range(&aggregate.keyspace, &aggregate.range)
+            })?;
             let forward =
                 |group: u16, p: Option<notadb_types::PartitionId>, m: AggregateRequest| {
-                    self.router.forward(
-                        group,
-                        p,
-                        &consistency.tokens,
-                        consistency.deadline,
-                        m,
-                        |mut c, req| async move { c.aggregate(req).await },
-                    )
+                    self.router
+                        .forward(group, p, &consistency, m, |mut c, req| async move {
+                            c.aggregate(req).await
+                        })
                 };
-            let others = match one {
-                Some(p) => match self.router.remote_group(p, request.metadata()) {
-                    Some(group) => {
-                        return Ok(Response::new(forward(group, Some(p), r.clone()).await?))
-                    }
-                    None => Vec::new(),
-                },
-                None => self.router.other_groups(request.metadata()),
-            };
-            let result = if others.is_empty() {
-                self.local_aggregate(r, &consistency).await?
-            } else {
-                // Every group returns all of its groups; the top-k is taken after merging.
-                let all = AggregateRequest {
-                    top_k: 0,
-                    ..r.clone()
-                };
-                let (mine, theirs) = futures::future::try_join(
-                    self.local_aggregate(&all, &consistency),
-                    try_join_all(others.into_iter().map(|g| forward(g, None, all.clone()))),
-                )
-                .await?;
-                let mut parts = vec![mine];
-                for part in theirs {
-                    parts.push(aggregate_from_proto(part)?);
+            let result = match route {
+                Route::Here => self
+                    .node
+                    .aggregate(aggregate, &consistency)
+                    .await
+                    .map_err(to_status)?,
+                Route::Group(group, p) => {
+                    return Ok(Response::new(forward(group, Some(p), r.clone()).await?));
                 }
-                merge_aggregates(
-                    aggregate.function,
-                    parts,
-                    aggregate.top_k,
-                    self.node.config().limits.max_aggregate_groups,
-                )
-                .map_err(to_status)?
+                Route::Everywhere(others) => {
+                    // Every group returns all of its groups; the top-k is taken after merging.
+                    let (function, top_k) = (aggregate.function, aggregate.top_k);
+                    aggregate.top_k = 0;
+                    let all = AggregateRequest {
+                        top_k: 0,
+                        ..r.clone()
+                    };
+                    let (mine, theirs) = futures::future::try_join(
+                        async {
+                            self.node
+                                .aggregate(aggregate, &consistency)
+                                .await
+                                .map_err(to_status)
+                        },
+                        try_join_all(others.into_iter().map(|g| forward(g, None, all.clone()))),
+                    )
+                    .await?;
+                    let mut parts = vec![mine];
+                    for part in theirs {
+                        parts.push(aggregate_from_proto(part)?);
+                    }
+                    let max_groups = self.node.config().limits.max_aggregate_groups;
+                    merge_aggregates(function, parts, top_k, max_groups).map_err(to_status)?
+                }
             };
             let groups = result
                 .groups
@@ -407,16 +392,16 @@ impl Data for DataService {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let partition_key = convert::key(r.partition_key.as_ref(), "partition_key")?;
-            let p = self
-                .node
-                .partition_of_prefix(&r.keyspace, &partition_key)
-                .map_err(to_status)?;
-            if let Some(group) = self.router.remote_group(p, request.metadata()) {
+            let route = self.router.route(request.metadata(), || {
+                self.node
+                    .partition_of_prefix(&r.keyspace, &partition_key)
+                    .map(Some)
+            })?;
+            if let Route::Group(group, p) = route {
                 let forwarded = self.router.forward(
                     group,
                     Some(p),
-                    &consistency.tokens,
-                    consistency.deadline,
+                    &consistency,
                     r.clone(),
                     |mut c, req| async move { c.query(req).await },
                 );
