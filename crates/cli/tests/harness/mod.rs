@@ -12,12 +12,22 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_notadb");
 
-/// A free loopback port (the listener is closed before the server binds it).
+/// A free loopback port (the listener is closed before the server binds it), never one this
+/// test process handed out before: the kernel may offer a just-closed port again, and a node's
+/// gRPC and admin ports, or two nodes', must differ.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().expect("port list lock");
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// `GET path` over HTTP/1.0; returns status code and body.
