@@ -1,6 +1,6 @@
 //! Command-line arguments and dispatch.
 
-use crate::{bench, bench_ingest, data, demo, dev_cluster, keyspace, load, serve};
+use crate::{bench, bench_ingest, compare, data, demo, dev_cluster, keyspace, load, serve};
 use clap::{Parser, Subcommand};
 
 /// notadb: a framework and server for distributed stateful services.
@@ -52,11 +52,29 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Show the node's partitions and readiness, and the cluster's members.
     Status,
-    /// Run the workload benchmark against a running node (start one with `notadb demo`).
-    Bench(bench::BenchArgs),
+    /// Run the workload benchmark against a running node (start one with `notadb demo`), or
+    /// `bench compare`: the same work side by side on notadb, PostgreSQL, Redis and NATS KV.
+    Bench(BenchCommand),
     /// Measure a cluster's ingest: acknowledged writes/s and apply lag on every replica, beside
     /// raw JetStream publishing (start one with `notadb dev-cluster`).
     BenchIngest(bench_ingest::BenchIngestArgs),
+}
+
+/// `notadb bench [compare]`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCommand {
+    #[command(subcommand)]
+    pub command: Option<BenchSubcommand>,
+    #[command(flatten)]
+    pub args: bench::BenchArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchSubcommand {
+    /// Load one data set into notadb, PostgreSQL, Redis and NATS KV and run the same workloads
+    /// against each with the same concurrency; writes markdown, JSON and SVG plots.
+    Compare(compare::CompareArgs),
 }
 
 /// Runs a parsed command line.
@@ -82,7 +100,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => data::query(&connect().await?, args).await,
         Command::Load(args) => load::run(&connect().await?, args).await,
         Command::Status => data::status(&connect().await?).await,
-        Command::Bench(args) => bench::run(&cli.addr, args).await,
+        Command::Bench(BenchCommand {
+            command: Some(BenchSubcommand::Compare(args)),
+            ..
+        }) => compare::run(args).await,
+        Command::Bench(BenchCommand { args, .. }) => bench::run(&cli.addr, args).await,
         Command::BenchIngest(args) => bench_ingest::run(&cli.addr, args).await,
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_ingest;
 mod cli;
+mod compare;
 mod data;
 mod demo;
 mod dev_cluster;

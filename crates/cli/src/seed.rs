@@ -52,24 +52,59 @@ fn put(keyspace: &str, key: Vec<Element>, value: proto::Value) -> proto::Mutatio
     }
 }
 
-/// The items of one store and product: one write (all in the store's partition).
-pub fn items_batch(size: &SeedSize, s: usize, p: usize) -> Vec<proto::Mutation> {
+/// One item of a store's catalogue (a row of keyspace `items`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    pub store: String,
+    pub product: String,
+    pub score: f64,
+    pub item: String,
+    pub available: bool,
+    pub price: f64,
+    pub name: String,
+}
+
+impl Item {
+    /// The JSON value notadb stores (and Redis keeps as the item record).
+    pub fn value(&self) -> serde_json::Value {
+        json!({"available": self.available, "price": self.price, "name": self.name})
+    }
+}
+
+/// The items of one store and product, generated from a seed of their own.
+pub fn items(size: &SeedSize, s: usize, p: usize) -> Vec<Item> {
     let mut rng = StdRng::seed_from_u64(((s * 1_000 + p) as u64) << 8 | 1);
     (0..size.items)
         .map(|i| {
             let score = (rng.random::<f64>() * 1e4).round() / 1e4;
-            let value = json!({
-                "available": rng.random_bool(0.5),
-                "price": (rng.random::<f64>() * 20_000.0).round() / 100.0,
-                "name": format!("{} #{i}", product(p)),
-            });
+            let available = rng.random_bool(0.5);
+            let price = (rng.random::<f64>() * 20_000.0).round() / 100.0;
+            Item {
+                store: store(s),
+                product: product(p),
+                score,
+                item: format!("item-{s}-{p}-{i}"),
+                available,
+                price,
+                name: format!("{} #{i}", product(p)),
+            }
+        })
+        .collect()
+}
+
+/// The items of one store and product: one write (all in the store's partition).
+pub fn items_batch(size: &SeedSize, s: usize, p: usize) -> Vec<proto::Mutation> {
+    items(size, s, p)
+        .into_iter()
+        .map(|item| {
+            let value = json_value(&item.value());
             let key = vec![
-                Element::String(store(s)),
-                Element::String(product(p)),
-                Element::F64(score),
-                Element::String(format!("item-{s}-{p}-{i}")),
+                Element::String(item.store),
+                Element::String(item.product),
+                Element::F64(item.score),
+                Element::String(item.item),
             ];
-            put("items", key, json_value(&value))
+            put("items", key, value)
         })
         .collect()
 }
@@ -79,22 +114,46 @@ pub fn popular_item(rng: &mut StdRng) -> usize {
     ((rng.random::<f64>().powi(3)) * CATALOG_ITEMS as f64) as usize
 }
 
-/// The activity of one user over the 24 hours before `now_micros`: one write.
-pub fn activity_batch(size: &SeedSize, u: usize, now_micros: i64) -> Vec<proto::Mutation> {
+/// One event of a user's activity (a row of keyspace `activity`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub user: String,
+    pub ts_micros: i64,
+    pub feature: &'static str,
+    pub item: String,
+}
+
+/// The activity of one user over the 24 hours before `now_micros`.
+pub fn events(size: &SeedSize, u: usize, now_micros: i64) -> Vec<Event> {
     let mut rng = StdRng::seed_from_u64((u as u64) << 8 | 2);
     (0..size.events_per_user)
         .map(|_| {
-            let ts = now_micros - rng.random_range(0..DAY_MICROS);
+            let ts_micros = now_micros - rng.random_range(0..DAY_MICROS);
             let feature = match rng.random_range(0..10) {
                 0..=6 => "view",
                 7 | 8 => "click",
                 _ => "purchase",
             };
+            Event {
+                user: user(u),
+                ts_micros,
+                feature,
+                item: format!("item-{}", popular_item(&mut rng)),
+            }
+        })
+        .collect()
+}
+
+/// The activity of one user over the 24 hours before `now_micros`: one write.
+pub fn activity_batch(size: &SeedSize, u: usize, now_micros: i64) -> Vec<proto::Mutation> {
+    events(size, u, now_micros)
+        .into_iter()
+        .map(|event| {
             let key = vec![
-                Element::String(user(u)),
-                Element::Timestamp(ts),
-                Element::String(feature.into()),
-                Element::String(format!("item-{}", popular_item(&mut rng))),
+                Element::String(event.user),
+                Element::Timestamp(event.ts_micros),
+                Element::String(event.feature.into()),
+                Element::String(event.item),
             ];
             put(
                 "activity",

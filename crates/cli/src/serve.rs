@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Seconds between checkpoints of the shard group (0: never).
     #[arg(long, env = "NOTADB_CHECKPOINT_INTERVAL_SECS")]
     pub checkpoint_interval_secs: Option<u64>,
+    /// Register the example handlers `top_available` and `most_viewed` (the seed questions;
+    /// `notadb bench compare` starts its node with them).
+    #[arg(long)]
+    pub with_examples: bool,
 }
 
 impl ServeArgs {
@@ -115,9 +119,17 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let server = Server::start(config, |node| node)
-        .await
-        .context("starting the node")?;
+    let with_examples = args.with_examples;
+    let server = Server::start(config, |node| {
+        if with_examples {
+            node.handler("top_available", notadb_examples::items::top_available)
+                .handler("most_viewed", notadb_examples::activity::most_viewed)
+        } else {
+            node
+        }
+    })
+    .await
+    .context("starting the node")?;
     println!(
         "notadb serving gRPC on {} and admin HTTP on {}",
         server.grpc_addr(),
