@@ -233,7 +233,7 @@ fn bad_arguments_fail_with_a_clear_message() {
             &["--distributions", "normal"][..],
             "unknown distribution `normal`",
         ),
-        (&["--repetitions", "0"][..], "must be at least 1"),
+        (&["--grow", "0"][..], "must be at least 1"),
     ] {
         let output = compare(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
