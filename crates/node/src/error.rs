@@ -53,7 +53,10 @@ impl From<TypesError> for NodeError {
 
 impl From<StorageError> for NodeError {
     fn from(e: StorageError) -> Self {
-        tracing::error!(error = %e, "storage error");
+        // A memory-only view's refusal is not a failure: the read runs again (`on_view`).
+        if !matches!(e, StorageError::WouldBlock) {
+            tracing::error!(error = %e, "storage error");
+        }
         NodeError::Internal(e.to_string())
     }
 }

@@ -12,9 +12,13 @@ use std::sync::Arc;
 
 /// A query a framework user registers by name; clients call it with `Query(name, args)`.
 ///
-/// It runs on the replica that owns the call's partition key, on a blocking thread, over one
-/// RocksDB snapshot. Closures `Fn(&QueryContext, &serde_json::Value) -> Result<Value, NodeError>`
-/// implement it.
+/// It runs on the replica that owns the call's partition key, over one RocksDB snapshot.
+/// Like every read, it runs first on the async worker that received the call, over a view of
+/// memory only (memtables and block cache) that allows `notadb_storage::MEMORY_VIEW_BUDGET`
+/// reads; if it needs the disk or more reads, its answer is thrown away and it runs again,
+/// from the start, on a blocking thread. So a handler must not have side effects, and should
+/// do little work besides its reads (a long computation would hold the worker). Closures
+/// `Fn(&QueryContext, &serde_json::Value) -> Result<Value, NodeError>` implement it.
 pub trait QueryHandler: Send + Sync + 'static {
     /// Answers one call.
     fn run(

@@ -444,3 +444,54 @@ async fn the_scan_byte_budget_returns_a_prefix_of_the_answer() {
 fn ids_of(rows: &[Row]) -> Vec<String> {
     rows.iter().map(|r| r.key[3].to_string()).collect()
 }
+
+/// Reads first run over a memory-only view with a budget of reads; one that needs more runs
+/// again on a blocking thread, so a long read is whole, even through a handler that ignores
+/// the errors its rows report.
+#[tokio::test]
+async fn reads_longer_than_the_memory_budget_are_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = notadb_storage::MEMORY_VIEW_BUDGET + 500;
+    let node = NodeBuilder::new(config(dir.path()))
+        .keyspace(items())
+        .handler(
+            "count_ignoring_errors",
+            |ctx: &QueryContext<'_>, _: &serde_json::Value| {
+                let range = KeyRange::prefix(ctx.partition_key().to_vec());
+                let n = ctx
+                    .scan("items", &range, false)?
+                    .filter_map(Result::ok)
+                    .count();
+                Ok(serde_json::json!(n))
+            },
+        )
+        .open()
+        .await
+        .expect("node opens");
+    let mut tokens = Vec::new();
+    for chunk in 0..rows.div_ceil(1000) {
+        let batch = (chunk * 1000..((chunk + 1) * 1000).min(rows))
+            .map(|i| item("big", "p", f64::from(i), &format!("i{i:06}"), true))
+            .collect();
+        tokens.push(node.write(batch).await.expect("write"));
+    }
+    let after = Consistency::tokens(tokens);
+    let counted = node
+        .query(
+            "count_ignoring_errors",
+            "items",
+            vec![s("big")],
+            serde_json::json!({}),
+            &after,
+        )
+        .await
+        .expect("query");
+    assert_eq!(counted, serde_json::json!(rows));
+    let request = AggregateRequest {
+        keyspace: "items".into(),
+        range: KeyRange::prefix(vec![s("big")]),
+        ..AggregateRequest::default()
+    };
+    let aggregated = node.aggregate(request, &after).await.expect("aggregate");
+    assert_eq!(aggregated.groups[0].value, f64::from(rows));
+}

@@ -6,6 +6,10 @@ use thiserror::Error;
 pub enum StorageError {
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// A memory-only view refused a read (data not in memory, or its budget spent); the
+    /// read runs again on a blocking thread. Never an error a client sees.
+    #[error("the read needs the disk or more work than a memory-only view allows")]
+    WouldBlock,
     #[error("corrupt storage: {0}")]
     Corrupt(String),
     #[error("storage was created with {found} partitions, this node is configured for {expected}")]

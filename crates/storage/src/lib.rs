@@ -21,4 +21,4 @@ pub use batch::StorageBatch;
 pub use error::StorageError;
 pub use options::StorageOptions;
 pub use rocks::{MemoryUsage, RocksStorage};
-pub use view::{Cursor, ReadView};
+pub use view::{Cursor, ReadView, MEMORY_VIEW_BUDGET};

@@ -1,3 +1,4 @@
+use crate::view::MEMORY_VIEW_BUDGET;
 use crate::{layout, value, ReadView, StorageBatch, StorageError, StorageOptions};
 use notadb_types::{KeyspaceId, PartitionId, Seq};
 use rocksdb::{
@@ -5,6 +6,7 @@ use rocksdb::{
     Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Meta key holding the partition count the data directory was created with.
@@ -156,6 +158,17 @@ impl RocksStorage {
             db: &self.db,
             snapshot: self.db.snapshot(),
             data: self.data_cf(),
+            budget: None,
+            blocked: AtomicBool::new(false),
+        }
+    }
+
+    /// A consistent view of the instance now that reads only memory (memtables and block
+    /// cache) and at most `MEMORY_VIEW_BUDGET` times; see `ReadView`.
+    pub fn memory_view(&self) -> ReadView<'_> {
+        ReadView {
+            budget: Some(AtomicU32::new(MEMORY_VIEW_BUDGET)),
+            ..self.view()
         }
     }
 

@@ -1,16 +1,70 @@
 use crate::{layout, StorageError};
 use notadb_types::{KeyspaceId, PartitionId};
-use rocksdb::{ColumnFamily, DBPinnableSlice, DBRawIterator, ReadOptions, Snapshot, DB};
+use rocksdb::{
+    ColumnFamily, DBPinnableSlice, DBRawIterator, ErrorKind, ReadOptions, ReadTier, Snapshot, DB,
+};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// Reads (gets and cursor steps) a memory-only view allows before it gives up: a read that
+/// needs more is not short enough to run on an async worker.
+pub const MEMORY_VIEW_BUDGET: u32 = 4_096;
 
 /// A consistent, read-only view of the whole instance at one instant (a RocksDB snapshot).
 /// Every read a query makes goes through one view, so it sees one state.
+///
+/// A *memory-only* view (`RocksStorage::memory_view`) never touches the disk and is short:
+/// it reads only the memtables and the block cache, at most `MEMORY_VIEW_BUDGET` times. When
+/// it would need more it fails the read with `StorageError::WouldBlock` and remembers that it
+/// did (`would_block`), so its caller can run the whole read again on a blocking thread with
+/// an ordinary view, whatever the code in between did with the error.
 pub struct ReadView<'a> {
     pub(crate) db: &'a DB,
     pub(crate) snapshot: Snapshot<'a>,
     pub(crate) data: &'a ColumnFamily,
+    /// `Some(reads left)` for a memory-only view.
+    pub(crate) budget: Option<AtomicU32>,
+    pub(crate) blocked: AtomicBool,
 }
 
 impl<'a> ReadView<'a> {
+    /// True when this memory-only view refused a read: the answer built from it is incomplete.
+    pub fn would_block(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    fn options(&self) -> ReadOptions {
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&self.snapshot);
+        if self.budget.is_some() {
+            opts.set_read_tier(ReadTier::BlockCache);
+        }
+        opts
+    }
+
+    /// Spends one read of a memory-only view's budget; false when none is left.
+    fn spend(&self) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let ok = budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if !ok {
+            self.blocked.store(true, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Converts a RocksDB error, noting "not in memory" as a refusal.
+    fn error(&self, e: rocksdb::Error) -> StorageError {
+        if e.kind() == ErrorKind::Incomplete && self.budget.is_some() {
+            self.blocked.store(true, Ordering::Relaxed);
+            StorageError::WouldBlock
+        } else {
+            StorageError::Rocks(e)
+        }
+    }
+
     /// The stored value of one key (header included, see `value`).
     pub fn get(
         &self,
@@ -18,11 +72,12 @@ impl<'a> ReadView<'a> {
         ks: KeyspaceId,
         encoded: &[u8],
     ) -> Result<Option<DBPinnableSlice<'a>>, StorageError> {
-        let mut opts = ReadOptions::default();
-        opts.set_snapshot(&self.snapshot);
-        Ok(self
-            .db
-            .get_pinned_cf_opt(self.data, layout::data_key(p, ks, encoded), &opts)?)
+        if !self.spend() {
+            return Err(StorageError::WouldBlock);
+        }
+        self.db
+            .get_pinned_cf_opt(self.data, layout::data_key(p, ks, encoded), &self.options())
+            .map_err(|e| self.error(e))
     }
 
     /// A cursor over the encoded keys (it borrows the view: the snapshot outlives it) in `[lower, upper)` of a keyspace in a partition; `upper`
@@ -34,8 +89,7 @@ impl<'a> ReadView<'a> {
         lower: &[u8],
         upper: Option<&[u8]>,
     ) -> Cursor<'v> {
-        let mut opts = ReadOptions::default();
-        opts.set_snapshot(&self.snapshot);
+        let mut opts = self.options();
         opts.set_iterate_lower_bound(layout::data_key(p, ks, lower));
         opts.set_iterate_upper_bound(match upper {
             Some(upper) => layout::data_key(p, ks, upper),
@@ -43,6 +97,8 @@ impl<'a> ReadView<'a> {
         });
         Cursor {
             inner: self.db.raw_iterator_cf_opt(self.data, opts),
+            view: self,
+            stopped: false,
         }
     }
 }
@@ -51,37 +107,145 @@ impl<'a> ReadView<'a> {
 /// values without copying them.
 pub struct Cursor<'a> {
     inner: DBRawIterator<'a>,
+    view: &'a ReadView<'a>,
+    /// A memory-only view's budget ran out: the cursor reads as ended, with an error.
+    stopped: bool,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    fn step<'c>(&'c mut self, f: impl FnOnce(&'c mut DBRawIterator<'a>)) {
+        if self.view.spend() {
+            f(&mut self.inner);
+        } else {
+            self.stopped = true;
+        }
+    }
+
     /// Positions at the first entry of the range.
     pub fn seek_to_first(&mut self) {
-        self.inner.seek_to_first();
+        self.step(|it| it.seek_to_first());
     }
 
     /// Positions at the last entry of the range.
     pub fn seek_to_last(&mut self) {
-        self.inner.seek_to_last();
+        self.step(|it| it.seek_to_last());
     }
 
     /// Moves forward.
     pub fn next(&mut self) {
-        self.inner.next();
+        self.step(|it| it.next());
     }
 
     /// Moves backward.
     pub fn prev(&mut self) {
-        self.inner.prev();
+        self.step(|it| it.prev());
     }
 
     /// The current entry: encoded tuple and stored value; `None` past either end.
     pub fn entry(&self) -> Option<(&[u8], &[u8])> {
+        if self.stopped {
+            return None;
+        }
         let (key, value) = self.inner.item()?;
         Some((layout::tuple_of(key), value))
     }
 
     /// An error the cursor met, if iteration stopped because of one.
     pub fn status(&self) -> Result<(), StorageError> {
-        Ok(self.inner.status()?)
+        if self.stopped {
+            return Err(StorageError::WouldBlock);
+        }
+        self.inner.status().map_err(|e| self.view.error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{value, RocksStorage, StorageOptions};
+    use notadb_types::Seq;
+
+    const P: PartitionId = PartitionId(0);
+    const KS: KeyspaceId = KeyspaceId(1);
+
+    fn write(s: &RocksStorage, keys: u32) {
+        let mut b = s.batch();
+        for i in 0..keys {
+            b.put(P, KS, &i.to_be_bytes(), &value::encode(None, b"v"));
+        }
+        b.set_applied(P, Seq(1));
+        s.commit(b, false).expect("commit");
+    }
+
+    fn count(view: &ReadView<'_>) -> (u32, Result<(), StorageError>) {
+        let mut c = view.cursor(P, KS, b"", None);
+        c.seek_to_first();
+        let mut n = 0;
+        while c.entry().is_some() {
+            n += 1;
+            c.next();
+        }
+        (n, c.status())
+    }
+
+    #[test]
+    fn memory_view_reads_what_is_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = RocksStorage::open(dir.path(), 4, &StorageOptions::default()).expect("open");
+        write(&s, 10);
+        let view = s.memory_view();
+        assert!(view.get(P, KS, &3u32.to_be_bytes()).expect("get").is_some());
+        assert!(view
+            .get(P, KS, &99u32.to_be_bytes())
+            .expect("get")
+            .is_none());
+        let (n, status) = count(&view);
+        assert_eq!(n, 10);
+        status.expect("status");
+        assert!(!view.would_block());
+    }
+
+    #[test]
+    fn memory_view_refuses_a_read_longer_than_its_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = RocksStorage::open(dir.path(), 4, &StorageOptions::default()).expect("open");
+        write(&s, MEMORY_VIEW_BUDGET + 10);
+        let view = s.memory_view();
+        let (n, status) = count(&view);
+        assert!(n <= MEMORY_VIEW_BUDGET, "{n}");
+        assert!(matches!(status, Err(StorageError::WouldBlock)));
+        assert!(view.would_block());
+        // Spent: even a get is refused now.
+        assert!(matches!(
+            view.get(P, KS, &1u32.to_be_bytes()),
+            Err(StorageError::WouldBlock)
+        ));
+        let (n, status) = count(&s.view());
+        assert_eq!(n, MEMORY_VIEW_BUDGET + 10);
+        status.expect("an ordinary view has no budget");
+    }
+
+    #[test]
+    fn memory_view_refuses_data_only_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = RocksStorage::open(dir.path(), 4, &StorageOptions::default()).expect("open");
+            write(&s, 100);
+            s.compact();
+        }
+        // Reopened: the rows are in a table file, not in a memtable or the block cache.
+        let s = RocksStorage::open(dir.path(), 4, &StorageOptions::default()).expect("reopen");
+        let view = s.memory_view();
+        assert!(matches!(
+            view.get(P, KS, &3u32.to_be_bytes()),
+            Err(StorageError::WouldBlock)
+        ));
+        assert!(view.would_block());
+        let ordinary = s.view();
+        assert!(ordinary
+            .get(P, KS, &3u32.to_be_bytes())
+            .expect("get")
+            .is_some());
+        assert!(!ordinary.would_block());
     }
 }
