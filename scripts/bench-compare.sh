@@ -23,5 +23,5 @@ if [ -z "${NOTADB_BENCH_NATS_URL:-}" ]; then
   fi
   export NOTADB_BENCH_NATS_URL="nats://127.0.0.1:4222"
 fi
-cargo build --release -p notadb-cli --bin notadb
+cargo build --release --workspace --bin notadb
 "$CARGO_TARGET_DIR/release/notadb" bench compare "$@"

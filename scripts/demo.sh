@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release -p notadb-cli --bin notadb
+cargo build --release --workspace --bin notadb
 exec "$CARGO_TARGET_DIR/release/notadb" demo "$@"

@@ -94,16 +94,18 @@ impl Node {
         .await?
     }
 
+    /// The partition and encoding of a key; an error names the key as `field()` says (built
+    /// only then: a multi-get of many keys formats no labels).
     fn key_partition(
         &self,
         def: &KeyspaceDef,
         key: &[Element],
-        field: &str,
+        field: impl FnOnce() -> String,
     ) -> Result<(PartitionId, Vec<u8>), NodeError> {
         let encoded = def
             .schema
             .encode_key(key)
-            .map_err(|e| NodeError::invalid(format!("{field}: {e}")))?;
+            .map_err(|e| NodeError::invalid(format!("{}: {e}", field())))?;
         Ok((
             self.inner.partitioner.partition_of(encoded.partition_key()),
             encoded.bytes,
@@ -118,7 +120,7 @@ impl Node {
         consistency: &Consistency,
     ) -> Result<(ValueFormat, Option<Vec<u8>>), NodeError> {
         let def = self.keyspace(keyspace)?;
-        let (p, encoded) = self.key_partition(&def, key, "key")?;
+        let (p, encoded) = self.key_partition(&def, key, || "key".into())?;
         self.check_owned(p)?;
         self.wait_for(consistency).await?;
         let format = def.schema.value_format;
@@ -150,7 +152,7 @@ impl Node {
         let located = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| self.key_partition(&def, k, &format!("keys[{i}]")))
+            .map(|(i, k)| self.key_partition(&def, k, || format!("keys[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         for (p, _) in &located {
             self.check_owned(*p)?;
@@ -158,11 +160,13 @@ impl Node {
         self.wait_for(consistency).await?;
         let format = def.schema.value_format;
         self.on_view(move |_, view, now| {
-            let mut out = Vec::with_capacity(located.len());
-            for (p, encoded) in &located {
-                let stored = view.get(*p, def.id, encoded)?;
-                out.push(stored.and_then(|s| value::live(&s, now).map(<[u8]>::to_vec)));
-            }
+            let keys: Vec<(PartitionId, &[u8])> =
+                located.iter().map(|(p, k)| (*p, k.as_slice())).collect();
+            let out = view
+                .multi_get(def.id, &keys)?
+                .into_iter()
+                .map(|stored| stored.and_then(|s| value::live(&s, now).map(<[u8]>::to_vec)))
+                .collect();
             Ok((format, out))
         })
         .await
@@ -188,7 +192,7 @@ impl Node {
         field: &str,
     ) -> Result<PartitionId, NodeError> {
         let def = self.keyspace(keyspace)?;
-        Ok(self.key_partition(&def, key, field)?.0)
+        Ok(self.key_partition(&def, key, || field.to_string())?.0)
     }
 
     /// The partition of a partition key of `keyspace` (routing a `Query`).

@@ -154,21 +154,24 @@ impl RocksStorage {
 
     /// A consistent view of the instance now.
     pub fn view(&self) -> ReadView<'_> {
-        ReadView {
-            db: &self.db,
-            snapshot: self.db.snapshot(),
-            data: self.data_cf(),
-            budget: None,
-            blocked: AtomicBool::new(false),
-        }
+        self.view_with(None)
     }
 
     /// A consistent view of the instance now that reads only memory (memtables and block
     /// cache) and at most `MEMORY_VIEW_BUDGET` times; see `ReadView`.
     pub fn memory_view(&self) -> ReadView<'_> {
+        self.view_with(Some(AtomicU32::new(MEMORY_VIEW_BUDGET)))
+    }
+
+    fn view_with(&self, budget: Option<AtomicU32>) -> ReadView<'_> {
+        let snapshot = self.db.snapshot();
         ReadView {
-            budget: Some(AtomicU32::new(MEMORY_VIEW_BUDGET)),
-            ..self.view()
+            db: &self.db,
+            get_options: ReadView::options_for(&snapshot, budget.is_some()),
+            snapshot,
+            data: self.data_cf(),
+            budget,
+            blocked: AtomicBool::new(false),
         }
     }
 

@@ -19,6 +19,9 @@ pub const MEMORY_VIEW_BUDGET: u32 = 4_096;
 /// an ordinary view, whatever the code in between did with the error.
 pub struct ReadView<'a> {
     pub(crate) db: &'a DB,
+    /// The options of its gets (snapshot, and read tier when memory-only), made once; before
+    /// `snapshot`, so it is dropped before the snapshot it points to.
+    pub(crate) get_options: ReadOptions,
     pub(crate) snapshot: Snapshot<'a>,
     pub(crate) data: &'a ColumnFamily,
     /// `Some(reads left)` for a memory-only view.
@@ -32,22 +35,29 @@ impl<'a> ReadView<'a> {
         self.blocked.load(Ordering::Relaxed)
     }
 
-    fn options(&self) -> ReadOptions {
+    /// Read options over `snapshot`, memory-only when `memory_only`.
+    pub(crate) fn options_for(snapshot: &Snapshot<'_>, memory_only: bool) -> ReadOptions {
         let mut opts = ReadOptions::default();
-        opts.set_snapshot(&self.snapshot);
-        if self.budget.is_some() {
+        opts.set_snapshot(snapshot);
+        if memory_only {
             opts.set_read_tier(ReadTier::BlockCache);
         }
         opts
     }
 
-    /// Spends one read of a memory-only view's budget; false when none is left.
-    fn spend(&self) -> bool {
+    fn options(&self) -> ReadOptions {
+        Self::options_for(&self.snapshot, self.budget.is_some())
+    }
+
+    /// Spends `n` reads of a memory-only view's budget; false when they are not left.
+    fn spend(&self, n: u32) -> bool {
         let Some(budget) = &self.budget else {
             return true;
         };
         let ok = budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
             .is_ok();
         if !ok {
             self.blocked.store(true, Ordering::Relaxed);
@@ -72,12 +82,37 @@ impl<'a> ReadView<'a> {
         ks: KeyspaceId,
         encoded: &[u8],
     ) -> Result<Option<DBPinnableSlice<'a>>, StorageError> {
-        if !self.spend() {
+        if !self.spend(1) {
             return Err(StorageError::WouldBlock);
         }
         self.db
-            .get_pinned_cf_opt(self.data, layout::data_key(p, ks, encoded), &self.options())
+            .get_pinned_cf_opt(
+                self.data,
+                layout::data_key(p, ks, encoded),
+                &self.get_options,
+            )
             .map_err(|e| self.error(e))
+    }
+
+    /// The stored values of many keys of one keyspace, in order, in one batched RocksDB
+    /// lookup (one pass over the memtables and each table file).
+    pub fn multi_get(
+        &self,
+        ks: KeyspaceId,
+        keys: &[(PartitionId, &[u8])],
+    ) -> Result<Vec<Option<DBPinnableSlice<'a>>>, StorageError> {
+        if !self.spend(keys.len() as u32) {
+            return Err(StorageError::WouldBlock);
+        }
+        let keys: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|(p, k)| layout::data_key(*p, ks, k))
+            .collect();
+        self.db
+            .batched_multi_get_cf_opt(self.data, &keys, false, &self.get_options)
+            .into_iter()
+            .map(|r| r.map_err(|e| self.error(e)))
+            .collect()
     }
 
     /// A cursor over the encoded keys (it borrows the view: the snapshot outlives it) in `[lower, upper)` of a keyspace in a partition; `upper`
@@ -114,7 +149,7 @@ pub struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn step<'c>(&'c mut self, f: impl FnOnce(&'c mut DBRawIterator<'a>)) {
-        if self.view.spend() {
+        if self.view.spend(1) {
             f(&mut self.inner);
         } else {
             self.stopped = true;

@@ -23,6 +23,7 @@ use dataset::Dataset;
 use driver::{measure, Measurement, Timing};
 use indicatif::{ProgressBar, ProgressStyle};
 use report::{Phase, Report, Row, SystemInfo};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use workload::{Distribution, Params, Picker, Target, Variant, Workload};
@@ -85,6 +86,10 @@ pub struct CompareArgs {
     /// (`notadb serve --with-examples`) on a temporary directory.
     #[arg(long)]
     pub notadb_addr: Option<String>,
+    /// Block cache of the node this command starts, MiB: sized to hold the data set, as
+    /// Redis holds it in memory and PostgreSQL in its buffers and the OS page cache.
+    #[arg(long, default_value_t = 2048)]
+    pub notadb_block_cache_mb: usize,
     /// PostgreSQL server (any database of it: the benchmark works in `--postgres-db`).
     #[arg(
         long,
@@ -151,9 +156,12 @@ async fn open_targets(
     for name in wanted {
         let opened: anyhow::Result<Box<dyn Target>> = match name {
             // A node this command starts may take longer than a peer's connect timeout.
-            "notadb" => notadb_target::NotadbTarget::open(args.notadb_addr.as_deref())
-                .await
-                .map(|t| Box::new(t) as Box<dyn Target>),
+            "notadb" => notadb_target::NotadbTarget::open(
+                args.notadb_addr.as_deref(),
+                args.notadb_block_cache_mb,
+            )
+            .await
+            .map(|t| Box::new(t) as Box<dyn Target>),
             other => {
                 let open = async {
                     Ok(match other {
@@ -210,7 +218,115 @@ async fn load(
         t.load(from, data)
             .await
             .with_context(|| format!("loading {}", t.name()))?;
-        report.loaded(t.name(), data.new_rows(from), started.elapsed());
+        println!(
+            "{}: loaded in {:.1} s",
+            t.name(),
+            started.elapsed().as_secs_f64()
+        );
+        report.loaded(t.name(), started.elapsed());
+    }
+    Ok(())
+}
+
+/// Requests in flight while warming.
+const WARM_CONCURRENCY: usize = 16;
+
+/// Reads the whole data set once on every target (the first variant of each read workload,
+/// point keys by batch where a system has batches), so measurements start from the caches a
+/// long-running service would have.
+async fn warm(
+    targets: &[Box<dyn Target>],
+    from: Option<&Dataset>,
+    data: &Dataset,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    for t in targets {
+        let started = Instant::now();
+        let variants = t.variants();
+        let first = |w: Workload| variants.iter().find(|v| v.workload == w);
+        let mut requests: Vec<(&Variant, Params)> = Vec::new();
+        if let Some(v) = first(Workload::Q1) {
+            for store in data.new_stores(from) {
+                for product in 0..data.seed.products {
+                    requests.push((
+                        v,
+                        Params {
+                            store,
+                            product,
+                            ..Params::default()
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(v) = first(Workload::Q2) {
+            requests.extend(data.new_users(from).map(|user| {
+                (
+                    v,
+                    Params {
+                        user,
+                        ..Params::default()
+                    },
+                )
+            }));
+        }
+        let keys = data.new_keys(from);
+        if let Some(v) = first(Workload::MultiGet) {
+            let all: Vec<usize> = keys.collect();
+            requests.extend(all.chunks(workload::BATCH_KEYS).map(|c| {
+                (
+                    v,
+                    Params {
+                        keys: c.to_vec(),
+                        ..Params::default()
+                    },
+                )
+            }));
+        } else if let Some(v) = first(Workload::Get) {
+            requests.extend(keys.map(|key| {
+                (
+                    v,
+                    Params {
+                        key,
+                        ..Params::default()
+                    },
+                )
+            }));
+        }
+        let bar = crate::load::progress(requests.len() as u64, &format!("warm {}", t.name()));
+        let mut ops = BTreeMap::new();
+        for (v, _) in &requests {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                ops.entry((v.workload, v.name.clone()))
+            {
+                let mut pool = Vec::new();
+                for _ in 0..WARM_CONCURRENCY {
+                    pool.push(std::sync::Arc::new(tokio::sync::Mutex::new(
+                        t.connect(v, data).await?,
+                    )));
+                }
+                slot.insert(pool);
+            }
+        }
+        let mut done = futures::stream::iter(requests.iter().enumerate())
+            .map(|(i, (v, p))| {
+                let op = ops[&(v.workload, v.name.clone())][i % WARM_CONCURRENCY].clone();
+                async move {
+                    let mut op = op.lock().await;
+                    op(p).await
+                }
+            })
+            .buffer_unordered(WARM_CONCURRENCY);
+        while let Some(r) = done.next().await {
+            r.with_context(|| format!("warming {}", t.name()))?;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        println!(
+            "{}: read the data set once in {:.1} s",
+            t.name(),
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
@@ -410,6 +526,7 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     load(&mut targets, None, &data, &mut report).await?;
+    warm(&targets, None, &data).await?;
     check_answers(&targets, &workloads, &data, &mut report).await?;
 
     let main = plans(
@@ -455,6 +572,7 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
             grown.new_rows(Some(&data))
         );
         load(&mut targets, Some(&data), &grown, &mut report).await?;
+        warm(&targets, Some(&data), &grown).await?;
         report.grown = Some(grown);
         let grown_plans = plans(
             &targets,

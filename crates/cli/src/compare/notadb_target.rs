@@ -42,15 +42,23 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl NotadbTarget {
-    /// Connects to `addr`, or starts a node when `addr` is `None`.
-    pub async fn open(addr: Option<&str>) -> anyhow::Result<NotadbTarget> {
+    /// Connects to `addr`, or starts a node with a block cache of `block_cache_mb` when
+    /// `addr` is `None`.
+    pub async fn open(addr: Option<&str>, block_cache_mb: usize) -> anyhow::Result<NotadbTarget> {
         let (addr, node) = match addr {
             Some(a) => (a.to_string(), None),
             None => {
                 let dir = tempfile::tempdir()?;
                 let addr = format!("127.0.0.1:{}", free_port()?);
+                let config = dir.path().join("notadb.toml");
+                std::fs::write(
+                    &config,
+                    format!("[node]\nblock_cache_mb = {block_cache_mb}\n"),
+                )?;
                 let child = tokio::process::Command::new(std::env::current_exe()?)
                     .arg("serve")
+                    .arg("--config")
+                    .arg(&config)
                     .arg("--with-examples")
                     .arg("--data-dir")
                     .arg(dir.path().join("data"))
@@ -58,6 +66,7 @@ impl NotadbTarget {
                     .arg(&addr)
                     .arg("--admin-addr")
                     .arg(format!("127.0.0.1:{}", free_port()?))
+                    .env("RUST_LOG", "warn")
                     .stdout(std::process::Stdio::null())
                     .kill_on_drop(true)
                     .spawn()

@@ -146,8 +146,11 @@ impl Target for RedisTarget {
                 queued = 0;
             }
         }
-        pipe.query_async::<()>(con).await?;
-        bar.inc(queued);
+        if queued > 0 {
+            // redis-rs refuses an empty pipeline.
+            pipe.query_async::<()>(con).await?;
+            bar.inc(queued);
+        }
         bar.finish();
         Ok(())
     }

@@ -134,7 +134,7 @@ impl Report {
         });
     }
 
-    pub fn loaded(&mut self, system: &str, _rows: u64, took: Duration) {
+    pub fn loaded(&mut self, system: &str, took: Duration) {
         if let Some(s) = self.systems.iter_mut().find(|s| s.name == system) {
             s.load_secs.push(took.as_secs_f64());
         }
@@ -292,7 +292,7 @@ impl Report {
         let _ = writeln!(o, "## Side by side: notadb, PostgreSQL, Redis, NATS KV\n");
         let _ = writeln!(o, "```sh\n{}\n```\n", self.command);
         let m = &self.machine;
-        let _ = writeln!(o, "Machine: {} cores ({}), {} GiB, Linux {}. Clients and servers share these cores; every client is its own connection in a closed loop. Warm-up {:.1} s, then {} windows of {:.1} s: ops/s is the median window and the spread its smallest and largest; latencies are the median window's percentiles.\n", m.cores, m.cpu, m.memory_gib, m.kernel, self.timing.warmup.as_secs_f64(), self.timing.repetitions, self.timing.duration.as_secs_f64());
+        let _ = writeln!(o, "Machine: {} cores ({}), {} GiB, Linux {}. Clients and servers share these cores; every client is its own connection in a closed loop. After loading, every system read its whole data set once (the caches of a service that has been running). Before each measurement, a warm-up {:.1} s, then {} windows of {:.1} s: ops/s is the median window and the spread its smallest and largest; latencies are the median window's percentiles.\n", m.cores, m.cpu, m.memory_gib, m.kernel, self.timing.warmup.as_secs_f64(), self.timing.repetitions, self.timing.duration.as_secs_f64());
         let d = &self.dataset;
         let _ = writeln!(o, "Data set: {} items ({} stores × {} products × {}), {} activity events ({} users × {} in the past 24 h), {} point keys with {}-byte values. Keys: uniform, and zipfian (exponent 0.99, hot keys scattered).\n", fmt_ops(d.items() as f64), d.seed.stores, d.seed.products, d.seed.items, fmt_ops(d.events() as f64), d.seed.users, d.seed.events_per_user, fmt_ops(d.keys as f64), d.value_bytes);
         let _ = writeln!(
