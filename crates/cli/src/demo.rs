@@ -12,7 +12,7 @@ use notadb_proto::{element_from_proto, tuple_from_proto};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -26,23 +26,8 @@ pub struct DemoArgs {
     pub grpc_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:7071")]
     pub admin_addr: SocketAddr,
-    #[arg(long, default_value_t = 100)]
-    pub stores: usize,
-    #[arg(long, default_value_t = 20)]
-    pub products: usize,
-    #[arg(long, default_value_t = 200)]
-    pub items: usize,
-    #[arg(long, default_value_t = 10_000)]
-    pub users: usize,
-    #[arg(long, default_value_t = 100)]
-    pub events_per_user: usize,
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    #[command(flatten)]
+    pub size: SeedSize,
 }
 
 fn ms(d: Duration) -> String {
@@ -66,19 +51,7 @@ where
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if [
-        args.stores,
-        args.products,
-        args.items,
-        args.users,
-        args.events_per_user,
-    ]
-    .contains(&0)
-    {
-        anyhow::bail!(
-            "--stores, --products, --items, --users and --events-per-user must be at least 1"
-        );
-    }
+    args.size.validate()?;
     let temp = tempfile::tempdir()?;
     let data_dir = args
         .data_dir
@@ -113,13 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         server.admin_addr()
     );
     let client = Client::connect(&server.grpc_addr().to_string()).await?;
-    let size = SeedSize {
-        stores: args.stores,
-        products: args.products,
-        items: args.items,
-        users: args.users,
-        events_per_user: args.events_per_user,
-    };
+    let size = args.size;
 
     let started = Instant::now();
     let bar = progress((size.stores * size.products * size.items) as u64, "items");
@@ -128,7 +95,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|(s, p)| seed::items_batch(&size, s, p));
     let mut tokens = send_writes(&client, writes.into_iter().map(|w| vec![w]), 16, &bar).await?;
     bar.finish();
-    let now = now_micros();
+    let now = seed::now_micros();
     let bar = progress((size.users * size.events_per_user) as u64, "activity");
     let writes = (0..size.users).map(|u| seed::activity_batch(&size, u, now));
     tokens.extend(send_writes(&client, writes.into_iter().map(|w| vec![w]), 16, &bar).await?);

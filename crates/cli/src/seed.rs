@@ -17,14 +17,48 @@ pub const PRODUCTS: [&str; 20] = [
 pub const CATALOG_ITEMS: usize = 1_000;
 const DAY_MICROS: i64 = 24 * 3_600_000_000;
 
-/// Sizes of the data set.
-#[derive(Clone, Copy, Debug)]
+/// Sizes of the data set (flags of `demo` and `bench compare`).
+#[derive(clap::Args, Clone, Copy, Debug)]
 pub struct SeedSize {
+    #[arg(long, default_value_t = 100)]
     pub stores: usize,
+    #[arg(long, default_value_t = 20)]
     pub products: usize,
+    /// Items per store and product.
+    #[arg(long, default_value_t = 200)]
     pub items: usize,
+    #[arg(long, default_value_t = 10_000)]
     pub users: usize,
+    #[arg(long, default_value_t = 100)]
     pub events_per_user: usize,
+}
+
+impl SeedSize {
+    /// Every size must be at least 1.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if [
+            self.stores,
+            self.products,
+            self.items,
+            self.users,
+            self.events_per_user,
+        ]
+        .contains(&0)
+        {
+            anyhow::bail!(
+                "--stores, --products, --items, --users and --events-per-user must be at least 1"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Microseconds since the Unix epoch by this machine's clock.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 pub fn store(s: usize) -> String {

@@ -25,7 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use report::{Phase, Report, Row, SystemInfo};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use workload::{Distribution, Params, Picker, Target, Variant, Workload};
 
 /// Sampled requests per workload whose answers must agree across systems.
@@ -71,17 +71,8 @@ pub struct CompareArgs {
     /// Value size of the point workloads, bytes.
     #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
-    #[arg(long, default_value_t = 100)]
-    pub stores: usize,
-    #[arg(long, default_value_t = 20)]
-    pub products: usize,
-    /// Items per store and product.
-    #[arg(long, default_value_t = 200)]
-    pub items: usize,
-    #[arg(long, default_value_t = 10_000)]
-    pub users: usize,
-    #[arg(long, default_value_t = 100)]
-    pub events_per_user: usize,
+    #[command(flatten)]
+    pub seed: SeedSize,
     /// A running notadb node (or cluster node) to use; without it the command starts one node
     /// (`notadb serve --with-examples`) on a temporary directory.
     #[arg(long)]
@@ -123,13 +114,6 @@ fn parse_list(s: &str, what: &str) -> anyhow::Result<Vec<usize>> {
         .with_context(|| {
             format!("{what}: expected positive numbers separated by commas, found `{s}`")
         })
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 const SYSTEMS: [&str; 4] = ["notadb", "postgres", "redis", "nats-kv"];
@@ -464,21 +448,10 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
     let distributions = Distribution::parse(&args.distributions)?;
     let sweep = parse_list(&args.sweep, "--sweep")?;
     parse_systems(&args.systems)?;
-    if args.clients == 0 || args.repetitions == 0 || args.grow == 0 {
-        bail!("--clients, --repetitions and --grow must be at least 1");
+    if [args.clients, args.repetitions, args.grow, args.keys].contains(&0) {
+        bail!("--clients, --repetitions, --grow and --keys must be at least 1");
     }
-    if [
-        args.stores,
-        args.products,
-        args.items,
-        args.users,
-        args.events_per_user,
-        args.keys,
-    ]
-    .contains(&0)
-    {
-        bail!("--stores, --products, --items, --users, --events-per-user and --keys must be at least 1");
-    }
+    args.seed.validate()?;
     if args.duration.is_zero() {
         bail!("--duration must be positive");
     }
@@ -490,19 +463,17 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         repetitions: args.repetitions,
     };
     let data = Dataset {
-        seed: SeedSize {
-            stores: args.stores,
-            products: args.products,
-            items: args.items,
-            users: args.users,
-            events_per_user: args.events_per_user,
-        },
+        seed: args.seed,
         keys: args.keys,
         value_bytes: args.value_bytes,
-        now_micros: now_micros(),
+        now_micros: crate::seed::now_micros(),
     };
     let mut report = Report::new(
-        std::env::args().collect::<Vec<_>>().join(" "),
+        // The command as a user would type it: the binary by its name, not its path.
+        std::iter::once("notadb".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         timing,
         data,
         args.clients,

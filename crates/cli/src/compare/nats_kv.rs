@@ -54,12 +54,7 @@ impl NatsKvTarget {
 }
 
 fn variant(workload: Workload, name: &str, how: &str) -> Variant {
-    Variant {
-        system: "nats-kv",
-        workload,
-        name: name.into(),
-        how: how.into(),
-    }
+    Variant::new("nats-kv", workload, name, how)
 }
 
 #[async_trait::async_trait]

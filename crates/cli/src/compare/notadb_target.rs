@@ -156,12 +156,7 @@ fn put(keyspace: &str, key: &[Element], value: proto::Value) -> proto::Mutation 
 }
 
 fn variant(workload: Workload, name: &str, how: &str) -> Variant {
-    Variant {
-        system: "notadb",
-        workload,
-        name: name.into(),
-        how: how.into(),
-    }
+    Variant::new("notadb", workload, name, how)
 }
 
 /// Scores of the top items, as every system reports them.

@@ -12,7 +12,6 @@ use futures::{FutureExt, SinkExt};
 use notadb_examples::activity::HOUR_MICROS;
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_postgres::{Client, NoTls};
 
 /// Rows per `COPY` chunk sent while loading.
@@ -60,13 +59,6 @@ async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<Client> {
         }
     });
     Ok(client)
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 impl PostgresTarget {
@@ -144,12 +136,7 @@ impl PostgresTarget {
 }
 
 fn variant(workload: Workload, name: &str, how: &str) -> Variant {
-    Variant {
-        system: "postgres",
-        workload,
-        name: name.into(),
-        how: how.into(),
-    }
+    Variant::new("postgres", workload, name, how)
 }
 
 #[async_trait::async_trait]
@@ -237,7 +224,7 @@ impl Target for PostgresTarget {
                 let (c, s) = (client.clone(), statement.clone());
                 let user = seed::user(p.user);
                 async move {
-                    let since = now_micros() - HOUR_MICROS;
+                    let since = seed::now_micros() - HOUR_MICROS;
                     let rows = c.query(&s, &[&user, &since]).await?;
                     Ok(rows
                         .iter()

@@ -10,8 +10,10 @@ use anyhow::anyhow;
 use futures::FutureExt;
 use redis::aio::MultiplexedConnection;
 
-/// Every key the benchmark writes starts with this; loading overwrites, so runs repeat.
+/// Every key the benchmark writes starts with this; the first load deletes them all.
 const PREFIX: &str = "notadb-bench:";
+/// Keys per `SCAN` step while deleting an earlier run's keys.
+const SCAN_COUNT: usize = 10_000;
 /// Commands per pipeline while loading.
 const PIPELINE: u64 = 1_000;
 /// Seed question 1 in one round trip: the 10 best ids of the sorted set, then their records.
@@ -77,13 +79,38 @@ impl RedisTarget {
     }
 }
 
-fn variant(workload: Workload, name: &str, how: &str) -> Variant {
-    Variant {
-        system: "redis",
-        workload,
-        name: name.into(),
-        how: how.into(),
+/// Sends the commands of `PIPELINE` rows at a time, advancing a progress bar by rows.
+struct Pipeliner<'c> {
+    con: &'c mut MultiplexedConnection,
+    pipe: redis::Pipeline,
+    queued: u64,
+    bar: indicatif::ProgressBar,
+}
+
+impl Pipeliner<'_> {
+    /// One row's commands are in `pipe`.
+    async fn row(&mut self) -> anyhow::Result<()> {
+        self.queued += 1;
+        if self.queued == PIPELINE {
+            self.flush().await?;
+        }
+        Ok(())
     }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        // redis-rs refuses an empty pipeline.
+        if self.queued > 0 {
+            self.pipe.query_async::<()>(&mut *self.con).await?;
+            self.pipe = redis::pipe();
+            self.bar.inc(self.queued);
+            self.queued = 0;
+        }
+        Ok(())
+    }
+}
+
+fn variant(workload: Workload, name: &str, how: &str) -> Variant {
+    Variant::new("redis", workload, name, how)
 }
 
 #[async_trait::async_trait]
@@ -106,52 +133,68 @@ impl Target for RedisTarget {
     }
 
     async fn load(&mut self, from: Option<&Dataset>, data: &Dataset) -> anyhow::Result<()> {
+        if from.is_none() {
+            // An earlier run may have loaded a larger data set under the same names.
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{PREFIX}*"))
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut self.con)
+                    .await?;
+                if !keys.is_empty() {
+                    redis::cmd("UNLINK")
+                        .arg(keys)
+                        .query_async::<()>(&mut self.con)
+                        .await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
         let size = data.seed;
         let items = data.items() - from.map_or(0, Dataset::items);
-        let bar = progress((items + data.new_keys(from).len()) as u64, "redis");
-        let mut pipe = redis::pipe();
-        let mut queued: u64 = 0;
-        let con = &mut self.con;
+        let mut out = Pipeliner {
+            con: &mut self.con,
+            pipe: redis::pipe(),
+            queued: 0,
+            bar: progress((items + data.new_keys(from).len()) as u64, "redis"),
+        };
         let all_items = data
             .new_stores(from)
             .flat_map(|s| (0..size.products).flat_map(move |p| seed::items(&size, s, p)));
         for item in all_items {
             let record = serde_json::json!({"item_id": item.item, "score": item.score, "available": item.available, "price": item.price, "name": item.name});
-            pipe.cmd("SET")
+            out.pipe
+                .cmd("SET")
                 .arg(format!("{}{}", item_prefix(), item.item))
                 .arg(record.to_string())
                 .ignore();
             if item.available {
-                pipe.cmd("ZADD")
+                out.pipe
+                    .cmd("ZADD")
                     .arg(top_key(&item.store, &item.product))
                     .arg(item.score)
                     .arg(&item.item)
                     .ignore();
             }
-            queued += 1;
-            if queued == PIPELINE {
-                pipe.query_async::<()>(con).await?;
-                pipe = redis::pipe();
-                bar.inc(queued);
-                queued = 0;
-            }
+            out.row().await?;
         }
         for i in data.new_keys(from) {
-            pipe.cmd("SET").arg(kv(i)).arg(data.value(i, 0)).ignore();
-            queued += 1;
-            if queued == PIPELINE {
-                pipe.query_async::<()>(con).await?;
-                pipe = redis::pipe();
-                bar.inc(queued);
-                queued = 0;
-            }
+            out.pipe
+                .cmd("SET")
+                .arg(kv(i))
+                .arg(data.value(i, 0))
+                .ignore();
+            out.row().await?;
         }
-        if queued > 0 {
-            // redis-rs refuses an empty pipeline.
-            pipe.query_async::<()>(con).await?;
-            bar.inc(queued);
-        }
-        bar.finish();
+        out.flush().await?;
+        out.bar.finish();
         Ok(())
     }
 

@@ -194,6 +194,17 @@ pub struct Variant {
     pub how: String,
 }
 
+impl Variant {
+    pub fn new(system: &'static str, workload: Workload, name: &str, how: &str) -> Variant {
+        Variant {
+            system,
+            workload,
+            name: name.into(),
+            how: how.into(),
+        }
+    }
+}
+
 /// A system under comparison.
 #[async_trait::async_trait]
 pub trait Target: Send + Sync {
