@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
-const WIDTH: f64 = 820.0;
+const WIDTH: f64 = 880.0;
 const HEIGHT: f64 = 440.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 260.0;
+const RIGHT: f64 = 320.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 const COLORS: [&str; 10] = [
@@ -40,7 +40,7 @@ fn tick_step(max: f64) -> f64 {
 fn label(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
-    } else if v >= 10.0 || v == 0.0 {
+    } else if v >= 10.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
