@@ -2,7 +2,7 @@
 //! temporary directory) or one the user names with `--notadb-addr`.
 
 use super::dataset::Dataset;
-use super::workload::{Answer, Op, Params, Target, Variant, Workload, TOP_N};
+use super::workload::{score_answer, Op, Params, Target, Variant, Workload, TOP_N};
 use crate::bench::string_keyed_bytes;
 use crate::load::{progress, send_writes};
 use crate::seed;
@@ -157,11 +157,6 @@ fn put(keyspace: &str, key: &[Element], value: proto::Value) -> proto::Mutation 
 
 fn variant(workload: Workload, name: &str, how: &str) -> Variant {
     Variant::new("notadb", workload, name, how)
-}
-
-/// Scores of the top items, as every system reports them.
-pub fn score_answer(scores: impl IntoIterator<Item = f64>) -> Answer {
-    scores.into_iter().map(|s| format!("{s:.4}")).collect()
 }
 
 #[async_trait::async_trait]

@@ -2,8 +2,7 @@
 //! available items per store and product, one multiplexed connection per client.
 
 use super::dataset::Dataset;
-use super::notadb_target::score_answer;
-use super::workload::{Op, Params, Target, Variant, Workload};
+use super::workload::{score_answer, Op, Params, Target, Variant, Workload};
 use crate::load::progress;
 use crate::seed;
 use anyhow::anyhow;

@@ -3,6 +3,7 @@
 
 use super::dataset::Dataset;
 use super::driver::{Measurement, Timing};
+use super::machine::Machine;
 use super::svg::{line_chart, Series};
 use super::workload::{Distribution, Variant, Workload};
 use serde::Serialize;
@@ -52,36 +53,6 @@ pub struct Row {
     pub clients: usize,
     pub data_rows: usize,
     pub result: Result<Measurement, String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Machine {
-    pub cpu: String,
-    pub cores: usize,
-    pub memory_gib: f64,
-    pub kernel: String,
-}
-
-impl Machine {
-    fn read() -> Machine {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let cpuinfo = read("/proc/cpuinfo");
-        let meminfo = read("/proc/meminfo");
-        Machine {
-            cpu: cpuinfo
-                .lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-                .unwrap_or_else(|| "unknown".into()),
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            memory_gib: meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .map_or(0.0, |kb| (kb / 1024.0 / 1024.0 * 10.0).round() / 10.0),
-            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -183,6 +154,25 @@ impl Report {
                 .max_by(|a, b| a.ops().total_cmp(&b.ops()))
         };
         Some((best("notadb")?, best(peer)?))
+    }
+
+    /// Seed question 1 and point get with uniform keys, outside the growth phase, by
+    /// workload, then variant (`Variant::label`), then client count: the concurrency table
+    /// and its plots.
+    fn sweep(&self) -> BTreeMap<(Workload, String), BTreeMap<usize, &Measurement>> {
+        let mut sweep: BTreeMap<(Workload, String), BTreeMap<usize, &Measurement>> =
+            BTreeMap::new();
+        for (r, m) in self.ok_rows().filter(|(r, _)| {
+            r.phase != Phase::Grown
+                && r.distribution == Distribution::Uniform
+                && matches!(r.variant.workload, Workload::Q1 | Workload::Get)
+        }) {
+            sweep
+                .entry((r.variant.workload, r.variant.label()))
+                .or_default()
+                .insert(r.clients, m);
+        }
+        sweep
     }
 
     fn results_table(&self, out: &mut String, rows: &[&Row]) {
@@ -317,7 +307,7 @@ impl Report {
                 s.reason.replace('|', "/")
             );
         }
-        let _ = writeln!(o, "\nAnswers checked before measuring ({} sampled requests per workload, every variant):\n", super::CHECK_SAMPLES);
+        let _ = writeln!(o, "\nAnswers checked before measuring ({} sampled requests per workload, every variant):\n", super::prepare::CHECK_SAMPLES);
         for c in &self.checks {
             if c.disagreements.is_empty() {
                 let _ = writeln!(o, "- {}: {} variants agree", c.workload.id(), c.variants);
@@ -348,21 +338,7 @@ impl Report {
             let _ = writeln!(o, "\n### {}\n", w.title());
             self.results_table(o, &rows);
         }
-        let mut sweep: BTreeMap<(Workload, String), BTreeMap<usize, &Measurement>> =
-            BTreeMap::new();
-        for (r, m) in self.ok_rows().filter(|(r, _)| {
-            r.phase != Phase::Grown
-                && r.distribution == Distribution::Uniform
-                && matches!(r.variant.workload, Workload::Q1 | Workload::Get)
-        }) {
-            sweep
-                .entry((
-                    r.variant.workload,
-                    format!("{} {}", r.variant.system, r.variant.name),
-                ))
-                .or_default()
-                .insert(r.clients, m);
-        }
+        let sweep = self.sweep();
         let clients: std::collections::BTreeSet<usize> =
             sweep.values().flat_map(|m| m.keys().copied()).collect();
         if clients.len() > 1 {
@@ -436,25 +412,19 @@ impl Report {
     /// The plots: throughput and p99 against concurrency, latency percentiles per workload.
     fn plots(&self) -> Vec<(String, String)> {
         let mut plots = Vec::new();
+        let sweep = self.sweep();
         for w in [Workload::Q1, Workload::Get] {
-            let rows: Vec<(&Row, &Measurement)> = self
-                .ok_rows()
-                .filter(|(r, _)| {
-                    r.phase != Phase::Grown
-                        && r.distribution == Distribution::Uniform
-                        && r.variant.workload == w
-                })
+            let lines: Vec<(&String, &BTreeMap<usize, &Measurement>)> = sweep
+                .iter()
+                .filter(|((workload, _), _)| *workload == w)
+                .map(|((_, label), by_clients)| (label, by_clients))
                 .collect();
             let clients: std::collections::BTreeSet<usize> =
-                rows.iter().map(|(r, _)| r.clients).collect();
+                lines.iter().flat_map(|(_, m)| m.keys().copied()).collect();
             if clients.len() < 2 {
                 continue;
             }
             let xs: Vec<String> = clients.iter().map(|c| c.to_string()).collect();
-            let names: std::collections::BTreeSet<String> = rows
-                .iter()
-                .map(|(r, _)| format!("{} {}", r.variant.system, r.variant.name))
-                .collect();
             for (metric, title, f) in [
                 (
                     "throughput",
@@ -463,21 +433,13 @@ impl Report {
                 ),
                 ("p99", "p99 latency, ms", |m: &Measurement| m.p99()),
             ] {
-                let series: Vec<Series> = names
+                let series: Vec<Series> = lines
                     .iter()
-                    .map(|name| Series {
-                        name: name.clone(),
+                    .map(|(label, by_clients)| Series {
+                        name: (*label).clone(),
                         values: clients
                             .iter()
-                            .map(|c| {
-                                rows.iter()
-                                    .find(|(r, _)| {
-                                        r.clients == *c
-                                            && format!("{} {}", r.variant.system, r.variant.name)
-                                                == *name
-                                    })
-                                    .map(|(_, m)| f(m))
-                            })
+                            .map(|c| by_clients.get(c).map(|m| f(m)))
                             .collect(),
                     })
                     .collect();
@@ -509,7 +471,7 @@ impl Report {
             let series: Vec<Series> = rows
                 .iter()
                 .map(|(r, m)| Series {
-                    name: format!("{} {}", r.variant.system, r.variant.name),
+                    name: r.variant.label(),
                     values: vec![Some(m.p50()), Some(m.p90()), Some(m.p99()), Some(m.p999())],
                 })
                 .collect();

@@ -180,6 +180,11 @@ impl Params {
 /// items, view counts, values found).
 pub type Answer = Vec<String>;
 
+/// Scores of the top items, as every system reports them (seed question 1).
+pub fn score_answer(scores: impl IntoIterator<Item = f64>) -> Answer {
+    scores.into_iter().map(|s| format!("{s:.4}")).collect()
+}
+
 /// One client's request function.
 pub type Op = Box<dyn FnMut(&Params) -> BoxFuture<'static, anyhow::Result<Answer>> + Send>;
 
@@ -202,6 +207,11 @@ impl Variant {
             name: name.into(),
             how: how.into(),
         }
+    }
+
+    /// `system name`, as tables, plots and checks name it.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.system, self.name)
     }
 }
 
