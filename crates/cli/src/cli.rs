@@ -1,6 +1,8 @@
 //! Command-line arguments and dispatch.
 
-use crate::{bench, bench_ingest, compare, data, demo, dev_cluster, keyspace, load, serve};
+use crate::{
+    bench, bench_ingest, compare, data, demo, dev_cluster, keyspace, load, serve, transmitter,
+};
 use clap::{Parser, Subcommand};
 
 /// notadb: a framework and server for distributed stateful services.
@@ -50,8 +52,11 @@ pub enum Command {
     Query(data::QueryArgs),
     /// Bulk-load JSON lines or CSV into a keyspace.
     Load(load::LoadArgs),
-    /// Show the node's partitions and readiness, and the cluster's members.
+    /// Show the node's partitions and readiness, its transmitter, and the cluster's members.
     Status,
+    /// The transmitter to PostgreSQL: expected tables, waiting for writes to arrive.
+    #[command(subcommand)]
+    Transmitter(transmitter::TransmitterCommand),
     /// Run the workload benchmark against a running node (start one with `notadb demo`), or
     /// `bench compare`: the same work side by side on notadb, PostgreSQL, Redis and NATS KV.
     Bench(BenchCommand),
@@ -100,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => data::query(&connect().await?, args).await,
         Command::Load(args) => load::run(&connect().await?, args).await,
         Command::Status => data::status(&connect().await?).await,
+        Command::Transmitter(cmd) => transmitter::run(&connect().await?, cmd).await,
         Command::Bench(BenchCommand {
             command: Some(BenchSubcommand::Compare(args)),
             ..

@@ -321,6 +321,22 @@ pub async fn status(client: &Client) -> anyhow::Result<()> {
             p.partition, p.applied_seq, p.last_seq, p.lag_seconds
         );
     }
+    if let Some(t) = &s.transmitter {
+        let lag: u64 = t.partitions.iter().map(|p| p.lag_records).sum();
+        let secs = t
+            .partitions
+            .iter()
+            .map(|p| p.lag_seconds)
+            .fold(0.0, f64::max);
+        println!(
+            "transmitter: {}, {lag} entries behind ({secs:.3}s), {} rows written, {} dead letters, {} retries{}",
+            if t.active { "active" } else { "standing by" },
+            t.rows,
+            t.dead_letters,
+            t.retries,
+            if t.last_error.is_empty() { String::new() } else { format!(", last error: {}", t.last_error) }
+        );
+    }
     let c = client.cluster().await?;
     println!(
         "cluster: {} log, {} partitions in {} shard groups, {} live members",

@@ -12,6 +12,7 @@ mod keyspace;
 mod load;
 mod seed;
 mod serve;
+mod transmitter;
 
 use clap::Parser;
 

@@ -437,6 +437,23 @@ impl Client {
             .into_inner())
     }
 
+    /// Waits until every token's write is in PostgreSQL (the node's transmitter committed
+    /// past it), or `timeout` passes (`DEADLINE_EXCEEDED`).
+    pub async fn transmitter_flush(
+        &self,
+        tokens: &[Token],
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let request = v1::TransmitterFlushRequest {
+            tokens: tokens.iter().map(|t| token_to_proto(*t)).collect(),
+            timeout_ms: timeout.as_millis().max(1) as u64,
+        };
+        let mut request = self.request(request);
+        request.set_timeout(timeout + Duration::from_secs(5));
+        self.node.clone().transmitter_flush(request).await?;
+        Ok(())
+    }
+
     /// The node's status.
     pub async fn status(&self) -> Result<v1::StatusResponse, ClientError> {
         Ok(self

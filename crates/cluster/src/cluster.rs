@@ -32,6 +32,7 @@ pub struct Cluster {
     config: ClusterConfig,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    js: jetstream::Context,
 }
 
 struct Shared {
@@ -60,6 +61,7 @@ impl Cluster {
             .await
             .map_err(|e| nats(&format!("connecting to {}", config.jetstream.url), e))?;
         let js = jetstream::new(client);
+        let js_handle = js.clone();
         let meta = meta::bucket(
             &js,
             kv::Config {
@@ -121,6 +123,7 @@ impl Cluster {
             config,
             stop,
             tasks: Mutex::new(Vec::new()),
+            js: js_handle,
         };
         cluster.spawn_tasks(shared, advertised);
         Ok(cluster)
@@ -181,6 +184,38 @@ impl Cluster {
     /// The cluster configuration.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// A second connection to the cluster's log, for a reader outside the apply loops (the
+    /// transmitter), so it does not disturb their cached consumers.
+    pub async fn open_log(&self) -> Result<Arc<JetStreamLog>, ClusterError> {
+        let partitions = self.node.partitioner().count();
+        Ok(Arc::new(
+            JetStreamLog::connect(self.config.jetstream.clone(), partitions).await?,
+        ))
+    }
+
+    /// Competes for the lease `key` (one holder in the cluster at a time) until shutdown;
+    /// the receiver says whether this node holds it. See `lease.rs`.
+    pub async fn lease(&self, key: &str) -> Result<watch::Receiver<bool>, ClusterError> {
+        let store = crate::lease::lease_bucket(
+            &self.js,
+            &self.config.jetstream.name,
+            self.config.member_ttl(),
+            self.config.jetstream.replicas,
+        )
+        .await?;
+        let (held, rx) = watch::channel(false);
+        let task = tokio::spawn(crate::lease::hold_lease(
+            store,
+            key.to_string(),
+            self.routes.self_id().to_string(),
+            self.config.member_ttl(),
+            held,
+            self.stop.subscribe(),
+        ));
+        self.tasks.lock().expect("tasks lock").push(task);
+        Ok(rx)
     }
 
     /// Stops heartbeats (removing this node from the members), watches and checkpoints, then
@@ -260,7 +295,7 @@ impl Checkpointer {
     }
 
     /// Drops log entries the checkpoint and every live replica of the group have applied,
-    /// keeping `log_retain_entries` more.
+    /// keeping `log_retain_entries` more and whatever this node's log holds keep.
     async fn truncate(&self, manifest: &Manifest) {
         let retain = self.config.log_retain_entries;
         if retain == 0 {
@@ -274,7 +309,11 @@ impl Checkpointer {
                 .filter(|s| s.member.group == self.config.group)
                 .map(|s| s.member.applied(p).0)
                 .fold(applied, u64::min);
-            let before = floor.saturating_sub(retain) + 1;
+            let mut before = floor.saturating_sub(retain) + 1;
+            if let Some(hold) = self.node.log_hold(p) {
+                // Another reader (the transmitter) still needs these entries.
+                before = before.min(hold.0);
+            }
             if before > 1 {
                 if let Err(e) = self.log.truncate_before(p, Seq(before)).await {
                     tracing::warn!(partition = %p, error = %e, "log truncation failed");

@@ -13,6 +13,7 @@ mod checkpoint;
 mod cluster;
 mod config;
 mod error;
+mod lease;
 mod members;
 mod meta;
 

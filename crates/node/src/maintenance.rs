@@ -1,4 +1,5 @@
-//! Background housekeeping: trimming log entries every partition has applied and made durable.
+//! Background housekeeping: trimming log entries every partition has applied and made durable
+//! and no other reader (`Node::hold_log`) still needs.
 
 use crate::Node;
 use notadb_types::Seq;
@@ -30,7 +31,10 @@ pub async fn truncate_loop(node: Node) {
             }
         }
         for (p, seq) in applied {
-            let before = Seq(seq.0.saturating_sub(retain).saturating_add(1));
+            let mut before = Seq(seq.0.saturating_sub(retain).saturating_add(1));
+            if let Some(hold) = node.log_hold(p) {
+                before = before.min(hold);
+            }
             if let Err(e) = node.inner.log.truncate_before(p, before).await {
                 tracing::warn!(partition = %p, error = %e, "log truncation failed");
             }

@@ -113,6 +113,9 @@ pub(crate) struct NodeInner {
     ddl: tokio::sync::Mutex<()>,
     /// The log failed in a way retries will not fix (its writer stopped).
     log_failed: AtomicBool,
+    /// Per reader outside the apply loops (the transmitter) and partition: the oldest seq it
+    /// still needs. Truncation keeps those entries.
+    log_holds: Mutex<BTreeMap<(String, PartitionId), Seq>>,
 }
 
 /// A running node. Cheap to clone.
@@ -246,6 +249,7 @@ impl Node {
                 tasks: Mutex::new(Vec::new()),
                 ddl: tokio::sync::Mutex::new(()),
                 log_failed: AtomicBool::new(false),
+                log_holds: Mutex::new(BTreeMap::new()),
                 config,
             }),
         };
@@ -379,6 +383,33 @@ impl Node {
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    /// The log this node applies from.
+    pub fn log(&self) -> Arc<dyn Log> {
+        self.inner.log.clone()
+    }
+
+    /// Keeps entries of `p` from `from` on in the log for `holder`, a reader outside the apply
+    /// loops (e.g. the transmitter); replaces the holder's previous hold on `p`.
+    pub fn hold_log(&self, holder: &str, p: PartitionId, from: Seq) {
+        self.inner
+            .log_holds
+            .lock()
+            .expect("log holds lock")
+            .insert((holder.to_string(), p), from);
+    }
+
+    /// The oldest seq of `p` any holder still needs.
+    pub fn log_hold(&self, p: PartitionId) -> Option<Seq> {
+        self.inner
+            .log_holds
+            .lock()
+            .expect("log holds lock")
+            .iter()
+            .filter(|((_, q), _)| *q == p)
+            .map(|(_, seq)| *seq)
+            .min()
     }
 
     /// Names of the registered query handlers.

@@ -25,6 +25,7 @@ pub use notadb_client as client;
 pub use notadb_log as log;
 pub use notadb_node::*;
 pub use notadb_server::{wait_for_signal, Server, ServerConfig, ServerError};
+pub use notadb_transmitter as transmitter;
 pub use notadb_types as types;
 pub use notadb_types::{
     Element, ElementType, KeyElement, KeyspaceSchema, Order, PartitionId, Seq, Token, TtlSpec,

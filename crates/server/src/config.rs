@@ -1,5 +1,6 @@
 use notadb_cluster::ClusterConfig;
 use notadb_node::NodeConfig;
+use notadb_transmitter::TransmitterConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +26,9 @@ pub struct ServerConfig {
     /// Cluster mode on NATS JetStream; absent: a single node on the embedded log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// Writes mapped keyspaces behind to PostgreSQL; absent: no transmitter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transmitter: Option<TransmitterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +39,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             node: NodeConfig::default(),
             cluster: None,
+            transmitter: None,
         }
     }
 }

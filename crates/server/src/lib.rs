@@ -11,6 +11,7 @@ pub mod route;
 mod server;
 mod status;
 mod topology;
+mod transmit;
 
 pub use config::{ServerConfig, DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR};
 pub use server::{wait_for_signal, Server, ServerError};

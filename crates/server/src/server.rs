@@ -48,6 +48,8 @@ pub struct Server {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     admin: JoinHandle<std::io::Result<()>>,
     grace: Duration,
+    transmitter_stop: watch::Sender<bool>,
+    transmitter: Option<JoinHandle<()>>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -99,11 +101,20 @@ impl Server {
                 (cluster.node().clone(), Some(Arc::new(cluster)))
             }
         };
+        let (transmitter_stop, _) = watch::channel(false);
+        let transmitter = match config.transmitter {
+            Some(tc) => Some(
+                crate::transmit::start(tc, &node, cluster.as_ref(), transmitter_stop.subscribe())
+                    .await?,
+            ),
+            None => None,
+        };
         let topology = Topology {
             node: node.clone(),
             cluster: cluster.clone(),
             grpc_addr: grpc_addr.to_string(),
             admin_addr: admin_addr.to_string(),
+            transmitter: transmitter.as_ref().map(|(t, _)| t.clone()),
         };
         let router = Arc::new(Router::new(node.clone(), cluster.clone()));
 
@@ -140,6 +151,8 @@ impl Server {
             grpc,
             admin,
             grace,
+            transmitter_stop,
+            transmitter: transmitter.map(|(_, task)| task),
         })
     }
 
@@ -180,6 +193,11 @@ impl Server {
             }
         }
         let _ = tokio::time::timeout(self.grace, self.admin).await;
+        self.transmitter_stop.send_replace(true);
+        if let Some(task) = self.transmitter {
+            // A batch in flight either commits or rolls back; its entries are read again.
+            let _ = tokio::time::timeout(self.grace, task).await;
+        }
         match &self.cluster {
             Some(cluster) => cluster.shutdown().await?,
             None => self.node.shutdown().await?,

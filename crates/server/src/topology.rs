@@ -13,6 +13,8 @@ pub struct Topology {
     pub cluster: Option<Arc<Cluster>>,
     pub grpc_addr: String,
     pub admin_addr: String,
+    /// The node's transmitter, if one is configured.
+    pub transmitter: Option<notadb_transmitter::Transmitter>,
 }
 
 fn member_to_proto(m: &Member, age_ms: u64) -> v1::Member {

@@ -49,6 +49,7 @@ pub struct NodeSpec {
     pub node_id: String,
     pub data_dir: PathBuf,
     pub checkpoint_interval_secs: Option<u64>,
+    pub config: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -69,7 +70,14 @@ impl NodeSpec {
             node_id: node_id.to_string(),
             data_dir: dir.join(node_id),
             checkpoint_interval_secs: None,
+            config: None,
         }
+    }
+
+    /// Sets `--config`.
+    pub fn with_config(mut self, path: &Path) -> NodeSpec {
+        self.config = Some(path.to_path_buf());
+        self
     }
 
     /// Sets `--checkpoint-interval-secs`.
@@ -134,6 +142,9 @@ impl ClusterNode {
             .arg(&s.data_dir)
             .args(["--grpc-addr", &self.grpc.to_string()])
             .args(["--admin-addr", &self.admin.to_string()]);
+        if let Some(path) = &s.config {
+            command.arg("--config").arg(path);
+        }
         if let Some(secs) = s.checkpoint_interval_secs {
             command.args(["--checkpoint-interval-secs", &secs.to_string()]);
         }

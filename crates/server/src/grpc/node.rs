@@ -2,7 +2,13 @@ use super::observe;
 use crate::Topology;
 use notadb_proto::v1::node_server::Node as NodeApi;
 use notadb_proto::v1::*;
+use notadb_transmitter::TransmitterError;
+use notadb_types::{PartitionId, Seq, Token};
+use std::time::Duration;
 use tonic::{Request, Response, Status};
+
+/// How long `TransmitterFlush` waits when the request gives no timeout.
+const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `Node` service: this node's own state and the routing table.
 pub struct NodeService {
@@ -41,6 +47,11 @@ impl NodeApi for NodeService {
                     })
                     .collect(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                transmitter: self
+                    .topology
+                    .transmitter
+                    .as_ref()
+                    .map(crate::transmit::status_to_proto),
             }))
         })
         .await
@@ -51,5 +62,48 @@ impl NodeApi for NodeService {
         _request: Request<ClusterRequest>,
     ) -> Result<Response<ClusterResponse>, Status> {
         observe("Cluster", async { Ok(Response::new(self.topology.view())) }).await
+    }
+
+    async fn transmitter_flush(
+        &self,
+        request: Request<TransmitterFlushRequest>,
+    ) -> Result<Response<TransmitterFlushResponse>, Status> {
+        observe("TransmitterFlush", async {
+            let Some(t) = &self.topology.transmitter else {
+                return Err(Status::failed_precondition(
+                    "this node has no transmitter: add a [transmitter] table to its config",
+                ));
+            };
+            let r = request.into_inner();
+            let tokens: Vec<Token> = r
+                .tokens
+                .iter()
+                .map(|t| {
+                    let partition = u16::try_from(t.partition)
+                        .ok()
+                        .filter(|p| *p < self.topology.node.partitioner().count())
+                        .ok_or_else(|| {
+                            Status::invalid_argument(format!(
+                                "tokens: partition {} does not exist",
+                                t.partition
+                            ))
+                        })?;
+                    Ok(Token {
+                        partition: PartitionId(partition),
+                        seq: Seq(t.seq),
+                    })
+                })
+                .collect::<Result<_, Status>>()?;
+            let timeout = match r.timeout_ms {
+                0 => DEFAULT_FLUSH_TIMEOUT,
+                ms => Duration::from_millis(ms),
+            };
+            match t.flush(&tokens, timeout).await {
+                Ok(()) => Ok(Response::new(TransmitterFlushResponse {})),
+                Err(TransmitterError::Timeout(m)) => Err(Status::deadline_exceeded(m)),
+                Err(e) => Err(Status::unavailable(e.to_string())),
+            }
+        })
+        .await
     }
 }

@@ -1,0 +1,80 @@
+//! Leases: at most one holder per name at a time, on a JetStream key-value bucket
+//! (`{name}_leases`) whose entries expire after the member TTL.
+//!
+//! A candidate takes a free lease with `create` (which fails while a live entry exists) and
+//! keeps it by updating the entry with the revision it last wrote (a compare-and-set), every
+//! third of the TTL. A holder that dies stops updating; its entry expires and another
+//! candidate's `create` succeeds. A holder that cannot renew gives the lease up. Leases are
+//! advisory for safety: a paused holder may briefly overlap its successor, so what a lease
+//! guards must also fence (the transmitter's positions do, in PostgreSQL).
+
+use crate::error::{nats, ClusterError};
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Opens (or creates) the lease bucket; entries expire `ttl` after their last update.
+pub async fn lease_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
+    let bucket = format!("{name}_leases");
+    match js.get_key_value(&bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket,
+                description: "notadb leases: one holder per name".into(),
+                history: 1,
+                max_age: ttl,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats("creating the lease bucket", e)),
+    }
+}
+
+/// Competes for `key` as `holder` until `stop`; `held` tells whether this node holds it.
+/// On stop, a held lease is released so a successor need not wait for it to expire.
+pub async fn hold_lease(
+    store: kv::Store,
+    key: String,
+    holder: String,
+    ttl: Duration,
+    held: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let period = ttl / 3;
+    let mut revision: Option<u64> = None;
+    loop {
+        revision = match revision {
+            None => match store.create(&key, Bytes::from(holder.clone())).await {
+                Ok(rev) => {
+                    tracing::info!(%key, "took the lease");
+                    Some(rev)
+                }
+                Err(_) => None,
+            },
+            Some(rev) => match store.update(&key, Bytes::from(holder.clone()), rev).await {
+                Ok(rev) => Some(rev),
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "lost the lease");
+                    None
+                }
+            },
+        };
+        held.send_replace(revision.is_some());
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+    if revision.is_some() {
+        held.send_replace(false);
+        let _ = store.delete(&key).await;
+    }
+}

@@ -1,0 +1,92 @@
+//! Runs the node's transmitter: always active on a single node; in a cluster, active on the
+//! replica of each shard group that holds the group's lease, standing by on the others.
+
+use crate::ServerError;
+use notadb_cluster::Cluster;
+use notadb_node::Node;
+use notadb_proto::v1;
+use notadb_transmitter::{Transmitter, TransmitterConfig};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Starts the transmitter for the node's partitions; the task ends when `stop` fires.
+pub async fn start(
+    config: TransmitterConfig,
+    node: &Node,
+    cluster: Option<&Arc<Cluster>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(Transmitter, JoinHandle<()>), ServerError> {
+    let partitions = node.owned_partitions();
+    // On a single node the lease is always held; its sender lives as long as the task.
+    let (always, held_here) = watch::channel(true);
+    let (log, held) = match cluster {
+        None => (node.log(), held_here),
+        Some(c) => {
+            let log: Arc<dyn notadb_log::Log> = c.open_log().await?;
+            let held = c.lease(&format!("transmitter.group{}", c.group())).await?;
+            (log, held)
+        }
+    };
+    let t = Transmitter::new(config, log, node.clone(), partitions)
+        .map_err(|e| ServerError::Other(format!("transmitter: {e}")))?;
+    let task = tokio::spawn({
+        let t = t.clone();
+        async move {
+            drive(t, held, stop).await;
+            drop(always);
+        }
+    });
+    Ok((t, task))
+}
+
+/// Stands by while the lease is held elsewhere and writes while it is held here.
+async fn drive(t: Transmitter, mut held: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+    loop {
+        for active in [false, true] {
+            let (quit, quit_rx) = watch::channel(false);
+            let run = {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    if active {
+                        t.run_active(quit_rx).await
+                    } else {
+                        t.run_standby(quit_rx).await
+                    }
+                })
+            };
+            let stopped = tokio::select! {
+                _ = stop.wait_for(|s| *s) => true,
+                r = held.wait_for(|h| *h != active) => r.is_err(),
+            };
+            quit.send_replace(true);
+            let _ = run.await;
+            if stopped {
+                return;
+            }
+        }
+    }
+}
+
+/// The transmitter's status for the `Status` RPC.
+pub fn status_to_proto(t: &Transmitter) -> v1::TransmitterStatus {
+    let s = t.status();
+    v1::TransmitterStatus {
+        active: s.active,
+        partitions: s
+            .partitions
+            .iter()
+            .map(|p| v1::TransmitterPartition {
+                partition: u32::from(p.partition.0),
+                transmitted_seq: p.transmitted.0,
+                last_seq: p.last.0,
+                lag_records: p.lag_records,
+                lag_seconds: p.lag_seconds,
+            })
+            .collect(),
+        rows: s.rows,
+        dead_letters: s.dead_letters,
+        retries: s.retries,
+        last_error: s.last_error.unwrap_or_default(),
+    }
+}

@@ -1,0 +1,675 @@
+//! The loops around the core: per connection, read the partitions' logs, gather a batch, write
+//! it with its positions, retry with backoff; plus status, lag and `flush`.
+
+use crate::batch::Batch;
+use crate::config::{TableMapping, TransmitterConfig};
+use crate::mapping::Table;
+use crate::sink::{self, Sink};
+use crate::TransmitterError;
+use notadb_log::{Log, LogEntry, LogError};
+use notadb_node::record::{Op, Record};
+use notadb_node::{Clock, Node, SystemClock};
+use notadb_types::{KeyspaceId, PartitionId, Seq, Token};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The name the transmitter's log holds go under (`Node::hold_log`).
+pub const LOG_HOLDER: &str = "transmitter";
+/// How long one log read waits for entries.
+const READ_WAIT: Duration = Duration::from_millis(500);
+/// Pause after a retryable log read error.
+const READ_RETRY: Duration = Duration::from_millis(200);
+/// How often the end of each partition's log is sampled for lag.
+const LAG_SAMPLE: Duration = Duration::from_secs(1);
+/// How often a standby (not the active transmitter) reads the committed positions.
+const STANDBY_POLL: Duration = Duration::from_secs(2);
+/// How often `flush` reads the committed positions.
+const FLUSH_POLL: Duration = Duration::from_millis(10);
+/// How long an entry naming a keyspace the node does not know yet waits for the catalog.
+const CATALOG_WAIT: Duration = Duration::from_secs(10);
+
+/// One partition's progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionProgress {
+    pub partition: PartitionId,
+    /// Everything up to this seq is in the database.
+    pub transmitted: Seq,
+    /// The end of the log when last sampled.
+    pub last: Seq,
+    pub lag_records: u64,
+    /// Age of the oldest entry read but not yet committed, seconds.
+    pub lag_seconds: f64,
+}
+
+/// What `notadb status` and `/metrics` show.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TransmitterStatus {
+    /// Whether this node writes (in a cluster, one replica per shard group does).
+    pub active: bool,
+    pub partitions: Vec<PartitionProgress>,
+    pub rows: u64,
+    pub dead_letters: u64,
+    pub retries: u64,
+    /// The latest error, cleared by the next commit.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    status: TransmitterStatus,
+    /// Append time of the oldest entry read and not committed, per partition.
+    pending_since: BTreeMap<PartitionId, i64>,
+}
+
+struct Inner {
+    config: TransmitterConfig,
+    log: Arc<dyn Log>,
+    node: Node,
+    partitions: Vec<PartitionId>,
+    state: Mutex<State>,
+}
+
+/// Writes the changes of mapped keyspaces in `partitions` to PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct Transmitter {
+    inner: Arc<Inner>,
+}
+
+/// Capped exponential backoff.
+struct Backoff {
+    next: Duration,
+    initial: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(config: &TransmitterConfig) -> Backoff {
+        Backoff {
+            next: config.retry_initial(),
+            initial: config.retry_initial(),
+            max: config.retry_max(),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// Sleeps `d` unless `stop` fires first; true when stopped.
+async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        _ = stop.wait_for(|s| *s) => true,
+        _ = tokio::time::sleep(d) => false,
+    };
+    stopped || *stop.borrow()
+}
+
+/// The mapped tables one connection writes, by keyspace id.
+struct Tables {
+    list: Vec<Table>,
+    by_id: BTreeMap<KeyspaceId, usize>,
+    /// Ids of keyspaces known not to be mapped.
+    ignored: BTreeSet<KeyspaceId>,
+}
+
+/// Aborts the reader tasks when dropped.
+struct Readers(Vec<JoinHandle<()>>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            r.abort();
+        }
+    }
+}
+
+type Chunk = Result<(PartitionId, Vec<LogEntry>), LogError>;
+
+fn now_micros() -> i64 {
+    SystemClock.now_micros()
+}
+
+impl Transmitter {
+    /// A transmitter for `partitions` of `log`, with `node`'s keyspaces. Holds every entry of
+    /// those partitions in the node's log until positions are known.
+    pub fn new(
+        config: TransmitterConfig,
+        log: Arc<dyn Log>,
+        node: Node,
+        partitions: Vec<PartitionId>,
+    ) -> Result<Transmitter, TransmitterError> {
+        config.validate().map_err(TransmitterError::Config)?;
+        for &p in &partitions {
+            node.hold_log(LOG_HOLDER, p, Seq(0));
+        }
+        let status = TransmitterStatus {
+            partitions: partitions
+                .iter()
+                .map(|&partition| PartitionProgress {
+                    partition,
+                    transmitted: Seq(0),
+                    last: Seq(0),
+                    lag_records: 0,
+                    lag_seconds: 0.0,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Ok(Transmitter {
+            inner: Arc::new(Inner {
+                config,
+                log,
+                node,
+                partitions,
+                state: Mutex::new(State {
+                    status,
+                    pending_since: BTreeMap::new(),
+                }),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TransmitterConfig {
+        &self.inner.config
+    }
+
+    /// Progress, lag and counters now.
+    pub fn status(&self) -> TransmitterStatus {
+        let state = self.inner.state.lock().expect("transmitter state lock");
+        let now = now_micros();
+        let mut status = state.status.clone();
+        for p in &mut status.partitions {
+            p.lag_records = p.last.0.saturating_sub(p.transmitted.0);
+            p.lag_seconds = match state.pending_since.get(&p.partition) {
+                Some(&ts) if p.lag_records > 0 => (now - ts).max(0) as f64 / 1e6,
+                _ => 0.0,
+            };
+        }
+        status
+    }
+
+    /// Writes until `stop` fires: one loop per connection, plus lag sampling.
+    pub async fn run_active(&self, stop: watch::Receiver<bool>) {
+        self.set_active(true);
+        let connections = self.inner.config.connections;
+        let mut loops = Vec::with_capacity(connections + 1);
+        for i in 0..connections {
+            let parts: Vec<PartitionId> = self
+                .inner
+                .partitions
+                .iter()
+                .copied()
+                .filter(|p| self.inner.config.connection_of(p.0) == i)
+                .collect();
+            if !parts.is_empty() {
+                loops.push(tokio::spawn(
+                    self.inner.clone().connection_loop(parts, stop.clone()),
+                ));
+            }
+        }
+        loops.push(tokio::spawn(self.inner.clone().sample_loop(stop.clone())));
+        for l in loops {
+            let _ = l.await;
+        }
+        self.set_active(false);
+    }
+
+    /// Until `stop` fires, follows the positions another transmitter commits (so this node's
+    /// log keeps what a takeover would need) and samples lag.
+    pub async fn run_standby(&self, mut stop: watch::Receiver<bool>) {
+        let sampler = tokio::spawn(self.inner.clone().sample_loop(stop.clone()));
+        let mut client = None;
+        loop {
+            if client.is_none() {
+                client = sink::connect(&self.inner.config.url).await.ok();
+            }
+            if let Some(c) = &client {
+                match self.inner.read_committed(c).await {
+                    Ok(positions) => self.inner.committed(&positions, None),
+                    Err(_) => client = None,
+                }
+            }
+            if pause(STANDBY_POLL, &mut stop).await {
+                break;
+            }
+        }
+        sampler.abort();
+    }
+
+    /// Waits until every token is in the database (the committed position of its partition
+    /// reached its seq), or `timeout` passes.
+    pub async fn flush(&self, tokens: &[Token], timeout: Duration) -> Result<(), TransmitterError> {
+        let deadline = Instant::now() + timeout;
+        let client = tokio::time::timeout_at(deadline, sink::connect(&self.inner.config.url))
+            .await
+            .map_err(|_| TransmitterError::Timeout("connecting to PostgreSQL".into()))??;
+        let mut want: BTreeMap<PartitionId, Seq> = BTreeMap::new();
+        for t in tokens {
+            let e = want.entry(t.partition).or_insert(t.seq);
+            *e = (*e).max(t.seq);
+        }
+        let ps: Vec<i32> = want.keys().map(|p| i32::from(p.0)).collect();
+        loop {
+            let have = sink::read_positions(
+                &client,
+                &self.inner.config.schema,
+                &self.inner.config.name,
+                &ps,
+            )
+            .await?;
+            let behind: Vec<String> = want
+                .iter()
+                .filter(|(p, seq)| have.get(p).copied().unwrap_or(Seq(0)) < **seq)
+                .map(|(p, seq)| {
+                    format!("{p}:{seq} (at {})", have.get(p).copied().unwrap_or(Seq(0)))
+                })
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() + FLUSH_POLL > deadline {
+                return Err(TransmitterError::Timeout(format!(
+                    "not yet in the database: {}",
+                    behind.join(", ")
+                )));
+            }
+            tokio::time::sleep(FLUSH_POLL).await;
+        }
+    }
+
+    /// The `CREATE TABLE` statements the mappings expect, for the keyspaces the node has.
+    pub fn expected_tables(config: &TransmitterConfig, node: &Node) -> Result<String, String> {
+        let mut out = Vec::new();
+        for m in &config.tables {
+            let info = node
+                .describe_keyspace(&m.keyspace)
+                .map_err(|e| format!("transmitter table {:?}: {e}", m.table))?;
+            m.check_keyspace(&info.def.schema)?;
+            out.push(m.create_table_sql(&config.schema, &info.def.schema));
+        }
+        Ok(out.join("\n\n"))
+    }
+
+    fn set_active(&self, active: bool) {
+        self.inner
+            .state
+            .lock()
+            .expect("transmitter state lock")
+            .status
+            .active = active;
+        metrics::gauge!("notadb_transmitter_active").set(if active { 1.0 } else { 0.0 });
+    }
+}
+
+impl Inner {
+    fn failed(&self, e: &TransmitterError) {
+        tracing::warn!(error = %e, "transmitter");
+        self.state
+            .lock()
+            .expect("transmitter state lock")
+            .status
+            .last_error = Some(e.to_string());
+    }
+
+    /// Records committed positions (and what a batch wrote), and moves the log holds.
+    fn committed(&self, positions: &BTreeMap<PartitionId, Seq>, written: Option<(u64, u64)>) {
+        let mut state = self.state.lock().expect("transmitter state lock");
+        for p in &mut state.status.partitions {
+            if let Some(&seq) = positions.get(&p.partition) {
+                p.transmitted = seq;
+                self.node.hold_log(LOG_HOLDER, p.partition, seq.next());
+            }
+        }
+        if let Some((rows, dead)) = written {
+            for p in positions.keys() {
+                state.pending_since.remove(p);
+            }
+            state.status.rows += rows;
+            state.status.dead_letters += dead;
+            state.status.last_error = None;
+        }
+    }
+
+    async fn read_committed(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<BTreeMap<PartitionId, Seq>, TransmitterError> {
+        let ps: Vec<i32> = self.partitions.iter().map(|p| i32::from(p.0)).collect();
+        sink::read_positions(client, &self.config.schema, &self.config.name, &ps).await
+    }
+
+    async fn sample_loop(self: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+        loop {
+            for &p in &self.partitions {
+                if let Ok(bounds) = self.log.bounds(p).await {
+                    let mut state = self.state.lock().expect("transmitter state lock");
+                    if let Some(s) = state
+                        .status
+                        .partitions
+                        .iter_mut()
+                        .find(|s| s.partition == p)
+                    {
+                        s.last = bounds.last;
+                    }
+                }
+            }
+            let status = Transmitter {
+                inner: self.clone(),
+            }
+            .status();
+            let lag: u64 = status.partitions.iter().map(|p| p.lag_records).sum();
+            let secs = status
+                .partitions
+                .iter()
+                .map(|p| p.lag_seconds)
+                .fold(0.0, f64::max);
+            metrics::gauge!("notadb_transmitter_lag_records").set(lag as f64);
+            metrics::gauge!("notadb_transmitter_lag_seconds").set(secs);
+            if pause(LAG_SAMPLE, &mut stop).await {
+                return;
+            }
+        }
+    }
+
+    /// One connection: set up, stream batches, and start over after a failure.
+    async fn connection_loop(
+        self: Arc<Inner>,
+        parts: Vec<PartitionId>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            let result = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                r = self.setup() => r,
+            };
+            let outcome = match result {
+                Ok((sink, tables)) => self.stream(&parts, sink, tables, &mut stop).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => return,
+                Err(e) => {
+                    self.failed(&e);
+                    metrics::counter!("notadb_transmitter_retries_total").increment(1);
+                    self.state
+                        .lock()
+                        .expect("transmitter state lock")
+                        .status
+                        .retries += 1;
+                    if pause(backoff.next(), &mut stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Connects, creates the transmitter's tables, resolves the mapped keyspaces that exist
+    /// and prepares the statements.
+    async fn setup(&self) -> Result<(Sink, Tables), TransmitterError> {
+        let client = sink::connect(&self.config.url).await?;
+        sink::create_own_tables(&client, &self.config.schema).await?;
+        let mut tables = Tables {
+            list: Vec::new(),
+            by_id: BTreeMap::new(),
+            ignored: BTreeSet::new(),
+        };
+        for info in self.node.list_keyspaces() {
+            if let Some(m) = self.mapping_of(&info.def.schema.name) {
+                let t = self.resolve(&client, m, &info.def).await?;
+                tables.by_id.insert(t.keyspace_id, tables.list.len());
+                tables.list.push(t);
+            } else {
+                tables.ignored.insert(info.def.id);
+            }
+        }
+        let sink =
+            Sink::prepare(client, &self.config.schema, &self.config.name, &tables.list).await?;
+        Ok((sink, tables))
+    }
+
+    fn mapping_of(&self, keyspace: &str) -> Option<&TableMapping> {
+        self.config.tables.iter().find(|m| m.keyspace == keyspace)
+    }
+
+    async fn resolve(
+        &self,
+        client: &tokio_postgres::Client,
+        m: &TableMapping,
+        def: &notadb_node::KeyspaceDef,
+    ) -> Result<Table, TransmitterError> {
+        let info = sink::table_info(client, &self.config.schema, &m.table).await?;
+        m.resolve(&self.config.schema, def, &info)
+            .map_err(TransmitterError::Config)
+    }
+
+    /// Makes sure every keyspace `record` names is known: mapped (resolved and prepared) or
+    /// ignored. A keyspace the node's catalog does not know yet is waited for.
+    async fn learn_keyspaces(
+        &self,
+        record: &Record,
+        sink: &mut Sink,
+        tables: &mut Tables,
+    ) -> Result<(), TransmitterError> {
+        let Record::Batch { ops, .. } = record else {
+            return Ok(());
+        };
+        for op in ops {
+            let (Op::Put { keyspace, .. }
+            | Op::Delete { keyspace, .. }
+            | Op::DeleteRange { keyspace, .. }) = op;
+            if tables.by_id.contains_key(keyspace) || tables.ignored.contains(keyspace) {
+                continue;
+            }
+            let waited = Instant::now();
+            let def = loop {
+                let found = self
+                    .node
+                    .list_keyspaces()
+                    .into_iter()
+                    .find(|k| k.def.id == *keyspace);
+                match found {
+                    Some(info) => break Some(info.def),
+                    None if waited.elapsed() > CATALOG_WAIT => break None,
+                    None => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            match def
+                .as_deref()
+                .and_then(|d| self.mapping_of(&d.schema.name).map(|m| (d, m)))
+            {
+                Some((def, m)) => {
+                    let t = self.resolve(sink.client(), m, def).await?;
+                    sink.add_table(&t).await?;
+                    tables.by_id.insert(t.keyspace_id, tables.list.len());
+                    tables.list.push(t);
+                }
+                None => {
+                    if def.is_none() {
+                        tracing::warn!(keyspace = %keyspace, "transmitter: entries name a keyspace this node does not know; skipping them");
+                    }
+                    tables.ignored.insert(*keyspace);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the partitions from their committed positions and writes batches until `stop`
+    /// fires (`Ok`) or something needs a fresh start (`Err`).
+    async fn stream(
+        &self,
+        parts: &[PartitionId],
+        mut sink: Sink,
+        mut tables: Tables,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), TransmitterError> {
+        let mut positions =
+            sink::load_positions(sink.client(), &self.config.schema, &self.config.name, parts)
+                .await?;
+        self.committed(&positions, None);
+        let (tx, mut rx) = mpsc::channel::<Chunk>(2 * parts.len());
+        let _readers = Readers(
+            parts
+                .iter()
+                .map(|&p| {
+                    let from = positions.get(&p).copied().unwrap_or(Seq(0)).next();
+                    tokio::spawn(read_loop(
+                        self.log.clone(),
+                        p,
+                        from,
+                        self.config.read_max_entries,
+                        tx.clone(),
+                    ))
+                })
+                .collect(),
+        );
+        drop(tx);
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            let mut batch = Batch::new();
+            let first = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                chunk = rx.recv() => chunk,
+            };
+            let Some(first) = first else {
+                return Ok(());
+            };
+            self.add_chunk(&mut batch, first?, &mut sink, &mut tables)
+                .await?;
+            let deadline = Instant::now() + self.config.batch_max_delay();
+            while batch.row_count() < self.config.batch_max_rows {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    chunk = rx.recv() => match chunk {
+                        Some(chunk) => self.add_chunk(&mut batch, chunk?, &mut sink, &mut tables).await?,
+                        None => break,
+                    },
+                }
+            }
+            loop {
+                let started = Instant::now();
+                match sink.write(&tables.list, &batch, &positions).await {
+                    Ok(written) => {
+                        metrics::histogram!("notadb_transmitter_batch_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::counter!("notadb_transmitter_batches_total").increment(1);
+                        metrics::counter!("notadb_transmitter_rows_total")
+                            .increment(written.rows as u64);
+                        metrics::counter!("notadb_transmitter_entries_total")
+                            .increment(batch.entry_count() as u64);
+                        metrics::counter!("notadb_transmitter_dead_letters_total")
+                            .increment(written.dead_letters.len() as u64);
+                        for d in &written.dead_letters {
+                            tracing::warn!(keyspace = %d.keyspace, partition = %d.partition, seq = %d.seq, error = %d.error, "transmitter: change written to the dead-letter table");
+                        }
+                        for (p, a) in batch.advances() {
+                            positions.insert(*p, a.seq);
+                        }
+                        let changed: BTreeMap<PartitionId, Seq> =
+                            batch.advances().iter().map(|(p, a)| (*p, a.seq)).collect();
+                        self.committed(
+                            &changed,
+                            Some((written.rows as u64, written.dead_letters.len() as u64)),
+                        );
+                        backoff.reset();
+                        break;
+                    }
+                    Err(TransmitterError::Fenced) => return Err(TransmitterError::Fenced),
+                    Err(e) => {
+                        self.failed(&e);
+                        metrics::counter!("notadb_transmitter_retries_total").increment(1);
+                        self.state
+                            .lock()
+                            .expect("transmitter state lock")
+                            .status
+                            .retries += 1;
+                        if pause(backoff.next(), stop).await {
+                            return Ok(());
+                        }
+                        // A fresh connection: the old one may be gone.
+                        match self.reconnect(&tables).await {
+                            Ok(s) => sink = s,
+                            Err(e) => self.failed(&e),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reconnect(&self, tables: &Tables) -> Result<Sink, TransmitterError> {
+        let client = sink::connect(&self.config.url).await?;
+        Sink::prepare(client, &self.config.schema, &self.config.name, &tables.list).await
+    }
+
+    async fn add_chunk(
+        &self,
+        batch: &mut Batch,
+        (p, entries): (PartitionId, Vec<LogEntry>),
+        sink: &mut Sink,
+        tables: &mut Tables,
+    ) -> Result<(), TransmitterError> {
+        for entry in &entries {
+            let record = Record::decode(&entry.payload).ok();
+            if let Some(r) = &record {
+                self.learn_keyspaces(r, sink, tables).await?;
+            }
+            batch.add(p, entry.seq, record.as_ref(), &tables.list, &tables.by_id);
+        }
+        if let Some(ts) = batch.oldest_ts() {
+            self.state
+                .lock()
+                .expect("transmitter state lock")
+                .pending_since
+                .entry(p)
+                .or_insert(ts);
+        }
+        Ok(())
+    }
+}
+
+/// Reads one partition from `next` on and sends chunks until the receiver is gone; a log
+/// error that retrying will not fix is sent, then the loop ends.
+async fn read_loop(
+    log: Arc<dyn Log>,
+    p: PartitionId,
+    mut next: Seq,
+    max: usize,
+    tx: mpsc::Sender<Chunk>,
+) {
+    loop {
+        match log.read(p, next, max, READ_WAIT).await {
+            Ok(entries) => {
+                let Some(last) = entries.last() else {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                };
+                next = last.seq.next();
+                if tx.send(Ok((p, entries))).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.is_retryable() => tokio::time::sleep(READ_RETRY).await,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
