@@ -62,6 +62,15 @@ pub struct BenchArgs {
 /// A keyspace of byte values under one string key element `k` (the get, put and ingest
 /// workloads).
 pub(crate) fn string_keyed_bytes(name: &str) -> KeyspaceSchema {
+    string_keyed(name, ValueFormat::Bytes)
+}
+
+/// A keyspace of JSON values under one string key element `k` (the transmitter benchmark).
+pub(crate) fn string_keyed_json(name: &str) -> KeyspaceSchema {
+    string_keyed(name, ValueFormat::Json)
+}
+
+fn string_keyed(name: &str, value_format: ValueFormat) -> KeyspaceSchema {
     KeyspaceSchema {
         name: name.into(),
         key: vec![KeyElement {
@@ -70,7 +79,7 @@ pub(crate) fn string_keyed_bytes(name: &str) -> KeyspaceSchema {
             order: Order::Asc,
         }],
         partition_by: 1,
-        value_format: ValueFormat::Bytes,
+        value_format,
         ttl: None,
     }
 }

@@ -1,7 +1,8 @@
 //! Command-line arguments and dispatch.
 
 use crate::{
-    bench, bench_ingest, compare, data, demo, dev_cluster, keyspace, load, serve, transmitter,
+    bench, bench_ingest, bench_transmit, compare, data, demo, dev_cluster, keyspace, load, serve,
+    transmitter,
 };
 use clap::{Parser, Subcommand};
 
@@ -63,6 +64,9 @@ pub enum Command {
     /// Measure a cluster's ingest: acknowledged writes/s and apply lag on every replica, beside
     /// raw JetStream publishing (start one with `notadb dev-cluster`).
     BenchIngest(bench_ingest::BenchIngestArgs),
+    /// Measure the transmitter: rows/s into PostgreSQL draining a backlog and write-to-visible
+    /// latency, beside hand-written batched upserts (the ceiling) in the same run.
+    BenchTransmit(bench_transmit::BenchTransmitArgs),
 }
 
 /// `notadb bench [compare]`.
@@ -112,5 +116,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => compare::run(args).await,
         Command::Bench(BenchCommand { args, .. }) => bench::run(&cli.addr, args).await,
         Command::BenchIngest(args) => bench_ingest::run(&cli.addr, args).await,
+        Command::BenchTransmit(args) => bench_transmit::run(args).await,
     }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_ingest;
+mod bench_transmit;
 mod cli;
 mod compare;
 mod data;

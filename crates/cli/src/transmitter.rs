@@ -14,8 +14,8 @@ pub enum TransmitterCommand {
     /// Print the CREATE TABLE statements the config's `[transmitter]` mappings expect, for
     /// the keyspaces of the node at `--addr`.
     Ddl(DdlArgs),
-    /// Wait until writes are in PostgreSQL: every token (`partition:seq`, as `put` prints
-    /// them) committed by the transmitter.
+    /// Wait until writes are in PostgreSQL: every token (`partition:seq`, from the `token`
+    /// that `put` and `delete` print) committed by the transmitter.
     Flush(FlushArgs),
 }
 

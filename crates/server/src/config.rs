@@ -102,6 +102,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_transmitter_example_is_valid() {
+        let example: ServerConfig =
+            toml::from_str(include_str!("../../../docs/transmitter.example.toml")).expect("valid");
+        let t = example.transmitter.expect("a [transmitter] table");
+        assert_eq!(t.validate(), Ok(()));
+        assert_eq!(t.tables[0].keyspace, "items");
+    }
+
+    #[test]
     fn the_image_default_config_parses() {
         let image: ServerConfig =
             toml::from_str(include_str!("../../../deploy/docker/notadb.toml")).expect("valid");

@@ -238,3 +238,181 @@ fn values_of(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{ColumnInfo, TableInfo};
+    use crate::TableMapping;
+    use notadb_node::KeyspaceDef;
+    use notadb_types::{Element, ElementType, KeyElement, KeyspaceSchema, Order, ValueFormat};
+    use std::collections::BTreeSet;
+
+    fn table() -> Table {
+        let def = KeyspaceDef {
+            id: KeyspaceId(3),
+            schema: KeyspaceSchema {
+                name: "items".into(),
+                key: vec![KeyElement::new("k", ElementType::String, Order::Asc)],
+                partition_by: 1,
+                value_format: ValueFormat::Json,
+                ttl: None,
+            },
+        };
+        let mapping: TableMapping = toml::from_str(
+            "keyspace = \"items\"\ntable = \"items\"\nfields = { name = \"name\", qty = \"qty\" }",
+        )
+        .expect("mapping");
+        let col = |name: &str, ty: &str| ColumnInfo {
+            name: name.into(),
+            sql_type: ty.into(),
+            not_null: false,
+            has_default: false,
+        };
+        let info = TableInfo {
+            columns: vec![
+                col("k", "text"),
+                col("name", "text"),
+                col("qty", "integer"),
+                col("notadb_seq", "bigint"),
+            ],
+            unique_keys: vec![BTreeSet::from(["k".to_string()])],
+        };
+        mapping.resolve("public", &def, &info).expect("resolves")
+    }
+
+    fn key(k: &str) -> Vec<u8> {
+        table()
+            .schema
+            .encode_key(&[Element::String(k.into())])
+            .expect("key")
+            .bytes
+    }
+
+    fn put(k: &str, json: &str) -> Op {
+        Op::Put {
+            keyspace: KeyspaceId(3),
+            key: key(k),
+            stored: notadb_storage::value::encode(None, json.as_bytes()),
+        }
+    }
+
+    fn entry(ts: i64, ops: Vec<Op>) -> Record {
+        Record::Batch { ts_micros: ts, ops }
+    }
+
+    #[test]
+    fn keeps_the_last_change_per_key_in_key_order_and_the_positions_covered() {
+        let tables = vec![table()];
+        let by = BTreeMap::from([(KeyspaceId(3), 0)]);
+        let (p0, p1) = (PartitionId(0), PartitionId(1));
+        let other = Op::Put {
+            keyspace: KeyspaceId(9),
+            key: key("x"),
+            stored: notadb_storage::value::encode(None, b"{}"),
+        };
+        let mut b = Batch::new();
+        b.add(
+            p0,
+            Seq(1),
+            Some(&entry(10, vec![put("b", r#"{"name":"old","qty":1}"#)])),
+            &tables,
+            &by,
+        );
+        b.add(
+            p1,
+            Seq(7),
+            Some(&entry(11, vec![put("a", r#"{"name":"a","qty":2}"#), other])),
+            &tables,
+            &by,
+        );
+        b.add(
+            p0,
+            Seq(2),
+            Some(&entry(12, vec![put("b", r#"{"name":"new","qty":null}"#)])),
+            &tables,
+            &by,
+        );
+        b.add(
+            p0,
+            Seq(3),
+            Some(&entry(
+                13,
+                vec![Op::Delete {
+                    keyspace: KeyspaceId(3),
+                    key: key("c"),
+                }],
+            )),
+            &tables,
+            &by,
+        );
+        b.add(p1, Seq(8), None, &tables, &by);
+        let rows: Vec<_> = b
+            .rows()
+            .map(|r| (r.key[0].clone(), r.seq, r.op.clone()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "a".into(),
+                    Seq(7),
+                    RowOp::Upsert(vec![Some("a".into()), Some("2".into())])
+                ),
+                (
+                    "b".into(),
+                    Seq(2),
+                    RowOp::Upsert(vec![Some("new".into()), None])
+                ),
+                ("c".into(), Seq(3), RowOp::Delete),
+            ]
+        );
+        assert_eq!(b.entry_count(), 5);
+        assert_eq!(b.oldest_ts(), Some(10));
+        assert_eq!(
+            b.advances()[&p0],
+            Advance {
+                seq: Seq(3),
+                ts_micros: 13
+            }
+        );
+        assert_eq!(
+            b.advances()[&p1],
+            Advance {
+                seq: Seq(8),
+                ts_micros: 0
+            }
+        );
+        assert!(b.dead_letters().is_empty());
+    }
+
+    #[test]
+    fn range_deletes_become_dead_letters_with_a_reason() {
+        let tables = vec![table()];
+        let by = BTreeMap::from([(KeyspaceId(3), 0)]);
+        let mut b = Batch::new();
+        let range = Op::DeleteRange {
+            keyspace: KeyspaceId(3),
+            start: key("a"),
+            end: key("z"),
+        };
+        b.add(
+            PartitionId(2),
+            Seq(4),
+            Some(&entry(1, vec![range])),
+            &tables,
+            &by,
+        );
+        assert_eq!(b.row_count(), 0);
+        let d = &b.dead_letters()[0];
+        assert_eq!(
+            (d.partition, d.seq, d.key.as_str()),
+            (PartitionId(2), Seq(4), r#"["a"]"#)
+        );
+        assert!(
+            d.error.contains("range deletes are not transmitted"),
+            "{}",
+            d.error
+        );
+    }
+}

@@ -262,13 +262,15 @@ impl Transmitter {
         }
         let ps: Vec<i32> = want.keys().map(|p| i32::from(p.0)).collect();
         loop {
+            // Before the transmitter's first start its tables do not exist: nothing is in yet.
             let have = sink::read_positions(
                 &client,
                 &self.inner.config.schema,
                 &self.inner.config.name,
                 &ps,
             )
-            .await?;
+            .await
+            .unwrap_or_default();
             let behind: Vec<String> = want
                 .iter()
                 .filter(|(p, seq)| have.get(p).copied().unwrap_or(Seq(0)) < **seq)
