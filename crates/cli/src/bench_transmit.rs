@@ -234,6 +234,14 @@ fn put(i: usize) -> Mutation {
     }
 }
 
+/// Keeps the newest token of each partition.
+fn keep_newest(newest: &mut BTreeMap<u16, Token>, t: Token) {
+    let e = newest.entry(t.partition.0).or_insert(t);
+    if t.seq > e.seq {
+        *e = t;
+    }
+}
+
 /// Writes `rows` puts of distinct keys; returns the newest token per partition.
 async fn load(node: &Node, rows: usize) -> anyhow::Result<Vec<Token>> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -247,21 +255,14 @@ async fn load(node: &Node, rows: usize) -> anyhow::Result<Vec<Token>> {
                 if i >= rows {
                     return Ok::<_, anyhow::Error>(newest);
                 }
-                let t = node.write(vec![put(i)]).await?;
-                let e = newest.entry(t.partition.0).or_insert(t);
-                if t.seq > e.seq {
-                    *e = t;
-                }
+                keep_newest(&mut newest, node.write(vec![put(i)]).await?);
             }
         }));
     }
     let mut newest: BTreeMap<u16, Token> = BTreeMap::new();
     for t in tasks {
-        for (p, token) in t.await?? {
-            let e = newest.entry(p).or_insert(token);
-            if token.seq > e.seq {
-                *e = token;
-            }
+        for token in t.await??.into_values() {
+            keep_newest(&mut newest, token);
         }
     }
     Ok(newest.into_values().collect())

@@ -280,6 +280,15 @@ async fn write_load(client: &Client, model: &Model, writes: usize, keys: usize, 
     }
 }
 
+/// Waits until every acknowledged write is in the table, then checks the table.
+async fn flush_and_match(client: &Client, model: &Model, db: &Db) {
+    client
+        .transmitter_flush(&model.tokens(), Duration::from_secs(60))
+        .await
+        .expect("flush");
+    model.assert_matches(&db.rows().await);
+}
+
 async fn create_items(client: &Client) {
     client
         .create_keyspace(&harness::cluster::string_keyspace("items"), true)
@@ -386,11 +395,7 @@ fn kill_9_mid_stream_then_restart_ends_equal_and_no_row_goes_back() {
         };
         write_load(&client, &model, 10_000, 2_000, 1).await;
         watcher.await.expect("no row went back");
-        client
-            .transmitter_flush(&model.tokens(), Duration::from_secs(60))
-            .await
-            .expect("flush");
-        model.assert_matches(&db.rows().await);
+        flush_and_match(&client, &model, &db).await;
         drop(node);
         db.drop_db().await;
     });
@@ -451,11 +456,8 @@ fn a_lost_database_connection_under_load_loses_and_reorders_nothing() {
             .await
             .expect("allow");
         load.await.expect("load");
-        client
-            .transmitter_flush(&model.tokens(), Duration::from_secs(60))
-            .await
-            .expect("lag drains");
-        model.assert_matches(&db.rows().await);
+        // Lag drains.
+        flush_and_match(&client, &model, &db).await;
         assert!(during.retries > 0, "the outage was not noticed: {during:?}");
         assert!(!during.last_error.is_empty());
         assert!(lag > 0, "no lag built up while the database was away");
@@ -505,11 +507,8 @@ fn another_replica_takes_over_when_the_active_transmitter_is_killed() {
         blocking(|| dead.kill9());
         let client = survivor.client().await;
         write_load(&client, &model, 5_000, 500, 1).await;
-        client
-            .transmitter_flush(&model.tokens(), Duration::from_secs(60))
-            .await
-            .expect("the survivor takes over and catches up");
-        model.assert_matches(&db.rows().await);
+        // The survivor takes over and catches up.
+        flush_and_match(&client, &model, &db).await;
         assert!(active(client.status().await.expect("status").transmitter));
         db.drop_db().await;
     });

@@ -18,29 +18,30 @@ pub async fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<(Transmitter, JoinHandle<()>), ServerError> {
     let partitions = node.owned_partitions();
-    // On a single node the lease is always held; its sender lives as long as the task.
-    let (always, held_here) = watch::channel(true);
-    let (log, held) = match cluster {
-        None => (node.log(), held_here),
-        Some(c) => {
-            let log: Arc<dyn notadb_log::Log> = c.open_log().await?;
-            let held = c.lease(&format!("transmitter.group{}", c.group())).await?;
-            (log, held)
-        }
+    let (log, lease): (Arc<dyn notadb_log::Log>, _) = match cluster {
+        None => (node.log(), None),
+        Some(c) => (
+            c.open_log().await?,
+            Some(c.lease(&format!("transmitter.group{}", c.group())).await?),
+        ),
     };
     let t = Transmitter::new(config, log, node.clone(), partitions)
         .map_err(|e| ServerError::Other(format!("transmitter: {e}")))?;
     let task = tokio::spawn({
         let t = t.clone();
         async move {
-            drive(t, held, stop).await;
-            drop(always);
+            match lease {
+                // A single node always writes.
+                None => t.run_active(stop).await,
+                Some(held) => drive(t, held, stop).await,
+            }
         }
     });
     Ok((t, task))
 }
 
-/// Stands by while the lease is held elsewhere and writes while it is held here.
+/// In a cluster: stands by while the lease is held elsewhere and writes while it is held
+/// here.
 async fn drive(t: Transmitter, mut held: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
     loop {
         for active in [false, true] {

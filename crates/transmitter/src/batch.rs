@@ -59,7 +59,8 @@ pub struct Batch {
     dead: Vec<DeadLetter>,
     advances: BTreeMap<PartitionId, Advance>,
     entries: usize,
-    oldest_ts: Option<i64>,
+    /// Per partition, the append time of the first entry covered.
+    first_ts: BTreeMap<PartitionId, i64>,
 }
 
 impl Batch {
@@ -81,7 +82,7 @@ impl Batch {
     ) {
         self.entries += 1;
         let ts_micros = record.map_or(0, Record::ts_micros);
-        self.oldest_ts.get_or_insert(ts_micros);
+        self.first_ts.entry(partition).or_insert(ts_micros);
         self.advances.insert(partition, Advance { seq, ts_micros });
         let Some(Record::Batch { ops, .. }) = record else {
             // A dropped keyspace leaves its table as it is.
@@ -131,11 +132,6 @@ impl Batch {
         self.entries
     }
 
-    /// Whether the batch covers no entry.
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0
-    }
-
     /// Changes that cannot become rows, found while decoding.
     pub fn dead_letters(&self) -> &[DeadLetter] {
         &self.dead
@@ -146,9 +142,14 @@ impl Batch {
         &self.advances
     }
 
+    /// Append time of the first entry covered of `partition`.
+    pub fn first_ts(&self, partition: PartitionId) -> Option<i64> {
+        self.first_ts.get(&partition).copied()
+    }
+
     /// Append time of the oldest entry covered.
     pub fn oldest_ts(&self) -> Option<i64> {
-        self.oldest_ts
+        self.first_ts.values().min().copied()
     }
 }
 

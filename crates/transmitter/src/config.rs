@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Default most rows (after coalescing) one database transaction writes.
+/// Default rows (after coalescing) at which a batch closes.
 pub const DEFAULT_BATCH_MAX_ROWS: usize = 5_000;
 /// Default longest a change waits in a batch before the batch is written, milliseconds.
 pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 20;
@@ -22,7 +22,8 @@ pub struct TransmitterConfig {
     pub schema: String,
     /// Database connections, each writing the partitions `p` with `p mod connections == i`.
     pub connections: usize,
-    /// Most rows (after coalescing repeated keys) one transaction writes.
+    /// Rows (after coalescing repeated keys) at which a batch closes; one batch may pass it by
+    /// the entries of one log read.
     pub batch_max_rows: usize,
     /// Longest a change waits before its batch is written, milliseconds.
     pub batch_max_delay_ms: u64,

@@ -180,24 +180,9 @@ impl Transmitter {
         })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &TransmitterConfig {
-        &self.inner.config
-    }
-
     /// Progress, lag and counters now.
     pub fn status(&self) -> TransmitterStatus {
-        let state = self.inner.state.lock().expect("transmitter state lock");
-        let now = now_micros();
-        let mut status = state.status.clone();
-        for p in &mut status.partitions {
-            p.lag_records = p.last.0.saturating_sub(p.transmitted.0);
-            p.lag_seconds = match state.pending_since.get(&p.partition) {
-                Some(&ts) if p.lag_records > 0 => (now - ts).max(0) as f64 / 1e6,
-                _ => 0.0,
-            };
-        }
-        status
+        self.inner.status()
     }
 
     /// Writes until `stop` fires: one loop per connection, plus lag sampling.
@@ -261,16 +246,24 @@ impl Transmitter {
             *e = (*e).max(t.seq);
         }
         let ps: Vec<i32> = want.keys().map(|p| i32::from(p.0)).collect();
+        let mut last_error = None;
         loop {
             // Before the transmitter's first start its tables do not exist: nothing is in yet.
-            let have = sink::read_positions(
+            // Any other failure is reported if the wait runs out.
+            let have = match sink::read_positions(
                 &client,
                 &self.inner.config.schema,
                 &self.inner.config.name,
                 &ps,
             )
             .await
-            .unwrap_or_default();
+            {
+                Ok(have) => have,
+                Err(e) => {
+                    last_error = Some(e.to_string());
+                    BTreeMap::new()
+                }
+            };
             let behind: Vec<String> = want
                 .iter()
                 .filter(|(p, seq)| have.get(p).copied().unwrap_or(Seq(0)) < **seq)
@@ -283,25 +276,13 @@ impl Transmitter {
             }
             if Instant::now() + FLUSH_POLL > deadline {
                 return Err(TransmitterError::Timeout(format!(
-                    "not yet in the database: {}",
-                    behind.join(", ")
+                    "not yet in the database: {}{}",
+                    behind.join(", "),
+                    last_error.map_or_else(String::new, |e| format!(" (last error: {e})"))
                 )));
             }
             tokio::time::sleep(FLUSH_POLL).await;
         }
-    }
-
-    /// The `CREATE TABLE` statements the mappings expect, for the keyspaces the node has.
-    pub fn expected_tables(config: &TransmitterConfig, node: &Node) -> Result<String, String> {
-        let mut out = Vec::new();
-        for m in &config.tables {
-            let info = node
-                .describe_keyspace(&m.keyspace)
-                .map_err(|e| format!("transmitter table {:?}: {e}", m.table))?;
-            m.check_keyspace(&info.def.schema)?;
-            out.push(m.create_table_sql(&config.schema, &info.def.schema));
-        }
-        Ok(out.join("\n\n"))
     }
 
     fn set_active(&self, active: bool) {
@@ -323,6 +304,32 @@ impl Inner {
             .expect("transmitter state lock")
             .status
             .last_error = Some(e.to_string());
+    }
+
+    /// Records an error that is about to be retried.
+    fn retrying(&self, e: &TransmitterError) {
+        self.failed(e);
+        metrics::counter!("notadb_transmitter_retries_total").increment(1);
+        self.state
+            .lock()
+            .expect("transmitter state lock")
+            .status
+            .retries += 1;
+    }
+
+    /// Progress, lag and counters now.
+    fn status(&self) -> TransmitterStatus {
+        let state = self.state.lock().expect("transmitter state lock");
+        let now = now_micros();
+        let mut status = state.status.clone();
+        for p in &mut status.partitions {
+            p.lag_records = p.last.0.saturating_sub(p.transmitted.0);
+            p.lag_seconds = match state.pending_since.get(&p.partition) {
+                Some(&ts) if p.lag_records > 0 => (now - ts).max(0) as f64 / 1e6,
+                _ => 0.0,
+            };
+        }
+        status
     }
 
     /// Records committed positions (and what a batch wrote), and moves the log holds.
@@ -367,10 +374,7 @@ impl Inner {
                     }
                 }
             }
-            let status = Transmitter {
-                inner: self.clone(),
-            }
-            .status();
+            let status = self.status();
             let lag: u64 = status.partitions.iter().map(|p| p.lag_records).sum();
             let secs = status
                 .partitions
@@ -404,13 +408,7 @@ impl Inner {
             match outcome {
                 Ok(()) => return,
                 Err(e) => {
-                    self.failed(&e);
-                    metrics::counter!("notadb_transmitter_retries_total").increment(1);
-                    self.state
-                        .lock()
-                        .expect("transmitter state lock")
-                        .status
-                        .retries += 1;
+                    self.retrying(&e);
                     if pause(backoff.next(), &mut stop).await {
                         return;
                     }
@@ -592,13 +590,7 @@ impl Inner {
                     }
                     Err(TransmitterError::Fenced) => return Err(TransmitterError::Fenced),
                     Err(e) => {
-                        self.failed(&e);
-                        metrics::counter!("notadb_transmitter_retries_total").increment(1);
-                        self.state
-                            .lock()
-                            .expect("transmitter state lock")
-                            .status
-                            .retries += 1;
+                        self.retrying(&e);
                         if pause(backoff.next(), stop).await {
                             return Ok(());
                         }
@@ -632,7 +624,7 @@ impl Inner {
             }
             batch.add(p, entry.seq, record.as_ref(), &tables.list, &tables.by_id);
         }
-        if let Some(ts) = batch.oldest_ts() {
+        if let Some(ts) = batch.first_ts(p) {
             self.state
                 .lock()
                 .expect("transmitter state lock")
