@@ -11,10 +11,13 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod routing;
 
+pub use cache::{cache_key, cache_tuple_key};
 use notadb_proto::tuple_from_proto;
 pub use notadb_proto::v1 as proto;
+use notadb_proto::v1::cache_client::CacheClient;
 use notadb_proto::v1::data_client::DataClient;
 use notadb_proto::v1::keyspaces_client::KeyspacesClient;
 use notadb_proto::v1::node_client::NodeClient;
@@ -75,6 +78,7 @@ fn code_name(code: tonic::Code) -> String {
 #[derive(Clone, Debug)]
 pub struct Client {
     data: DataClient<Channel>,
+    cache: CacheClient<Channel>,
     keyspaces: KeyspacesClient<Channel>,
     node: NodeClient<Channel>,
     timeout: Option<Duration>,
@@ -108,6 +112,9 @@ impl Client {
             .map_err(|source| ClientError::Connect { addr: url, source })?;
         Ok(Client {
             data: DataClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            cache: CacheClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             keyspaces: KeyspacesClient::new(channel.clone()),
@@ -185,7 +192,7 @@ impl Client {
         self
     }
 
-    fn request<T>(&self, message: T) -> Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         if let Some(t) = self.timeout {
             request.set_timeout(t);

@@ -145,6 +145,21 @@ impl Routes {
             .collect()
     }
 
+    /// The live, ready members of `group` (this node included) by node id: the first is the
+    /// group's cache loader, so that concurrent misses of a key, wherever they arrive, meet
+    /// on one replica. Tables that disagree for a moment (a member joining or leaving) can
+    /// make two replicas load one key once each.
+    pub fn loaders(&self, group: u16) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .live()
+            .into_iter()
+            .map(|s| s.member)
+            .filter(|m| m.group == group && m.ready)
+            .collect();
+        members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        members
+    }
+
     /// Live replicas of `group` other than this node, best first for a request on
     /// `partition` that must see `tokens`: ready ones, then those that applied the tokens,
     /// then the least lagging.

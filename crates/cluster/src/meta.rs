@@ -1,10 +1,11 @@
-//! Cluster metadata in a JetStream key-value bucket (`{name}_meta`): the partition map, and
-//! keyspace schemas whose ids are the bucket revisions that created them.
+//! Cluster metadata in a JetStream key-value bucket (`{name}_meta`): the partition map,
+//! keyspace schemas whose ids are the bucket revisions that created them, and cache
+//! definitions (`cache.{name}`; a cache's id follows from its name).
 
 use crate::error::{nats, ClusterError};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use notadb_node::{KeyspaceDef, Node, NodeError, SchemaStore};
+use notadb_node::{CacheDef, KeyspaceDef, Node, NodeError, SchemaStore};
 use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 const CLUSTER_KEY: &str = "cluster";
 const KEYSPACE_PREFIX: &str = "keyspace.";
+const CACHE_PREFIX: &str = "cache.";
 /// Pause before re-watching after the watch stream ended (a NATS restart).
 const REWATCH_PAUSE: Duration = Duration::from_millis(500);
 
@@ -196,6 +198,67 @@ impl SchemaStore for KvSchemas {
             .map_err(|e| unavailable("dropping a keyspace", e))?;
         Ok(def)
     }
+
+    async fn create_cache(&self, def: CacheDef, if_not_exists: bool) -> Result<bool, NodeError> {
+        let key = format!("{CACHE_PREFIX}{}", def.name);
+        let bytes = serde_json::to_vec(&def).expect("serializable");
+        match self.meta.create(&key, bytes.into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let existing = self.live_cache(&def.name).await?.ok_or_else(|| {
+                    NodeError::Unavailable(format!(
+                        "cache `{}` is being created or dropped concurrently; retry",
+                        def.name
+                    ))
+                })?;
+                if if_not_exists && existing.0 == def {
+                    return Ok(false);
+                }
+                Err(NodeError::AlreadyExists(format!(
+                    "cache `{}` already exists{}",
+                    def.name,
+                    if existing.0 == def {
+                        ""
+                    } else {
+                        " with other settings"
+                    }
+                )))
+            }
+            Err(e) => Err(unavailable("creating a cache", e)),
+        }
+    }
+
+    async fn remove_cache(&self, name: &str) -> Result<CacheDef, NodeError> {
+        let (def, revision) = self
+            .live_cache(name)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("cache `{name}` does not exist")))?;
+        self.meta
+            .delete_expect_revision(format!("{CACHE_PREFIX}{name}"), Some(revision))
+            .await
+            .map_err(|e| unavailable("dropping a cache", e))?;
+        Ok(def)
+    }
+}
+
+impl KvSchemas {
+    async fn live_cache(&self, name: &str) -> Result<Option<(CacheDef, u64)>, NodeError> {
+        let entry = self
+            .meta
+            .entry(format!("{CACHE_PREFIX}{name}"))
+            .await
+            .map_err(|e| unavailable("reading a cache", e))?;
+        match entry.filter(|e| e.operation == kv::Operation::Put) {
+            None => Ok(None),
+            Some(e) => Ok(Some((cache_of(&e)?, e.revision))),
+        }
+    }
+}
+
+fn cache_of(entry: &kv::Entry) -> Result<CacheDef, NodeError> {
+    serde_json::from_slice(&entry.value).map_err(|e| {
+        NodeError::Internal(format!("cluster metadata {} is unreadable: {e}", entry.key))
+    })
 }
 
 /// Installs every keyspace the bucket holds into the node's catalog and removes the ones it
@@ -206,8 +269,20 @@ pub(crate) async fn sync_schemas(meta: &kv::Store, node: &Node) -> Result<(), Cl
         .await
         .map_err(|e| nats("listing keyspaces", e))?;
     let mut names = BTreeSet::new();
+    let mut caches = BTreeSet::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| nats("listing keyspaces", e))?;
+        if let Some(name) = key.strip_prefix(CACHE_PREFIX) {
+            let entry = meta
+                .entry(key.clone())
+                .await
+                .map_err(|e| nats("reading a cache", e))?;
+            if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                caches.insert(name.to_string());
+                node.install_cache(cache_of(&entry)?).await?;
+            }
+            continue;
+        }
         let Some(name) = key.strip_prefix(KEYSPACE_PREFIX) else {
             continue;
         };
@@ -228,17 +303,24 @@ pub(crate) async fn sync_schemas(meta: &kv::Store, node: &Node) -> Result<(), Cl
             node.forget_keyspace(&info.def.schema.name).await?;
         }
     }
+    for info in node.list_caches() {
+        if !caches.contains(&info.def.name) {
+            node.forget_cache(&info.def.name).await?;
+        }
+    }
     Ok(())
 }
 
-/// Applies schema changes to the node's catalog in bucket order until `stop`.
+/// Applies schema and cache changes to the node's catalog in bucket order until `stop`.
 pub(crate) async fn watch_schemas(
     meta: kv::Store,
     node: Node,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let watch = meta.watch(format!("{KEYSPACE_PREFIX}>")).await;
+        let watch = meta
+            .watch_many([format!("{KEYSPACE_PREFIX}>"), format!("{CACHE_PREFIX}>")])
+            .await;
         match watch {
             Ok(mut watch) => loop {
                 let next = tokio::select! {
@@ -246,20 +328,8 @@ pub(crate) async fn watch_schemas(
                     next = watch.next() => next,
                 };
                 let Some(Ok(entry)) = next else { break };
-                let Some(name) = entry.key.strip_prefix(KEYSPACE_PREFIX) else {
-                    continue;
-                };
-                let result = match entry.operation {
-                    kv::Operation::Put => match def_of(&entry) {
-                        Ok(def) => node.install_keyspace(def).await,
-                        Err(e) => Err(e),
-                    },
-                    kv::Operation::Delete | kv::Operation::Purge => {
-                        node.forget_keyspace(name).await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::error!(keyspace = name, error = %e, "could not apply a schema change");
+                if let Err(e) = apply_change(&node, &entry).await {
+                    tracing::error!(key = entry.key, error = %e, "could not apply a metadata change");
                 }
             },
             Err(e) => tracing::warn!(error = %e, "watching keyspace schemas failed; retrying"),
@@ -268,6 +338,24 @@ pub(crate) async fn watch_schemas(
             _ = stop.changed() => return,
             _ = tokio::time::sleep(REWATCH_PAUSE) => {}
         }
+    }
+}
+
+/// Installs or removes the keyspace or cache one bucket entry describes.
+async fn apply_change(node: &Node, entry: &kv::Entry) -> Result<(), NodeError> {
+    let put = entry.operation == kv::Operation::Put;
+    if let Some(name) = entry.key.strip_prefix(CACHE_PREFIX) {
+        return match put {
+            true => node.install_cache(cache_of(entry)?).await,
+            false => node.forget_cache(name).await,
+        };
+    }
+    let Some(name) = entry.key.strip_prefix(KEYSPACE_PREFIX) else {
+        return Ok(());
+    };
+    match put {
+        true => node.install_keyspace(def_of(entry)?).await,
+        false => node.forget_keyspace(name).await,
     }
 }
 

@@ -4,11 +4,13 @@
 //! before (the set of keyspaces dropped in this partition). No clock, no randomness, no
 //! iteration over unordered maps, no I/O: the caller commits the batch, with the applied seq.
 
+use crate::cache_store::CacheMemory;
 use crate::record::{Op, Record};
 use notadb_log::LogEntry;
 use notadb_storage::StorageBatch;
 use notadb_types::{KeyspaceId, PartitionId};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// What applying one entry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,18 +22,25 @@ pub enum Applied {
 }
 
 /// Applies one partition's entries in order.
-#[derive(Debug)]
 pub struct Applier {
     partition: PartitionId,
     dropped: BTreeSet<KeyspaceId>,
+    /// The node's cache shards; cache ops change the partition's shards and persist them.
+    caches: Arc<CacheMemory>,
 }
 
 impl Applier {
-    /// An applier for `partition`, given the keyspaces already dropped there.
-    pub fn new(partition: PartitionId, dropped: impl IntoIterator<Item = KeyspaceId>) -> Applier {
+    /// An applier for `partition`, given the keyspaces already dropped there and the node's
+    /// cache shards.
+    pub(crate) fn new(
+        partition: PartitionId,
+        dropped: impl IntoIterator<Item = KeyspaceId>,
+        caches: Arc<CacheMemory>,
+    ) -> Applier {
         Applier {
             partition,
             dropped: dropped.into_iter().collect(),
+            caches,
         }
     }
 
@@ -74,7 +83,10 @@ impl Applier {
                         } if !self.dropped.contains(keyspace) => {
                             batch.delete_range(p, *keyspace, start, end)
                         }
-                        _ => {}
+                        Op::Put { .. } | Op::Delete { .. } | Op::DeleteRange { .. } => {}
+                        cache_op => {
+                            self.caches.apply(p, cache_op, ts_micros, batch);
+                        }
                     }
                 }
                 Applied::Ok { ts_micros }

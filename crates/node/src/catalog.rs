@@ -1,6 +1,7 @@
 //! The keyspaces a node knows, persisted in the storage's meta column family.
 
 use crate::NodeError;
+use notadb_cache::{CacheDef, CACHE_ID_BASE};
 use notadb_storage::RocksStorage;
 use notadb_types::{KeyspaceId, KeyspaceSchema};
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use std::sync::Arc;
 const KEYSPACE_PREFIX: &[u8] = b"keyspace/";
 const DROPPING_PREFIX: &[u8] = b"dropping/";
 const NEXT_ID_KEY: &[u8] = b"next_keyspace_id";
+const CACHE_PREFIX: &[u8] = b"cache/";
 
 /// A keyspace: its schema and the id its data is stored under.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,10 +20,12 @@ pub struct KeyspaceDef {
     pub schema: KeyspaceSchema,
 }
 
-/// Name → keyspace, plus the ids of dropped keyspaces whose data is still being deleted.
+/// Name → keyspace, plus the ids of dropped keyspaces whose data is still being deleted, and
+/// name → cache.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     keyspaces: Arc<BTreeMap<String, Arc<KeyspaceDef>>>,
+    caches: Arc<BTreeMap<String, Arc<CacheDef>>>,
     next_id: u32,
     dropping: BTreeSet<KeyspaceId>,
 }
@@ -47,6 +51,11 @@ impl Catalog {
                 .try_into()
                 .map_err(|_| corrupt("dropping", "bad length"))?;
             catalog.dropping.insert(KeyspaceId(u32::from_be_bytes(id)));
+        }
+        for (key, value) in storage.scan_meta(CACHE_PREFIX)? {
+            let def: CacheDef = serde_json::from_slice(&value)
+                .map_err(|e| corrupt(&String::from_utf8_lossy(&key), e))?;
+            Arc::make_mut(&mut catalog.caches).insert(def.name.clone(), Arc::new(def));
         }
         if let Some(next) = storage.get_meta(NEXT_ID_KEY)? {
             let next: [u8; 4] = next
@@ -139,6 +148,12 @@ impl Catalog {
         if self.keyspaces.get(&def.schema.name).map(|d| d.as_ref()) == Some(&def) {
             return Ok(false);
         }
+        if def.id.0 >= CACHE_ID_BASE {
+            return Err(NodeError::Internal(format!(
+                "keyspace id {} of `{}` is in the range reserved for caches",
+                def.id, def.schema.name
+            )));
+        }
         let next_id = self.next_id.max(def.id.0.saturating_add(1));
         let mut batch = storage.batch();
         batch.put_meta(
@@ -179,6 +194,95 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The cache named `name`.
+    pub fn cache(&self, name: &str) -> Result<Arc<CacheDef>, NodeError> {
+        self.caches
+            .get(name)
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound(format!("cache `{name}` does not exist")))
+    }
+
+    /// Keyspace name → ids of the caches derived from it, whose entries its writes drop.
+    pub fn derived_caches(&self) -> BTreeMap<String, Vec<notadb_cache::CacheId>> {
+        let mut out: BTreeMap<String, Vec<notadb_cache::CacheId>> = BTreeMap::new();
+        for def in self.caches.values() {
+            if let Some(ks) = &def.derived_from {
+                out.entry(ks.clone()).or_default().push(def.id());
+            }
+        }
+        out
+    }
+
+    /// Every cache, by name.
+    pub fn caches(&self) -> Vec<Arc<CacheDef>> {
+        self.caches.values().cloned().collect()
+    }
+
+    /// Creates (or, when installing a definition decided elsewhere, replaces) a cache. An
+    /// identical existing one is returned as is when `if_not_exists`. Returns whether anything
+    /// changed.
+    pub fn put_cache(
+        &mut self,
+        storage: &RocksStorage,
+        def: CacheDef,
+        if_not_exists: bool,
+        replace: bool,
+    ) -> Result<(Arc<CacheDef>, bool), NodeError> {
+        if let Some(existing) = self.caches.get(&def.name) {
+            if **existing == def && (if_not_exists || replace) {
+                return Ok((existing.clone(), false));
+            }
+            if !replace {
+                return Err(NodeError::AlreadyExists(format!(
+                    "cache `{}` already exists{}",
+                    def.name,
+                    if **existing == def {
+                        ""
+                    } else {
+                        " with other settings"
+                    }
+                )));
+            }
+        }
+        if let Some(other) = self
+            .caches
+            .values()
+            .find(|c| c.name != def.name && c.id() == def.id())
+        {
+            return Err(NodeError::AlreadyExists(format!(
+                "cache `{}` would share its id with cache `{}`; choose another name",
+                def.name, other.name
+            )));
+        }
+        let mut batch = storage.batch();
+        batch.put_meta(
+            &[CACHE_PREFIX, def.name.as_bytes()].concat(),
+            &serde_json::to_vec(&def).expect("serializable"),
+        );
+        storage.commit(batch, true)?;
+        let def = Arc::new(def);
+        Arc::make_mut(&mut self.caches).insert(def.name.clone(), def.clone());
+        Ok((def, true))
+    }
+
+    /// Removes a cache; returns it, if it was there.
+    pub fn remove_cache(
+        &mut self,
+        storage: &RocksStorage,
+        name: &str,
+    ) -> Result<Option<Arc<CacheDef>>, NodeError> {
+        let Some(def) = self.caches.get(name).cloned() else {
+            return Ok(None);
+        };
+        let mut batch = storage.batch();
+        batch.delete_meta(&[CACHE_PREFIX, name.as_bytes()].concat());
+        storage.commit(batch, true)?;
+        Arc::make_mut(&mut self.caches).remove(name);
+        Ok(Some(def))
+    }
+}
+
 /// Where keyspace definitions are decided when a node is one of many: the cluster's metadata
 /// store assigns ids (never reused) and orders changes, and every node installs them into its
 /// own catalog in that order. Without one, the node's own catalog decides.
@@ -194,6 +298,13 @@ pub trait SchemaStore: Send + Sync + 'static {
 
     /// Removes a keyspace cluster-wide and returns it; the caller appends its drop entries.
     async fn remove(&self, name: &str) -> Result<KeyspaceDef, NodeError>;
+
+    /// Creates a cache cluster-wide; an identical existing one is returned as is when
+    /// `if_not_exists`. Returns whether it was created.
+    async fn create_cache(&self, def: CacheDef, if_not_exists: bool) -> Result<bool, NodeError>;
+
+    /// Removes a cache cluster-wide; the caller appends its clear entries.
+    async fn remove_cache(&self, name: &str) -> Result<CacheDef, NodeError>;
 }
 
 fn keyspace_key(name: &str) -> Vec<u8> {

@@ -5,7 +5,7 @@ use thiserror::Error;
 
 /// What went wrong with a request, classified by what the caller must do. The server maps each
 /// variant to one gRPC code (in one place); messages are shown to users as they are.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum NodeError {
     /// The request is wrong and will stay wrong; nothing was written.
     #[error("{0}")]

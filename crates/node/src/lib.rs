@@ -8,12 +8,15 @@
 //! `Node` is the async shell that moves bytes between them, the log and RocksDB.
 
 pub mod apply;
+mod cache;
+mod cache_store;
 mod catalog;
 mod clock;
 mod config;
 mod error;
 mod handler;
 mod limits;
+mod loader;
 mod maintenance;
 mod node;
 pub mod query;
@@ -23,12 +26,16 @@ mod replica;
 pub mod request;
 pub mod write;
 
+pub use cache::{CacheInfo, CacheValue, TOUCH_INTERVAL};
+pub use cache_store::CacheUsage;
 pub use catalog::{KeyspaceDef, SchemaStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
 pub use error::NodeError;
 pub use handler::{QueryContext, QueryHandler, Rows};
 pub use limits::Limits;
+pub use loader::{CacheLoader, LoadKey};
 pub use node::{KeyspaceInfo, Node, NodeBuilder, NodeStatus, PartitionStatus};
+pub use notadb_cache::CacheDef;
 pub use read::{merge_aggregates, merge_scans};
 pub use request::*;

@@ -1,5 +1,5 @@
 //! Background housekeeping: trimming log entries every partition has applied and made durable
-//! and no other reader (`Node::hold_log`) still needs.
+//! and no other reader (`Node::hold_log`) still needs, and reporting cache hits.
 
 use crate::Node;
 use notadb_types::Seq;
@@ -39,5 +39,13 @@ pub async fn truncate_loop(node: Node) {
                 tracing::warn!(partition = %p, error = %e, "log truncation failed");
             }
         }
+    }
+}
+
+/// Reports the hits cache reads noted, every `TOUCH_INTERVAL` (see `Node::report_touches`).
+pub async fn touch_loop(node: Node) {
+    loop {
+        tokio::time::sleep(crate::TOUCH_INTERVAL).await;
+        node.report_touches().await;
     }
 }

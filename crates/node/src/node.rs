@@ -1,14 +1,17 @@
 //! The node: storage, log, catalog and apply loops wired together, and its write path.
 
 use crate::apply::Applier;
+use crate::cache_store::CacheMemory;
 use crate::catalog::{Catalog, KeyspaceDef, SchemaStore};
 use crate::clock::{Clock, SystemClock};
 use crate::handler::QueryHandler;
+use crate::loader::{CacheLoader, Flights};
 use crate::record::{Op, Record};
 use crate::replica::{ApplyTask, PartitionState};
 use crate::request::Mutation;
 use crate::write::{keyspace_of, prepare, WriteContext};
 use crate::{NodeConfig, NodeError};
+use notadb_cache::CacheDef;
 use notadb_log::{EmbeddedLog, Log, LogError};
 use notadb_storage::RocksStorage;
 use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId, Partitioner, Seq, Token};
@@ -28,6 +31,8 @@ pub struct NodeBuilder {
     owned: Option<BTreeSet<PartitionId>>,
     schemas: Option<Arc<dyn SchemaStore>>,
     truncate_log: bool,
+    loaders: BTreeMap<String, Arc<dyn CacheLoader>>,
+    caches: Vec<CacheDef>,
 }
 
 impl NodeBuilder {
@@ -42,6 +47,8 @@ impl NodeBuilder {
             owned: None,
             schemas: None,
             truncate_log: true,
+            loaders: BTreeMap::new(),
+            caches: Vec::new(),
         }
     }
 
@@ -89,6 +96,18 @@ impl NodeBuilder {
         self
     }
 
+    /// A named cache loader, for caches that name it.
+    pub fn loader(mut self, name: impl Into<String>, loader: Arc<dyn CacheLoader>) -> Self {
+        self.loaders.insert(name.into(), loader);
+        self
+    }
+
+    /// A cache the service needs: created at open unless an identical one exists.
+    pub fn cache(mut self, def: CacheDef) -> Self {
+        self.caches.push(def);
+        self
+    }
+
     /// Opens storage and log, replays the log tail and starts the apply loops.
     pub async fn open(self) -> Result<Node, NodeError> {
         Node::open(self).await
@@ -116,6 +135,11 @@ pub(crate) struct NodeInner {
     /// Per reader outside the apply loops (the transmitter) and partition: the oldest seq it
     /// still needs. Truncation keeps those entries.
     log_holds: Mutex<BTreeMap<(String, PartitionId), Seq>>,
+    /// The caches' entries of the owned partitions.
+    pub caches: Arc<CacheMemory>,
+    pub loaders: BTreeMap<String, Arc<dyn CacheLoader>>,
+    /// Cache loads in flight on this node.
+    pub flights: Flights,
 }
 
 /// A running node. Cheap to clone.
@@ -201,6 +225,7 @@ impl Node {
                 config.partitions
             )));
         }
+        let caches = Arc::new(CacheMemory::new(config.partitions));
         let mut partitions = Vec::new();
         let mut appliers = Vec::new();
         for p in partitioner.all() {
@@ -232,7 +257,21 @@ impl Node {
                 )));
             }
             partitions.push(Arc::new(PartitionState::new(p, applied, bounds.last)));
-            appliers.push(Applier::new(p, dropped.remove(&p).unwrap_or_default()));
+            appliers.push(Applier::new(
+                p,
+                dropped.remove(&p).unwrap_or_default(),
+                caches.clone(),
+            ));
+        }
+        {
+            let (caches, storage) = (caches.clone(), storage.clone());
+            let restore: Vec<PartitionId> = appliers.iter().map(Applier::partition).collect();
+            tokio::task::spawn_blocking(move || {
+                restore
+                    .into_iter()
+                    .try_for_each(|p| caches.restore(&storage, p))
+            })
+            .await??;
         }
         let node = Node {
             inner: Arc::new(NodeInner {
@@ -250,6 +289,9 @@ impl Node {
                 ddl: tokio::sync::Mutex::new(()),
                 log_failed: AtomicBool::new(false),
                 log_holds: Mutex::new(BTreeMap::new()),
+                caches,
+                loaders: b.loaders,
+                flights: Flights::default(),
                 config,
             }),
         };
@@ -259,7 +301,7 @@ impl Node {
                 storage: inner.storage.clone(),
                 log: inner.log.clone(),
                 state: inner.partitions[applier.partition().0 as usize].clone(),
-                applier,
+                applier: Some(applier),
                 clock: inner.clock.clone(),
                 batch: inner.config.apply_batch.max(1),
                 shutdown: inner.shutdown.subscribe(),
@@ -269,7 +311,8 @@ impl Node {
         if b.truncate_log {
             node.spawn(crate::maintenance::truncate_loop(node.clone()));
         }
-        match node.finish_open(b.keyspaces).await {
+        node.spawn(crate::maintenance::touch_loop(node.clone()));
+        match node.finish_open(b.keyspaces, b.caches).await {
             Ok(()) => Ok(node),
             Err(e) => {
                 // Stop the loops started above so a retry can open the same directory.
@@ -279,16 +322,23 @@ impl Node {
         }
     }
 
-    async fn finish_open(&self, keyspaces: Vec<KeyspaceSchema>) -> Result<(), NodeError> {
+    async fn finish_open(
+        &self,
+        keyspaces: Vec<KeyspaceSchema>,
+        caches: Vec<CacheDef>,
+    ) -> Result<(), NodeError> {
         for schema in keyspaces {
             self.create_keyspace(schema, true).await?;
+        }
+        for def in caches {
+            self.create_cache(def, true).await?;
         }
         self.resume_drops().await
     }
 
     /// Applies a catalog change on a blocking thread (it fsyncs), one change at a time, and
     /// publishes the new catalog only once it is durable.
-    async fn change_catalog<R, F>(&self, change: F) -> Result<R, NodeError>
+    pub(crate) async fn change_catalog<R, F>(&self, change: F) -> Result<R, NodeError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Catalog, &RocksStorage) -> Result<R, NodeError> + Send + 'static,
@@ -305,7 +355,7 @@ impl Node {
     }
 
     /// Appends to the log, noting failures that retries will not fix.
-    async fn append(&self, p: PartitionId, payload: Vec<u8>) -> Result<Seq, NodeError> {
+    pub(crate) async fn append(&self, p: PartitionId, payload: Vec<u8>) -> Result<Seq, NodeError> {
         match self.inner.log.append(p, payload.into()).await {
             Ok(seq) => {
                 self.partition(p).appended(seq);
@@ -577,7 +627,10 @@ impl Node {
             )));
         }
         let ts_micros = self.inner.clock.now_micros();
-        let keyspaces = self.inner.catalog.read().expect("catalog lock").snapshot();
+        let (keyspaces, derived) = {
+            let catalog = self.inner.catalog.read().expect("catalog lock");
+            (catalog.snapshot(), catalog.derived_caches())
+        };
         let ctx = WriteContext {
             partitioner: &self.inner.partitioner,
             limits,
@@ -595,6 +648,7 @@ impl Node {
             let def = keyspaces.get(name).ok_or_else(|| {
                 NodeError::NotFound(format!("{field}keyspace: keyspace `{name}` does not exist"))
             })?;
+            let derived = derived.get(name).cloned().unwrap_or_default();
             let prepared = prepare(def, mutation, &ctx, &field)?;
             match partition {
                 None => partition = Some((i, prepared.partition)),
@@ -606,7 +660,19 @@ impl Node {
                 }
                 Some(_) => {}
             }
-            ops.extend(prepared.op);
+            if let Some(op) = prepared.op {
+                for cache in derived {
+                    ops.push(match &op {
+                        Op::Put { key, .. } | Op::Delete { key, .. } => Op::CacheDelete {
+                            cache,
+                            key: key.clone(),
+                        },
+                        // A range's keys are unknown here: the cache's partition is cleared.
+                        _ => Op::CacheClear { cache },
+                    });
+                }
+                ops.push(op);
+            }
         }
         let (_, partition) = partition.expect("at least one mutation");
         let payload = Record::Batch { ts_micros, ops }.encode();

@@ -7,11 +7,17 @@
 //!     op 1 put:          stored value: len u32 + bytes (expiry header included)
 //!     op 2 delete:       -
 //!     op 3 delete range: end key: len u32 + bytes (the range is [key, end))
+//!     (cache ops name a cache id where the others name a keyspace)
+//!     op 4 cache set:    capacity u64 | expires_at i64 | found u8 | value: len u32 + bytes
+//!     op 5 cache delete: -
+//!     op 6 cache touch:  count u32 | stamp u64 * count (the key is empty)
+//!     op 7 cache clear:  - (the key is empty)
 //! kind 2 (drop keyspace): keyspace u32
 //! ```
 //! Integers are big-endian. Everything a replica needs is in the entry: applying it reads no
 //! clock and no catalog.
 
+use notadb_cache::CacheId;
 use notadb_types::KeyspaceId;
 
 const VERSION: u8 = 1;
@@ -20,6 +26,10 @@ const KIND_DROP: u8 = 2;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_DELETE_RANGE: u8 = 3;
+const OP_CACHE_SET: u8 = 4;
+const OP_CACHE_DELETE: u8 = 5;
+const OP_CACHE_TOUCH: u8 = 6;
+const OP_CACHE_CLEAR: u8 = 7;
 
 /// One change to one keyspace. Keys are encoded tuples; values are stored values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +47,29 @@ pub enum Op {
         keyspace: KeyspaceId,
         start: Vec<u8>,
         end: Vec<u8>,
+    },
+    /// Stores a cache entry (`value: None`: a cached "not found"), evicting within `capacity`
+    /// (the partition's share of the cache's bytes).
+    CacheSet {
+        cache: CacheId,
+        key: Vec<u8>,
+        capacity: u64,
+        expires_at: i64,
+        value: Option<Vec<u8>>,
+    },
+    /// Removes a cache entry.
+    CacheDelete {
+        cache: CacheId,
+        key: Vec<u8>,
+    },
+    /// Marks cache entries visited: hits a replica reports, by the entries' stamps.
+    CacheTouch {
+        cache: CacheId,
+        stamps: Vec<u64>,
+    },
+    /// Removes every entry of the cache in the partition.
+    CacheClear {
+        cache: CacheId,
     },
 }
 
@@ -152,6 +185,40 @@ fn encode_op(out: &mut Vec<u8>, op: &Op) {
             put_bytes(out, start);
             put_bytes(out, end);
         }
+        Op::CacheSet {
+            cache,
+            key,
+            capacity,
+            expires_at,
+            value,
+        } => {
+            out.push(OP_CACHE_SET);
+            out.extend_from_slice(&cache.0.to_be_bytes());
+            put_bytes(out, key);
+            out.extend_from_slice(&capacity.to_be_bytes());
+            out.extend_from_slice(&expires_at.to_be_bytes());
+            out.push(u8::from(value.is_some()));
+            put_bytes(out, value.as_deref().unwrap_or_default());
+        }
+        Op::CacheDelete { cache, key } => {
+            out.push(OP_CACHE_DELETE);
+            out.extend_from_slice(&cache.0.to_be_bytes());
+            put_bytes(out, key);
+        }
+        Op::CacheTouch { cache, stamps } => {
+            out.push(OP_CACHE_TOUCH);
+            out.extend_from_slice(&cache.0.to_be_bytes());
+            put_bytes(out, &[]);
+            out.extend_from_slice(&(stamps.len() as u32).to_be_bytes());
+            for stamp in stamps {
+                out.extend_from_slice(&stamp.to_be_bytes());
+            }
+        }
+        Op::CacheClear { cache } => {
+            out.push(OP_CACHE_CLEAR);
+            out.extend_from_slice(&cache.0.to_be_bytes());
+            put_bytes(out, &[]);
+        }
     }
 }
 
@@ -171,6 +238,41 @@ fn decode_op(r: &mut Reader<'_>) -> Result<Op, String> {
             start: key,
             end: r.bytes()?,
         }),
+        OP_CACHE_SET => {
+            let capacity = r.u64()?;
+            let expires_at = r.u64()? as i64;
+            let found = match r.u8()? {
+                0 => false,
+                1 => true,
+                other => return Err(format!("cache set flag {other} is neither 0 nor 1")),
+            };
+            let value = r.bytes()?;
+            Ok(Op::CacheSet {
+                cache: CacheId(keyspace.0),
+                key,
+                capacity,
+                expires_at,
+                value: found.then_some(value),
+            })
+        }
+        OP_CACHE_DELETE => Ok(Op::CacheDelete {
+            cache: CacheId(keyspace.0),
+            key,
+        }),
+        OP_CACHE_TOUCH => {
+            let count = r.u32()? as usize;
+            let mut stamps = Vec::with_capacity(count.min(r.remaining() / 8));
+            for _ in 0..count {
+                stamps.push(r.u64()?);
+            }
+            Ok(Op::CacheTouch {
+                cache: CacheId(keyspace.0),
+                stamps,
+            })
+        }
+        OP_CACHE_CLEAR => Ok(Op::CacheClear {
+            cache: CacheId(keyspace.0),
+        }),
         other => Err(format!("mutation op {other} is unknown")),
     }
 }
@@ -181,6 +283,10 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
     fn take(&mut self, n: usize) -> Result<&[u8], String> {
         let end = self
             .pos
@@ -240,6 +346,31 @@ mod tests {
                     keyspace: KeyspaceId(3),
                     start: b"a".to_vec(),
                     end: b"b".to_vec(),
+                },
+                Op::CacheSet {
+                    cache: CacheId(0x8000_0001),
+                    key: b"c".to_vec(),
+                    capacity: 1 << 20,
+                    expires_at: 77,
+                    value: Some(b"v".to_vec()),
+                },
+                Op::CacheSet {
+                    cache: CacheId(0x8000_0001),
+                    key: b"n".to_vec(),
+                    capacity: 1 << 20,
+                    expires_at: 0,
+                    value: None,
+                },
+                Op::CacheDelete {
+                    cache: CacheId(0x8000_0002),
+                    key: b"c".to_vec(),
+                },
+                Op::CacheTouch {
+                    cache: CacheId(0x8000_0002),
+                    stamps: vec![1, u64::MAX],
+                },
+                Op::CacheClear {
+                    cache: CacheId(0x8000_0003),
                 },
             ],
         };

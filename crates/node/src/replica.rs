@@ -95,7 +95,7 @@ pub struct ApplyTask {
     pub storage: Arc<RocksStorage>,
     pub log: Arc<dyn Log>,
     pub state: Arc<PartitionState>,
-    pub applier: Applier,
+    pub applier: Option<Applier>,
     pub clock: Arc<dyn Clock>,
     pub batch: usize,
     pub shutdown: watch::Receiver<bool>,
@@ -178,7 +178,10 @@ impl ApplyTask {
         }
         self.state.appended(last);
         let storage = self.storage.clone();
-        let mut applier = std::mem::replace(&mut self.applier, Applier::new(self.state.id, []));
+        let mut applier = self
+            .applier
+            .take()
+            .expect("the applier is back after each batch");
         let started = Instant::now();
         let count = entries.len();
         let (applier, result) = tokio::task::spawn_blocking(move || {
@@ -199,7 +202,7 @@ impl ApplyTask {
         })
         .await
         .map_err(|e| format!("apply task failed: {e}"))?;
-        self.applier = applier;
+        self.applier = Some(applier);
         let (first_ts, malformed) = result.map_err(|e| e.to_string())?;
         if let Some(ts) = first_ts {
             self.state.lag_micros.store(

@@ -1,5 +1,6 @@
+use crate::pg_loader::PostgresLoaderConfig;
 use notadb_cluster::ClusterConfig;
-use notadb_node::NodeConfig;
+use notadb_node::{CacheDef, NodeConfig};
 use notadb_transmitter::TransmitterConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -29,6 +30,12 @@ pub struct ServerConfig {
     /// Writes mapped keyspaces behind to PostgreSQL; absent: no transmitter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transmitter: Option<TransmitterConfig>,
+    /// Cache loaders that run one SQL statement against PostgreSQL (`[[postgres_loaders]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub postgres_loaders: Vec<PostgresLoaderConfig>,
+    /// Caches created at start unless they exist (`[[caches]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<CacheDef>,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +47,8 @@ impl Default for ServerConfig {
             node: NodeConfig::default(),
             cluster: None,
             transmitter: None,
+            postgres_loaders: Vec::new(),
+            caches: Vec::new(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod config;
 mod convert;
 mod grpc;
 pub mod metrics;
+mod pg_loader;
 pub mod route;
 mod server;
 mod status;
@@ -14,6 +15,7 @@ mod topology;
 mod transmit;
 
 pub use config::{ServerConfig, DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR};
+pub use pg_loader::{PostgresLoader, PostgresLoaderConfig};
 pub use server::{wait_for_signal, Server, ServerError};
 pub use status::to_status;
 pub use topology::Topology;

@@ -85,15 +85,20 @@ impl Router {
         self.cluster.as_ref().filter(|_| !is_forwarded(metadata))
     }
 
+    /// The cluster this node is in, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
     /// The shard group serving `p`, or `None` when this node does (multi-get's split).
     pub fn remote_group(&self, cluster: &Cluster, p: PartitionId) -> Option<u16> {
         (!self.node.owns(p)).then(|| cluster.routes().doc().group_of(p))
     }
 
-    fn client(&self, addr: &str) -> Result<DataClient<Channel>, Status> {
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
         let mut channels = self.channels.lock().expect("channel lock");
         if let Some(channel) = channels.get(addr) {
-            return Ok(DataClient::new(channel.clone()));
+            return Ok(channel.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| to_status(NodeError::Internal(format!("replica address {addr}: {e}"))))?
@@ -101,9 +106,7 @@ impl Router {
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
-        Ok(DataClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+        Ok(channel)
     }
 
     /// Sends `message` to the best ready replica of `group` (least lagging on `partition`,
@@ -123,14 +126,55 @@ impl Router {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let cluster = self.cluster.as_ref().expect("forwarding needs a cluster");
-        let deadline = consistency
-            .deadline
-            .unwrap_or_else(|| Instant::now() + self.node.config().limits.max_read_wait());
         let replicas: Vec<_> = cluster
             .routes()
             .replicas(group, partition, &consistency.tokens)
             .into_iter()
             .filter(|m| m.ready)
+            .collect();
+        self.forward_to(
+            replicas,
+            group,
+            partition,
+            consistency,
+            &[],
+            message,
+            |c, r| {
+                call(
+                    DataClient::new(c)
+                        .max_decoding_message_size(usize::MAX)
+                        .max_encoding_message_size(usize::MAX),
+                    r,
+                )
+            },
+        )
+        .await
+    }
+
+    /// Sends `message` to the first of `replicas` that answers (at most `forward_attempts` of
+    /// them), within the request's deadline, with the forwarded mark and `headers`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward_to<M, T, F, Fut>(
+        &self,
+        replicas: Vec<notadb_cluster::Member>,
+        group: u16,
+        partition: Option<PartitionId>,
+        consistency: &Consistency,
+        headers: &[&'static str],
+        message: M,
+        call: F,
+    ) -> Result<T, Status>
+    where
+        M: Clone,
+        F: Fn(Channel, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let cluster = self.cluster.as_ref().expect("forwarding needs a cluster");
+        let deadline = consistency
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.node.config().limits.max_read_wait());
+        let replicas: Vec<_> = replicas
+            .into_iter()
             .take(cluster.config().forward_attempts.max(1))
             .collect();
         let on = match partition {
@@ -160,7 +204,12 @@ impl Router {
                     ))
                 })?,
             );
-            let client = self.client(&replica.grpc_addr)?;
+            for header in headers {
+                request
+                    .metadata_mut()
+                    .insert(*header, tonic::metadata::MetadataValue::from_static("1"));
+            }
+            let client = self.channel(&replica.grpc_addr)?;
             metrics::counter!("notadb_forwarded_requests_total").increment(1);
             match tokio::time::timeout(remaining, call(client, request)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),

@@ -1,11 +1,12 @@
 //! A running server: a node, its gRPC API and its admin HTTP endpoints.
 
-use crate::grpc::{DataService, KeyspacesService, NodeService};
+use crate::grpc::{CacheService, DataService, KeyspacesService, NodeService};
 use crate::route::Router;
 use crate::topology::Topology;
 use crate::{admin, metrics, ServerConfig};
 use notadb_cluster::{Advertised, Cluster, ClusterError};
 use notadb_node::{Node, NodeBuilder, NodeError};
+use notadb_proto::v1::cache_server::CacheServer;
 use notadb_proto::v1::data_server::DataServer;
 use notadb_proto::v1::keyspaces_server::KeyspacesServer;
 use notadb_proto::v1::node_server::NodeServer;
@@ -84,6 +85,23 @@ impl Server {
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|e| ServerError::Other(e.to_string()))?;
+        let mut loaders = Vec::new();
+        for lc in &config.postgres_loaders {
+            let loader = crate::pg_loader::PostgresLoader::new(lc.clone());
+            loader.check().await.map_err(ServerError::Other)?;
+            loaders.push((lc.name.clone(), Arc::new(loader)));
+        }
+        let caches = config.caches.clone();
+        let customize = move |mut builder: NodeBuilder| {
+            builder = customize(builder);
+            for (name, loader) in loaders {
+                builder = builder.loader(name, loader);
+            }
+            for def in caches {
+                builder = builder.cache(def);
+            }
+            builder
+        };
         let (node, cluster) = match config.cluster.clone() {
             None => (customize(NodeBuilder::new(config.node)).open().await?, None),
             Some(cluster) => {
@@ -126,7 +144,12 @@ impl Server {
         let grpc = tonic::transport::Server::builder()
             .add_service(reflection)
             .add_service(
-                DataServer::new(DataService::new(node.clone(), router))
+                DataServer::new(DataService::new(node.clone(), router.clone()))
+                    .max_decoding_message_size(max_request)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            )
+            .add_service(
+                CacheServer::new(CacheService::new(node.clone(), router))
                     .max_decoding_message_size(max_request)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )

@@ -210,6 +210,33 @@ impl RocksStorage {
         Ok(out)
     }
 
+    /// Calls `f(keyspace, encoded key, stored value)` for every row of partition `p` whose
+    /// keyspace id is `from` or above, in key order (a node rebuilding its caches at start).
+    pub fn scan_partition_from(
+        &self,
+        p: PartitionId,
+        from: KeyspaceId,
+        mut f: impl FnMut(KeyspaceId, &[u8], &[u8]) -> Result<(), String>,
+    ) -> Result<(), StorageError> {
+        let start = layout::data_key(p, from, &[]);
+        let end = layout::partition_range(p).1;
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(start.clone());
+        opts.set_iterate_upper_bound(end);
+        let mut it = self.db.raw_iterator_cf_opt(self.data_cf(), opts);
+        it.seek(&start);
+        while let Some((k, v)) = it.item() {
+            let ks: [u8; 4] = k[2..layout::DATA_KEY_HEADER]
+                .try_into()
+                .expect("data keys carry a keyspace id");
+            f(KeyspaceId(u32::from_be_bytes(ks)), layout::tuple_of(k), v)
+                .map_err(StorageError::Corrupt)?;
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
     /// Makes every committed batch durable on disk.
     pub fn sync(&self) -> Result<(), StorageError> {
         Ok(self.db.flush_wal(true)?)

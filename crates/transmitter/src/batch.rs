@@ -94,6 +94,11 @@ impl Batch {
                 Op::DeleteRange {
                     keyspace, start, ..
                 } => (keyspace, start),
+                // Caches are not transmitted.
+                Op::CacheSet { .. }
+                | Op::CacheDelete { .. }
+                | Op::CacheTouch { .. }
+                | Op::CacheClear { .. } => continue,
             };
             let Some(&index) = by_keyspace.get(keyspace) else {
                 continue;
@@ -175,7 +180,11 @@ fn row_of(
     let (key, stored) = match op {
         Op::Put { key, stored, .. } => (key, Some(stored)),
         Op::Delete { key, .. } => (key, None),
-        Op::DeleteRange { .. } => {
+        Op::DeleteRange { .. }
+        | Op::CacheSet { .. }
+        | Op::CacheDelete { .. }
+        | Op::CacheTouch { .. }
+        | Op::CacheClear { .. } => {
             return Err((
                 "range deletes are not transmitted: delete the rows in PostgreSQL, or delete keys one by one".into(),
                 None,

@@ -470,7 +470,11 @@ impl Inner {
         for op in ops {
             let (Op::Put { keyspace, .. }
             | Op::Delete { keyspace, .. }
-            | Op::DeleteRange { keyspace, .. }) = op;
+            | Op::DeleteRange { keyspace, .. }) = op
+            else {
+                // Cache ops are not transmitted.
+                continue;
+            };
             if tables.by_id.contains_key(keyspace) || tables.ignored.contains(keyspace) {
                 continue;
             }

@@ -1,9 +1,11 @@
 //! gRPC service implementations: thin conversions around `notadb_node::Node`.
 
+mod cache;
 mod data;
 mod keyspaces;
 mod node;
 
+pub use cache::CacheService;
 pub use data::DataService;
 pub use keyspaces::KeyspacesService;
 pub use node::NodeService;
