@@ -95,7 +95,7 @@ impl Entry {
 }
 
 /// One cache's entries in one partition.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CacheShard {
     /// Looked up by key, never iterated.
     entries: HashMap<Bytes, Entry>,
@@ -110,12 +110,23 @@ pub struct CacheShard {
     stats: ShardStats,
 }
 
+impl Default for CacheShard {
+    fn default() -> Self {
+        CacheShard::new()
+    }
+}
+
 impl CacheShard {
-    /// An empty shard.
+    /// An empty shard; stamps start at 1.
     pub fn new() -> CacheShard {
         CacheShard {
+            entries: HashMap::new(),
+            queue: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            hand: 0,
             next_stamp: 1,
-            ..CacheShard::default()
+            bytes: 0,
+            stats: ShardStats::default(),
         }
     }
 

@@ -215,20 +215,27 @@ impl Node {
             .bytes)
     }
 
-    /// The partition of each key (checked), in order.
+    /// The partition of each key (checked), in order; errors name `keys[i]`.
     pub fn cache_partitions(
         &self,
         cache: &str,
         keys: &[Bytes],
+    ) -> Result<Vec<PartitionId>, NodeError> {
+        self.cache_partitions_named(cache, keys, |i| format!("keys[{i}]"))
+    }
+
+    fn cache_partitions_named(
+        &self,
+        cache: &str,
+        keys: &[Bytes],
+        field: impl Fn(usize) -> String,
     ) -> Result<Vec<PartitionId>, NodeError> {
         let def = self.cache(cache)?;
         let derived = self.derived_keyspace(&def)?;
         self.check_key_count(keys.len())?;
         keys.iter()
             .enumerate()
-            .map(|(i, k)| {
-                self.cache_key_partition(&def, derived.as_deref(), k, &|| format!("keys[{i}]"))
-            })
+            .map(|(i, k)| self.cache_key_partition(&def, derived.as_deref(), k, &|| field(i)))
             .collect()
     }
 
@@ -315,7 +322,8 @@ impl Node {
             Some(t) => t as u64,
         };
         let keys: Vec<Bytes> = entries.iter().map(|(k, _)| k.clone()).collect();
-        let partitions = self.cache_partitions(cache, &keys)?;
+        let partitions =
+            self.cache_partitions_named(cache, &keys, |i| format!("entries[{i}].key"))?;
         let capacity = def.partition_capacity(self.inner.partitioner.count());
         let max_value = self.inner.config.limits.max_value_bytes;
         for (i, (key, value)) in entries.iter().enumerate() {

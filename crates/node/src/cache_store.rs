@@ -18,6 +18,9 @@ use std::sync::Mutex;
 /// until the next one (eviction then sees those entries as not visited).
 const MAX_PENDING_TOUCHES: usize = 16_384;
 
+/// A stored row: key and value.
+type Row = (Vec<u8>, Vec<u8>);
+
 #[derive(Default)]
 struct PartitionCaches {
     shards: BTreeMap<CacheId, CacheShard>,
@@ -59,7 +62,7 @@ impl CacheMemory {
 
     /// Rebuilds partition `p`'s shards from storage (at start, before its apply loop runs).
     pub fn restore(&self, storage: &RocksStorage, p: PartitionId) -> Result<(), StorageError> {
-        let mut rows: BTreeMap<CacheId, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+        let mut rows: BTreeMap<CacheId, Vec<Row>> = BTreeMap::new();
         storage.scan_partition_from(p, KeyspaceId(CACHE_ID_BASE), |ks, key, stored| {
             let (_, row) = value::decode(stored)
                 .ok_or_else(|| format!("cache row in partition {p} has no value header"))?;
@@ -125,7 +128,7 @@ impl CacheMemory {
         let mut changes = Vec::new();
         {
             let mut caches = self.lock(p);
-            let shard = caches.shards.entry(cache).or_insert_with(CacheShard::new);
+            let shard = caches.shards.entry(cache).or_default();
             shard.apply(op, ts_micros, capacity, &mut changes);
         }
         let ks = keyspace(cache);

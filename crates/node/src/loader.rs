@@ -29,10 +29,13 @@ pub trait CacheLoader: Send + Sync + 'static {
 /// The outcome every caller waiting on one load gets.
 pub(crate) type LoadOutcome = Result<Option<Bytes>, NodeError>;
 
+/// One load and the outcome its callers share.
+type Flight = Arc<OnceCell<LoadOutcome>>;
+
 /// Loads in flight on this node, by cache and key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    inflight: Mutex<HashMap<(CacheId, Bytes), Arc<OnceCell<LoadOutcome>>>>,
+    inflight: Mutex<HashMap<(CacheId, Bytes), Flight>>,
 }
 
 impl Flights {

@@ -120,8 +120,20 @@ fn sieve_keeps_visited_entries_and_evicts_the_unvisited() {
     m.apply(set("f", "x"), 8, capacity);
     assert_eq!(keys(&m.shard), ["a", "e", "f"]);
     m.apply(set("g", "x"), 9, capacity);
-    // `a` lost its bit on the first pass, so the wrapped hand evicts it now.
-    assert_eq!(keys(&m.shard), ["e", "f", "g"]);
+    // The hand has not wrapped yet: `e`, ahead of it, goes.
+    assert_eq!(keys(&m.shard), ["a", "f", "g"]);
+    // `a` sits behind the hand: new, unread entries go first (quick demotion).
+    m.apply(set("h", "x"), 10, capacity);
+    assert_eq!(keys(&m.shard), ["a", "g", "h"]);
+    // The hand keeps walking toward the head; `a`, behind it, stays until it wraps.
+    m.apply(set("i", "x"), 11, capacity);
+    m.apply(CacheOp::Del { key: b("g") }, 12, capacity);
+    m.apply(CacheOp::Del { key: b("i") }, 12, capacity);
+    m.apply(set("j", "x"), 13, capacity);
+    m.apply(set("k", "x"), 14, capacity);
+    assert_eq!(keys(&m.shard), ["a", "j", "k"]);
+    m.apply(set("l", "x"), 15, capacity);
+    assert_eq!(keys(&m.shard), ["a", "k", "l"]);
     assert!(m.shard.bytes() <= capacity);
 }
 
