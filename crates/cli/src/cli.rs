@@ -1,8 +1,8 @@
 //! Command-line arguments and dispatch.
 
 use crate::{
-    bench, bench_ingest, bench_transmit, compare, data, demo, dev_cluster, keyspace, load, serve,
-    transmitter,
+    bench, bench_cache, bench_ingest, bench_transmit, compare, data, demo, dev_cluster, keyspace,
+    load, serve, transmitter,
 };
 use clap::{Parser, Subcommand};
 
@@ -67,6 +67,9 @@ pub enum Command {
     /// Measure the transmitter: rows/s into PostgreSQL draining a backlog and write-to-visible
     /// latency, beside hand-written batched upserts (the ceiling) in the same run.
     BenchTransmit(bench_transmit::BenchTransmitArgs),
+    /// Measure the cache: hit-path gets and sets (single and batched) beside Redis, and
+    /// loader misses beside the same SELECT sent straight to PostgreSQL, in one run.
+    BenchCache(bench_cache::BenchCacheArgs),
 }
 
 /// `notadb bench [compare]`.
@@ -117,5 +120,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand { args, .. }) => bench::run(&cli.addr, args).await,
         Command::BenchIngest(args) => bench_ingest::run(&cli.addr, args).await,
         Command::BenchTransmit(args) => bench_transmit::run(args).await,
+        Command::BenchCache(args) => bench_cache::run(args).await,
     }
 }

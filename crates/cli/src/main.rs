@@ -1,6 +1,7 @@
 //! The `notadb` command.
 
 mod bench;
+mod bench_cache;
 mod bench_ingest;
 mod bench_transmit;
 mod cli;
