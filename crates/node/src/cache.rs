@@ -43,6 +43,12 @@ fn label(def: &CacheDef) -> [(&'static str, String); 1] {
     [("cache", def.name.clone())]
 }
 
+/// A cache's hit and miss counters, registered once: the hit path does not build labels.
+pub(crate) struct CacheCounters {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+}
+
 impl Node {
     /// The cache named `name`.
     pub fn cache(&self, name: &str) -> Result<Arc<CacheDef>, NodeError> {
@@ -61,6 +67,29 @@ impl Node {
                 def,
             })
             .collect()
+    }
+
+    fn cache_counters(&self, def: &CacheDef) -> Arc<CacheCounters> {
+        let id = def.id();
+        if let Some(c) = self
+            .inner
+            .cache_counters
+            .read()
+            .expect("counters lock")
+            .get(&id)
+        {
+            return c.clone();
+        }
+        let counters = Arc::new(CacheCounters {
+            hits: metrics::counter!("notadb_cache_hits_total", &label(def)),
+            misses: metrics::counter!("notadb_cache_misses_total", &label(def)),
+        });
+        self.inner
+            .cache_counters
+            .write()
+            .expect("counters lock")
+            .insert(id, counters.clone());
+        counters
     }
 
     /// Names of the registered loaders.
@@ -215,27 +244,26 @@ impl Node {
             .bytes)
     }
 
-    /// The partition of each key (checked), in order; errors name `keys[i]`.
+    /// The partition of each key of cache `def` (checked), in order; errors name `keys[i]`.
     pub fn cache_partitions(
         &self,
-        cache: &str,
+        def: &CacheDef,
         keys: &[Bytes],
     ) -> Result<Vec<PartitionId>, NodeError> {
-        self.cache_partitions_named(cache, keys, |i| format!("keys[{i}]"))
+        self.cache_partitions_named(def, keys, |i| format!("keys[{i}]"))
     }
 
     fn cache_partitions_named(
         &self,
-        cache: &str,
+        def: &CacheDef,
         keys: &[Bytes],
         field: impl Fn(usize) -> String,
     ) -> Result<Vec<PartitionId>, NodeError> {
-        let def = self.cache(cache)?;
-        let derived = self.derived_keyspace(&def)?;
+        let derived = self.derived_keyspace(def)?;
         self.check_key_count(keys.len())?;
         keys.iter()
             .enumerate()
-            .map(|(i, k)| self.cache_key_partition(&def, derived.as_deref(), k, &|| field(i)))
+            .map(|(i, k)| self.cache_key_partition(def, derived.as_deref(), k, &|| field(i)))
             .collect()
     }
 
@@ -258,8 +286,20 @@ impl Node {
         consistency: &Consistency,
     ) -> Result<Vec<CacheValue>, NodeError> {
         let def = self.cache(cache)?;
-        let partitions = self.cache_partitions(cache, keys)?;
-        for p in &partitions {
+        let partitions = self.cache_partitions(&def, keys)?;
+        self.cache_lookup(&def, keys, &partitions, consistency)
+            .await
+    }
+
+    /// `cache_get` for keys whose partitions `cache_partitions` gave.
+    pub async fn cache_lookup(
+        &self,
+        def: &CacheDef,
+        keys: &[Bytes],
+        partitions: &[PartitionId],
+        consistency: &Consistency,
+    ) -> Result<Vec<CacheValue>, NodeError> {
+        for p in partitions {
             self.check_owned(*p)?;
         }
         self.wait_for(consistency).await?;
@@ -269,7 +309,7 @@ impl Node {
         let values: Vec<CacheValue> = keys
             .iter()
             .zip(partitions)
-            .map(|(key, p)| match self.inner.caches.get(p, id, key, now) {
+            .map(|(key, &p)| match self.inner.caches.get(p, id, key, now) {
                 Lookup::Hit { value, .. } => {
                     hits += 1;
                     CacheValue::Hit(value)
@@ -281,9 +321,9 @@ impl Node {
                 Lookup::Miss => CacheValue::Miss,
             })
             .collect();
-        metrics::counter!("notadb_cache_hits_total", &label(&def)).increment(hits);
-        metrics::counter!("notadb_cache_misses_total", &label(&def))
-            .increment(values.len() as u64 - hits);
+        let counters = self.cache_counters(def);
+        counters.hits.increment(hits);
+        counters.misses.increment(values.len() as u64 - hits);
         Ok(values)
     }
 
@@ -323,7 +363,7 @@ impl Node {
         };
         let keys: Vec<Bytes> = entries.iter().map(|(k, _)| k.clone()).collect();
         let partitions =
-            self.cache_partitions_named(cache, &keys, |i| format!("entries[{i}].key"))?;
+            self.cache_partitions_named(&def, &keys, |i| format!("entries[{i}].key"))?;
         let capacity = def.partition_capacity(self.inner.partitioner.count());
         let max_value = self.inner.config.limits.max_value_bytes;
         for (i, (key, value)) in entries.iter().enumerate() {
@@ -362,7 +402,7 @@ impl Node {
         keys: Vec<Bytes>,
     ) -> Result<Vec<Token>, NodeError> {
         let def = self.cache(cache)?;
-        let partitions = self.cache_partitions(cache, &keys)?;
+        let partitions = self.cache_partitions(&def, &keys)?;
         let mut by_partition: BTreeMap<PartitionId, Vec<Op>> = BTreeMap::new();
         for (key, p) in keys.into_iter().zip(partitions) {
             by_partition.entry(p).or_default().push(Op::CacheDelete {

@@ -140,6 +140,7 @@ pub(crate) struct NodeInner {
     pub loaders: BTreeMap<String, Arc<dyn CacheLoader>>,
     /// Cache loads in flight on this node.
     pub flights: Flights,
+    pub cache_counters: RwLock<BTreeMap<notadb_cache::CacheId, Arc<crate::cache::CacheCounters>>>,
 }
 
 /// A running node. Cheap to clone.
@@ -292,6 +293,7 @@ impl Node {
                 caches,
                 loaders: b.loaders,
                 flights: Flights::default(),
+                cache_counters: RwLock::new(BTreeMap::new()),
                 config,
             }),
         };

@@ -37,7 +37,10 @@ struct Connected {
 /// after the connection fails.
 pub struct PostgresLoader {
     config: PostgresLoaderConfig,
-    connection: Mutex<Option<Arc<Connected>>>,
+    /// The live connection; loads share it (tokio-postgres pipelines their queries).
+    current: std::sync::RwLock<Option<Arc<Connected>>>,
+    /// Held while (re)connecting, so one caller connects and the others wait for it.
+    connecting: Mutex<()>,
 }
 
 impl PostgresLoader {
@@ -45,7 +48,8 @@ impl PostgresLoader {
     pub fn new(config: PostgresLoaderConfig) -> PostgresLoader {
         PostgresLoader {
             config,
-            connection: Mutex::new(None),
+            current: std::sync::RwLock::new(None),
+            connecting: Mutex::new(()),
         }
     }
 
@@ -62,10 +66,21 @@ impl PostgresLoader {
         }
     }
 
+    fn live(&self) -> Option<Arc<Connected>> {
+        self.current
+            .read()
+            .expect("connection lock")
+            .clone()
+            .filter(|c| !c.client.is_closed())
+    }
+
     async fn connected(&self) -> Result<Arc<Connected>, String> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.client.is_closed()) {
-            return Ok(c.clone());
+        if let Some(c) = self.live() {
+            return Ok(c);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.live() {
+            return Ok(c);
         }
         let (client, connection) = tokio_postgres::connect(&self.config.url, NoTls)
             .await
@@ -99,7 +114,7 @@ impl PostgresLoader {
             None => return Err(format!("loader `{}`: its sql returns no column", self.config.name)),
         }
         let connected = Arc::new(Connected { client, statement });
-        *slot = Some(connected.clone());
+        *self.current.write().expect("connection lock") = Some(connected.clone());
         Ok(connected)
     }
 }

@@ -123,24 +123,25 @@ impl CacheService {
 
     /// Answers for keys on this node's partitions, loading misses here or on the group's
     /// loader replica.
+    #[allow(clippy::too_many_arguments)]
     async fn local_get(
         &self,
-        cache: &str,
+        def: &CacheDef,
         keys: Vec<Bytes>,
         partitions: &[PartitionId],
         consistency: &Consistency,
         load: bool,
         metadata: &MetadataMap,
     ) -> Result<Vec<CacheResult>, Status> {
+        let cache = def.name.as_str();
         let values = self
             .node
-            .cache_get(cache, &keys, consistency)
+            .cache_lookup(def, &keys, partitions, consistency)
             .await
             .map_err(to_status)?;
         let mut results: Vec<CacheResult> =
             values.into_iter().map(|v| result_of(v, false)).collect();
-        let has_loader = self.node.cache(cache).map_err(to_status)?.loader.is_some();
-        if !load || !has_loader {
+        if !load || def.loader.is_none() {
             return Ok(results);
         }
         let misses: Vec<usize> = (0..keys.len())
@@ -261,11 +262,9 @@ impl Cache for CacheService {
             let metadata = request.metadata().clone();
             let r = request.into_inner();
             let consistency = convert::consistency(&r.tokens, &metadata)?;
+            let def = self.node.cache(&r.cache).map_err(to_status)?;
             let keys = self.keys(&r.cache, &r.keys, "keys")?;
-            let partitions = self
-                .node
-                .cache_partitions(&r.cache, &keys)
-                .map_err(to_status)?;
+            let partitions = self.node.cache_partitions(&def, &keys).map_err(to_status)?;
             let load = !r.no_load;
             // Keys by where they are answered: here (None) or on another group.
             let mut by_group: BTreeMap<Option<u16>, Vec<usize>> = BTreeMap::new();
@@ -283,7 +282,7 @@ impl Cache for CacheService {
                 let answered = match group {
                     None => {
                         let ps: Vec<PartitionId> = indices.iter().map(|&i| partitions[i]).collect();
-                        self.local_get(&r.cache, part, &ps, &consistency, load, &metadata)
+                        self.local_get(&def, part, &ps, &consistency, load, &metadata)
                             .await?
                     }
                     Some(g) => {
