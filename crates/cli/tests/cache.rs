@@ -4,13 +4,13 @@
 mod harness;
 
 use harness::cluster::{blocking, serial, wait_converged, wait_members, ClusterNode, NodeSpec};
+use harness::pg::{connect, Db};
 use notadb::client::proto::{CacheResult, CacheSettings, CacheStatus};
 use notadb::client::{cache_key, cache_tuple_key, Client, Code, Element};
 use notadb::{CacheDef, PostgresLoaderConfig, Server, ServerConfig};
 use notadb_log::jetstream::NatsServer;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 /// The loader's source: `load_value(k)` records every call in `loads`, fails for `boom`,
 /// and returns NULL (not found) for keys that are not in `source`.
@@ -28,80 +28,26 @@ INSERT INTO source SELECT 'k' || i, 'value-' || i FROM generate_series(0, 999) i
 INSERT INTO source VALUES ('slow', 'slow-value');
 ";
 
-/// A database of its own, dropped at the end.
-struct Db {
-    admin_url: String,
-    name: String,
-    url: String,
+async fn create_db(tag: &str) -> Db {
+    Db::create(format!("notadb_cache_{tag}_{}", std::process::id()), SOURCE).await
 }
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+/// Loads of `key` so far, counted by the loader's SQL function.
+async fn loads(db: &Db, key: &str) -> i64 {
+    connect(&db.url)
         .await
-        .expect("connect postgres");
-    tokio::spawn(conn);
-    client
+        .query_one("SELECT count(*) FROM loads WHERE k = $1", &[&key])
+        .await
+        .expect("count loads")
+        .get(0)
 }
 
-impl Db {
-    async fn create(tag: &str) -> Db {
-        let admin_url = std::env::var("NOTADB_POSTGRES_URL").unwrap_or_else(|_| {
-            panic!("NOTADB_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL on loopback")
-        });
-        let name = format!("notadb_cache_{tag}_{}", std::process::id());
-        let admin = connect(&admin_url).await;
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-            .expect("drop old database");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        let base = admin_url.rsplit_once('/').expect("url with a database").0;
-        let url = format!("{base}/{name}");
-        connect(&url)
-            .await
-            .batch_execute(SOURCE)
-            .await
-            .expect("create the source");
-        Db {
-            admin_url,
-            name,
-            url,
-        }
-    }
-
-    /// Loads of `key` so far (all keys: `None`).
-    async fn loads(&self, key: Option<&str>) -> i64 {
-        let client = connect(&self.url).await;
-        let row = match key {
-            Some(k) => {
-                client
-                    .query_one("SELECT count(*) FROM loads WHERE k = $1", &[&k])
-                    .await
-            }
-            None => client.query_one("SELECT count(*) FROM loads", &[]).await,
-        };
-        row.expect("count loads").get(0)
-    }
-
-    fn loader(&self) -> PostgresLoaderConfig {
-        PostgresLoaderConfig {
-            name: "pg".into(),
-            url: self.url.clone(),
-            sql: "SELECT load_value($1)".into(),
-        }
-    }
-
-    async fn drop_db(&self) {
-        let admin = connect(&self.admin_url).await;
-        let _ = admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
+/// The PostgreSQL loader `pg` over the database's `load_value`.
+fn loader(db: &Db) -> PostgresLoaderConfig {
+    PostgresLoaderConfig {
+        name: "pg".into(),
+        url: db.url.clone(),
+        sql: "SELECT load_value($1)".into(),
     }
 }
 
@@ -119,7 +65,7 @@ async fn single_node(dir: &Path, db: &Db, caches: Vec<CacheDef>) -> (Server, Cli
     let mut config = ServerConfig {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        postgres_loaders: vec![db.loader()],
+        postgres_loaders: vec![loader(db)],
         caches,
         ..ServerConfig::default()
     };
@@ -143,7 +89,7 @@ fn hit(r: &CacheResult) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_through_ttl_negative_ttl_and_loader_errors() {
-    let db = Db::create("read").await;
+    let db = create_db("read").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ttl = CacheDef {
         default_ttl_ms: 600,
@@ -158,21 +104,17 @@ async fn read_through_ttl_negative_ttl_and_loader_errors() {
     let second = client.cache_get("users", b"k1").await.expect("get");
     assert_eq!(hit(&second), "value-1");
     assert!(!second.loaded);
-    assert_eq!(db.loads(Some("k1")).await, 1, "one query for two reads");
+    assert_eq!(loads(&db, "k1").await, 1, "one query for two reads");
 
     // "Not found" is cached for the negative TTL, then asked again.
     for _ in 0..3 {
         let r = client.cache_get("users", b"nobody").await.expect("get");
         assert_eq!(status(&r), CacheStatus::NotFound);
     }
-    assert_eq!(db.loads(Some("nobody")).await, 1);
+    assert_eq!(loads(&db, "nobody").await, 1);
     tokio::time::sleep(Duration::from_millis(900)).await;
     client.cache_get("users", b"nobody").await.expect("get");
-    assert_eq!(
-        db.loads(Some("nobody")).await,
-        2,
-        "the negative entry expired"
-    );
+    assert_eq!(loads(&db, "nobody").await, 2, "the negative entry expired");
 
     // Loaded values expire after the cache's default TTL.
     assert_eq!(
@@ -183,7 +125,7 @@ async fn read_through_ttl_negative_ttl_and_loader_errors() {
         hit(&client.cache_get("short", b"k2").await.expect("get")),
         "value-2"
     );
-    assert_eq!(db.loads(Some("k2")).await, 1);
+    assert_eq!(loads(&db, "k2").await, 1);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let miss = client
         .cache_get_many("short", vec![cache_key("k2")], &[], true)
@@ -194,7 +136,7 @@ async fn read_through_ttl_negative_ttl_and_loader_errors() {
         hit(&client.cache_get("short", b"k2").await.expect("get")),
         "value-2"
     );
-    assert_eq!(db.loads(Some("k2")).await, 2);
+    assert_eq!(loads(&db, "k2").await, 2);
 
     // A set with its own TTL, seen at once through its tokens.
     let tokens = client
@@ -243,7 +185,7 @@ async fn read_through_ttl_negative_ttl_and_loader_errors() {
         .expect("get");
     assert_eq!(hit(&r[0]), "value-1");
     assert!(r[0].loaded);
-    assert_eq!(db.loads(Some("k1")).await, 2);
+    assert_eq!(loads(&db, "k1").await, 2);
 
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
@@ -251,7 +193,7 @@ async fn read_through_ttl_negative_ttl_and_loader_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_to_the_keyspace_drop_derived_entries() {
-    let db = Db::create("derived").await;
+    let db = create_db("derived").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, client) = single_node(dir.path(), &db, vec![]).await;
     let schema = harness::cluster::string_keyspace("accounts");
@@ -328,7 +270,7 @@ async fn writes_to_the_keyspace_drop_derived_entries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_keeps_memory_under_the_bound_on_a_skewed_workload() {
-    let db = Db::create("evict").await;
+    let db = create_db("evict").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let capacity: u64 = 1 << 20;
     let (server, client) = single_node(dir.path(), &db, vec![CacheDef::new("hot", capacity)]).await;
@@ -401,7 +343,7 @@ async fn eviction_keeps_memory_under_the_bound_on_a_skewed_workload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_clear_error_and_stores_nothing() {
-    let db = Db::create("bad").await;
+    let db = create_db("bad").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, client) = single_node(dir.path(), &db, vec![CacheDef::new("c", 1 << 20)]).await;
     let last = |s: &notadb::client::proto::StatusResponse| -> u64 {
@@ -537,6 +479,22 @@ async fn bad_input_is_a_clear_error_and_stores_nothing() {
     db.drop_db().await;
 }
 
+/// Round `round` of the mixed workload: 50 of the 400 keys `m*` set to the round's number.
+async fn set_round(client: &Client, round: u32) -> Vec<notadb::client::Token> {
+    let entries = (0..50u32)
+        .map(|i| {
+            (
+                cache_key(format!("m{}", (round * 31 + i) % 400)),
+                round.to_be_bytes().to_vec(),
+            )
+        })
+        .collect();
+    client
+        .cache_set_many("users", entries, None)
+        .await
+        .expect("set")
+}
+
 fn cluster_config(dir: &Path, db: &Db) -> std::path::PathBuf {
     let path = dir.join("notadb.toml");
     std::fs::write(
@@ -564,7 +522,7 @@ load_timeout_ms = 10000
 #[test]
 fn cluster_herd_loads_once_and_replicas_converge_after_kill9() {
     serial(async {
-        let db = Db::create("cluster").await;
+        let db = create_db("cluster").await;
         let dir = tempfile::tempdir().expect("tempdir");
         let nats = blocking(|| NatsServer::start(&dir.path().join("nats"))).expect("nats-server");
         let config = cluster_config(dir.path(), &db);
@@ -589,7 +547,7 @@ fn cluster_herd_loads_once_and_replicas_converge_after_kill9() {
             assert_eq!(hit(&r), "slow-value");
         }
         assert_eq!(
-            db.loads(Some("slow")).await,
+            loads(&db, "slow").await,
             1,
             "one loader query for 1,000 misses"
         );
@@ -598,20 +556,7 @@ fn cluster_herd_loads_once_and_replicas_converge_after_kill9() {
         let mut tokens = Vec::new();
         for round in 0..20u32 {
             let client = if round % 2 == 0 { &ca } else { &cb };
-            let entries = (0..50u32)
-                .map(|i| {
-                    (
-                        cache_key(format!("m{}", (round * 31 + i) % 400)),
-                        round.to_be_bytes().to_vec(),
-                    )
-                })
-                .collect();
-            tokens.extend(
-                client
-                    .cache_set_many("users", entries, None)
-                    .await
-                    .expect("set"),
-            );
+            tokens.extend(set_round(client, round).await);
             let dels = (0..10u32)
                 .map(|i| cache_key(format!("m{}", (round * 7 + i) % 400)))
                 .collect();
@@ -623,19 +568,7 @@ fn cluster_herd_loads_once_and_replicas_converge_after_kill9() {
         // its storage and the log tail.
         blocking(|| b.kill9());
         for round in 20..30u32 {
-            let entries = (0..50u32)
-                .map(|i| {
-                    (
-                        cache_key(format!("m{}", (round * 31 + i) % 400)),
-                        round.to_be_bytes().to_vec(),
-                    )
-                })
-                .collect();
-            tokens.extend(
-                ca.cache_set_many("users", entries, None)
-                    .await
-                    .expect("set"),
-            );
+            tokens.extend(set_round(&ca, round).await);
         }
         let dels = (0..50).map(|i| cache_key(format!("m{i}"))).collect();
         tokens.extend(ca.cache_delete("users", dels).await.expect("delete"));

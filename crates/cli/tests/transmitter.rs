@@ -5,6 +5,7 @@
 mod harness;
 
 use harness::cluster::{blocking, serial, ClusterNode, NodeSpec};
+use harness::pg::{connect, Db};
 use harness::{free_addr, http_get, BIN};
 use notadb_client::{Client, Element, Token};
 use notadb_log::jetstream::NatsServer;
@@ -15,76 +16,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 const TABLE: &str =
     "CREATE TABLE items (k text PRIMARY KEY, name text, qty integer, notadb_seq bigint NOT NULL)";
 
-/// A database of its own, dropped at the end.
-struct Db {
-    admin_url: String,
-    name: String,
-    url: String,
+async fn create_db(tag: &str) -> Db {
+    Db::create(format!("notadb_tx_{tag}_{}", std::process::id()), TABLE).await
 }
 
-impl Db {
-    async fn create(tag: &str) -> Db {
-        let admin_url = std::env::var("NOTADB_POSTGRES_URL").unwrap_or_else(|_| {
-            panic!("NOTADB_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL on loopback")
-        });
-        let name = format!("notadb_tx_{tag}_{}", std::process::id());
-        let admin = connect(&admin_url).await;
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await
-            .expect("drop old database");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        let base = admin_url.rsplit_once('/').expect("url with a database").0;
-        let url = format!("{base}/{name}");
-        connect(&url)
-            .await
-            .batch_execute(TABLE)
-            .await
-            .expect("create table");
-        Db {
-            admin_url,
-            name,
-            url,
-        }
-    }
-
-    /// key → (name, qty, seq).
-    async fn rows(&self) -> BTreeMap<String, (Option<String>, Option<i32>, i64)> {
-        connect(&self.url)
-            .await
-            .query("SELECT k, name, qty, notadb_seq FROM items", &[])
-            .await
-            .expect("select rows")
-            .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-            .collect()
-    }
-
-    async fn drop_db(&self) {
-        let admin = connect(&self.admin_url).await;
-        let _ = admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
-    }
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+/// key → (name, qty, seq).
+async fn rows(db: &Db) -> BTreeMap<String, (Option<String>, Option<i32>, i64)> {
+    connect(&db.url)
         .await
-        .expect("connect postgres");
-    tokio::spawn(conn);
-    client
+        .query("SELECT k, name, qty, notadb_seq FROM items", &[])
+        .await
+        .expect("select rows")
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect()
 }
 
 fn config_file(dir: &Path, url: &str) -> PathBuf {
@@ -286,7 +235,7 @@ async fn flush_and_match(client: &Client, model: &Model, db: &Db) {
         .transmitter_flush(&model.tokens(), Duration::from_secs(60))
         .await
         .expect("flush");
-    model.assert_matches(&db.rows().await);
+    model.assert_matches(&rows(db).await);
 }
 
 async fn create_items(client: &Client) {
@@ -300,7 +249,7 @@ async fn create_items(client: &Client) {
 fn writes_and_deletes_end_equal_and_a_poison_record_goes_to_dead_letters() {
     serial(async {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::create("equal").await;
+        let db = create_db("equal").await;
         let config = config_file(dir.path(), &db.url);
         let node = blocking(|| Serve::start(&config, &dir.path().join("data")));
         let client = node.client().await;
@@ -323,7 +272,7 @@ fn writes_and_deletes_end_equal_and_a_poison_record_goes_to_dead_letters() {
             .transmitter_flush(&tokens, Duration::from_secs(60))
             .await
             .expect("flush");
-        let mut rows = db.rows().await;
+        let mut rows = rows(&db).await;
         assert!(
             rows.remove("poison").is_none(),
             "the poison row was written"
@@ -361,7 +310,7 @@ fn writes_and_deletes_end_equal_and_a_poison_record_goes_to_dead_letters() {
 fn kill_9_mid_stream_then_restart_ends_equal_and_no_row_goes_back() {
     serial(async {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::create("kill").await;
+        let db = create_db("kill").await;
         let config = config_file(dir.path(), &db.url);
         let mut node = blocking(|| Serve::start(&config, &dir.path().join("data")));
         let client = node.client().await;
@@ -369,7 +318,7 @@ fn kill_9_mid_stream_then_restart_ends_equal_and_no_row_goes_back() {
         let model = Model::default();
         write_load(&client, &model, 20_000, 2_000, 0).await;
         blocking(|| node.kill9());
-        let before = db.rows().await;
+        let before = rows(&db).await;
         blocking(|| node.launch());
         let client = node.client().await;
         // While the restarted transmitter catches up, no row's seq may go down.
@@ -405,7 +354,7 @@ fn kill_9_mid_stream_then_restart_ends_equal_and_no_row_goes_back() {
 fn a_lost_database_connection_under_load_loses_and_reorders_nothing() {
     serial(async {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::create("revoke").await;
+        let db = create_db("revoke").await;
         let role = format!("notadb_tx_role_{}", std::process::id());
         let admin = connect(&db.admin_url).await;
         admin
@@ -480,7 +429,7 @@ fn a_lost_database_connection_under_load_loses_and_reorders_nothing() {
 fn another_replica_takes_over_when_the_active_transmitter_is_killed() {
     serial(async {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::create("takeover").await;
+        let db = create_db("takeover").await;
         let config = config_file(dir.path(), &db.url);
         let nats = blocking(|| NatsServer::start(&dir.path().join("nats"))).expect("nats-server");
         let spec = |id| NodeSpec::new(&nats.url(), "tx", 1, 0, id, dir.path()).with_config(&config);
