@@ -315,3 +315,31 @@ pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A PostgreSQL connection whose driver runs on a spawned task.
+pub async fn pg_connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Drops and creates the database `name` on the server of `admin_url`; returns its URL.
+pub async fn fresh_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let admin = pg_connect(admin_url).await?;
+    // One statement per call: DROP/CREATE DATABASE cannot run inside a batch.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .context("creating the benchmark database")?;
+    }
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .context("the URL names no database")?;
+    Ok(format!("{base}/{name}"))
+}

@@ -11,6 +11,7 @@
 //! in a closed loop for `seconds`; they share `connections` gRPC channels, Redis multiplexed
 //! connections or PostgreSQL connections, task `t` using connection `t mod connections`.
 
+use crate::bench::{fresh_database, pg_connect};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -23,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 /// The cache of the hit paths.
 const HITS: &str = "hits";
@@ -92,14 +92,6 @@ fn key(i: u64) -> String {
 fn value_of(bytes: usize) -> Vec<u8> {
     let mut rng = rand::rng();
     (0..bytes).map(|_| rng.random_range(b'a'..=b'z')).collect()
-}
-
-async fn pg_connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("connecting to PostgreSQL")?;
-    tokio::spawn(conn);
-    Ok(client)
 }
 
 /// One request of a measurement.
@@ -432,21 +424,7 @@ pub async fn run(args: BenchCacheArgs) -> anyhow::Result<()> {
 
 /// Creates the benchmark database and the loader's table; returns the database's URL.
 async fn create_source(args: &BenchCacheArgs) -> anyhow::Result<String> {
-    let admin = pg_connect(&args.postgres_url).await?;
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", args.database),
-        format!("CREATE DATABASE {}", args.database),
-    ] {
-        admin
-            .batch_execute(&sql)
-            .await
-            .context("creating the benchmark database")?;
-    }
-    let (base, _) = args
-        .postgres_url
-        .rsplit_once('/')
-        .context("the URL names no database")?;
-    let url = format!("{base}/{}", args.database);
+    let url = fresh_database(&args.postgres_url, &args.database).await?;
     eprintln!("filling {TABLE} with {} rows…", args.source_rows);
     let db = pg_connect(&url).await?;
     let fill = format!(

@@ -8,6 +8,7 @@
 //! 3. Latency: one write at a time; from the write's call until its row is visible in
 //!    PostgreSQL (polled every 0.5 ms).
 
+use crate::bench::{fresh_database, pg_connect};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -17,7 +18,6 @@ use notadb_transmitter::{DeleteMode, TableMapping, TransmitterConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 const TABLE: &str = "bench_items";
 
@@ -49,14 +49,6 @@ pub struct BenchTransmitArgs {
     pub out: Option<std::path::PathBuf>,
 }
 
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .with_context(|| "connecting to PostgreSQL".to_string())?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
 fn name_of(i: usize) -> String {
     format!("name-{i:08}")
 }
@@ -70,23 +62,8 @@ pub async fn run(args: BenchTransmitArgs) -> anyhow::Result<()> {
         args.rows > 0 && args.batch > 0 && args.connections > 0,
         "--rows, --batch and --connections must be above 0"
     );
-    let admin = connect(&args.postgres_url).await?;
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", args.database),
-        format!("CREATE DATABASE {}", args.database),
-    ] {
-        admin
-            .batch_execute(&sql)
-            .await
-            .context("creating the benchmark database")?;
-    }
-    let base = args
-        .postgres_url
-        .rsplit_once('/')
-        .context("the URL names no database")?
-        .0;
-    let url = format!("{base}/{}", args.database);
-    let db = connect(&url).await?;
+    let url = fresh_database(&args.postgres_url, &args.database).await?;
+    let db = pg_connect(&url).await?;
     let create = format!(
         "CREATE TABLE {TABLE} (k text PRIMARY KEY, name text, qty integer, notadb_seq bigint NOT NULL)"
     );
@@ -205,7 +182,7 @@ async fn ceiling(url: &str, args: &BenchTransmitArgs) -> anyhow::Result<f64> {
             args.connections,
         );
         tasks.push(tokio::spawn(async move {
-            let mut client = connect(&url).await?;
+            let mut client = pg_connect(&url).await?;
             let stmt = client.prepare(&sql).await?;
             let mine: Vec<usize> = (0..rows).filter(|i| i % conns == c).collect();
             for chunk in mine.chunks(batch) {
