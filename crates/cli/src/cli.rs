@@ -1,8 +1,8 @@
 //! Command-line arguments and dispatch.
 
 use crate::{
-    bench, bench_cache, bench_ingest, bench_transmit, compare, data, demo, dev_cluster, keyspace,
-    load, serve, transmitter,
+    bench, bench_cache, bench_ingest, bench_transmit, cache, compare, data, demo, dev_cluster,
+    keyspace, load, serve, transmitter,
 };
 use clap::{Parser, Subcommand};
 
@@ -39,6 +39,9 @@ pub enum Command {
     /// Create, list, describe or drop keyspaces.
     #[command(subcommand)]
     Keyspace(keyspace::KeyspaceCommand),
+    /// Create, list and drop caches; get, set and delete their entries.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Put one value; the key is a JSON array.
     Put(data::PutArgs),
     /// Get one value; the key is a JSON array.
@@ -104,6 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::DevCluster(args) => dev_cluster::run(args).await,
         Command::Keyspace(cmd) => keyspace::run(&connect().await?, cmd).await,
+        Command::Cache(cmd) => cache::run(&connect().await?, cmd).await,
         Command::Put(args) => data::put(&connect().await?, args).await,
         Command::Get(args) => data::get(&connect().await?, args).await,
         Command::Delete(args) => data::delete(&connect().await?, args).await,

@@ -4,6 +4,7 @@ mod bench;
 mod bench_cache;
 mod bench_ingest;
 mod bench_transmit;
+mod cache;
 mod cli;
 mod compare;
 mod data;

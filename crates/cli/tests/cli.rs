@@ -213,3 +213,54 @@ fn demo_once_answers_the_seed_questions() {
     );
     assert!(stdout.contains("loaded and applied 2160 rows"), "{stdout}");
 }
+
+#[test]
+fn cache_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&dir.path().join("data"));
+    let created = ok(&node.cli(&[
+        "cache",
+        "create",
+        "sessions",
+        "--capacity-bytes",
+        "1048576",
+        "--ttl",
+        "10m",
+    ]));
+    assert!(created.contains("created cache `sessions`"), "{created}");
+    let token = ok(&node.cli(&["cache", "set", "sessions", "u1", "alice"]));
+    assert!(token.trim().contains(':'), "a P:SEQ token: {token}");
+    // The write is applied shortly after it is acknowledged.
+    let got = wait_for_output(
+        &node,
+        &["cache", "get", "sessions", "u1", "u2"],
+        "u1\thit\talice",
+    );
+    assert!(got.contains("u2\tmiss\t"), "{got}");
+    let listed = ok(&node.cli(&["cache", "list"]));
+    assert!(
+        listed.starts_with("sessions\tcapacity 1048576 B\t1 entries"),
+        "{listed}"
+    );
+    ok(&node.cli(&["cache", "del", "sessions", "u1"]));
+    wait_for_output(&node, &["cache", "get", "sessions", "u1"], "u1\tmiss\t");
+    let err = failed(&node.cli(&["cache", "set", "sessions", "k", "v", "--ttl", "9999d"]));
+    assert!(err.contains("ttl_ms"), "{err}");
+    let err = failed(&node.cli(&["cache", "get", "nope", "k"]));
+    assert!(err.contains("cache `nope` does not exist"), "{err}");
+    ok(&node.cli(&["cache", "drop", "sessions"]));
+    assert_eq!(ok(&node.cli(&["cache", "list"])).trim(), "");
+}
+
+/// Runs the command until its output contains `wanted` (at most 5 s); returns the output.
+fn wait_for_output(node: &Node, args: &[&str], wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = ok(&node.cli(args));
+        if out.contains(wanted) || std::time::Instant::now() > deadline {
+            assert!(out.contains(wanted), "`{}` printed {out:?}", args.join(" "));
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
