@@ -12,5 +12,7 @@ mod def;
 pub mod row;
 mod shard;
 
-pub use def::{CacheDef, CacheDefError, CacheId, CACHE_ID_BASE, MAX_TTL_MS};
+pub use def::{
+    CacheDef, CacheDefError, CacheId, CACHE_ID_BASE, DEFAULT_LOAD_TIMEOUT_MS, MAX_TTL_MS,
+};
 pub use shard::{entry_size, CacheOp, CacheShard, Change, Lookup, ShardStats, ENTRY_OVERHEAD};

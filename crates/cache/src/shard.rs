@@ -355,8 +355,9 @@ impl CacheShard {
         Ok(shard)
     }
 
-    /// Every entry as (key, value, expires_at, stamp, visited), in queue order (tests, digests).
-    pub fn dump(&self) -> Vec<(Bytes, Option<Bytes>, i64, u64, bool)> {
+    /// Every entry as (key, value, expires_at, stamp, visited), in queue order.
+    #[cfg(test)]
+    pub(crate) fn dump(&self) -> Vec<(Bytes, Option<Bytes>, i64, u64, bool)> {
         self.queue
             .values()
             .map(|k| {
@@ -366,8 +367,9 @@ impl CacheShard {
             .collect()
     }
 
-    /// (next stamp, hand): with [`CacheShard::dump`], the whole state.
-    pub fn cursor(&self) -> (u64, u64) {
+    /// (next stamp, hand): with `dump`, the whole state.
+    #[cfg(test)]
+    pub(crate) fn cursor(&self) -> (u64, u64) {
         (self.next_stamp, self.hand)
     }
 }

@@ -343,3 +343,14 @@ pub async fn fresh_database(admin_url: &str, name: &str) -> anyhow::Result<Strin
         .context("the URL names no database")?;
     Ok(format!("{base}/{name}"))
 }
+
+/// The config of an in-process node for a benchmark: loopback on free ports, data in `dir`.
+pub fn loopback_config(dir: &std::path::Path) -> anyhow::Result<notadb::ServerConfig> {
+    let mut config = notadb::ServerConfig {
+        grpc_addr: "127.0.0.1:0".parse()?,
+        admin_addr: "127.0.0.1:0".parse()?,
+        ..notadb::ServerConfig::default()
+    };
+    config.node.data_dir = dir.to_path_buf();
+    Ok(config)
+}

@@ -15,7 +15,7 @@ use crate::bench::{fresh_database, pg_connect};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
-use notadb::{PostgresLoaderConfig, Server, ServerConfig};
+use notadb::{PostgresLoaderConfig, Server};
 use notadb_client::{cache_key, proto as v1, Client, Token};
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
@@ -330,12 +330,7 @@ pub async fn run(args: BenchCacheArgs) -> anyhow::Result<()> {
         .get(0);
 
     let dir = tempfile::tempdir()?;
-    let mut config = ServerConfig {
-        grpc_addr: "127.0.0.1:0".parse()?,
-        admin_addr: "127.0.0.1:0".parse()?,
-        ..ServerConfig::default()
-    };
-    config.node.data_dir = dir.path().to_path_buf();
+    let mut config = crate::bench::loopback_config(dir.path())?;
     config.node.log_fsync = args.log_fsync.clone();
     config.postgres_loaders = vec![PostgresLoaderConfig {
         name: LOADER.into(),

@@ -12,7 +12,7 @@ use crate::bench::{fresh_database, pg_connect};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
-use notadb::{Mutation, Node, Server, ServerConfig, ValueInput};
+use notadb::{Mutation, Node, Server, ValueInput};
 use notadb_client::{Client, Element, Token};
 use notadb_transmitter::{DeleteMode, TableMapping, TransmitterConfig};
 use std::collections::BTreeMap;
@@ -77,12 +77,7 @@ pub async fn run(args: BenchTransmitArgs) -> anyhow::Result<()> {
     db.batch_execute(&format!("TRUNCATE {TABLE}")).await?;
 
     let dir = tempfile::tempdir()?;
-    let mut config = ServerConfig {
-        grpc_addr: "127.0.0.1:0".parse()?,
-        admin_addr: "127.0.0.1:0".parse()?,
-        ..ServerConfig::default()
-    };
-    config.node.data_dir = dir.path().to_path_buf();
+    let mut config = crate::bench::loopback_config(dir.path())?;
     config.node.log_retain_entries = u64::MAX / 2;
     config.node.log_fsync = "never".into();
     eprintln!("loading {} writes into a node's log…", args.rows);

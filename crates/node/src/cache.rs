@@ -58,12 +58,10 @@ impl Node {
     /// Every cache with its size on this node.
     pub fn list_caches(&self) -> Vec<CacheInfo> {
         let defs = self.inner.catalog.read().expect("catalog lock").caches();
+        let owned = self.owned_partitions();
         defs.into_iter()
             .map(|def| CacheInfo {
-                usage: self
-                    .inner
-                    .caches
-                    .usage(def.id(), self.owned_partitions().into_iter()),
+                usage: self.inner.caches.usage(def.id(), owned.iter().copied()),
                 def,
             })
             .collect()
@@ -579,16 +577,5 @@ impl Node {
             metrics::gauge!("notadb_cache_expirations", &l)
                 .set(info.usage.stats.expirations as f64);
         }
-    }
-
-    /// A cache's entries on partition `p`, as (key, value) in eviction-queue order (tests
-    /// compare replicas with it).
-    pub fn cache_dump(
-        &self,
-        cache: &str,
-        p: PartitionId,
-    ) -> Result<Vec<(Bytes, Option<Bytes>)>, NodeError> {
-        let def = self.cache(cache)?;
-        Ok(self.inner.caches.dump(p, def.id()))
     }
 }

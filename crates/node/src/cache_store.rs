@@ -206,13 +206,4 @@ impl CacheMemory {
         }
         usage
     }
-
-    /// A cache's entries on `p` as (key, value) in queue order (tests compare replicas).
-    pub fn dump(&self, p: PartitionId, cache: CacheId) -> Vec<(Bytes, Option<Bytes>)> {
-        self.lock(p)
-            .shards
-            .get(&cache)
-            .map(|s| s.dump().into_iter().map(|(k, v, ..)| (k, v)).collect())
-            .unwrap_or_default()
-    }
 }

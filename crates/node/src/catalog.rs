@@ -203,15 +203,9 @@ impl Catalog {
             .ok_or_else(|| NodeError::NotFound(format!("cache `{name}` does not exist")))
     }
 
-    /// Keyspace name → ids of the caches derived from it, whose entries its writes drop.
-    pub fn derived_caches(&self) -> BTreeMap<String, Vec<notadb_cache::CacheId>> {
-        let mut out: BTreeMap<String, Vec<notadb_cache::CacheId>> = BTreeMap::new();
-        for def in self.caches.values() {
-            if let Some(ks) = &def.derived_from {
-                out.entry(ks.clone()).or_default().push(def.id());
-            }
-        }
-        out
+    /// The caches as of now; later changes do not affect the returned map.
+    pub fn cache_snapshot(&self) -> Arc<BTreeMap<String, Arc<CacheDef>>> {
+        self.caches.clone()
     }
 
     /// Every cache, by name.

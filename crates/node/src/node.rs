@@ -629,9 +629,9 @@ impl Node {
             )));
         }
         let ts_micros = self.inner.clock.now_micros();
-        let (keyspaces, derived) = {
+        let (keyspaces, caches) = {
             let catalog = self.inner.catalog.read().expect("catalog lock");
-            (catalog.snapshot(), catalog.derived_caches())
+            (catalog.snapshot(), catalog.cache_snapshot())
         };
         let ctx = WriteContext {
             partitioner: &self.inner.partitioner,
@@ -650,7 +650,13 @@ impl Node {
             let def = keyspaces.get(name).ok_or_else(|| {
                 NodeError::NotFound(format!("{field}keyspace: keyspace `{name}` does not exist"))
             })?;
-            let derived = derived.get(name).cloned().unwrap_or_default();
+            // Caches derived from the keyspace: the write drops their entry (no allocation
+            // when there are none).
+            let derived: Vec<notadb_cache::CacheId> = caches
+                .values()
+                .filter(|c| c.derived_from.as_deref() == Some(name))
+                .map(|c| c.id())
+                .collect();
             let prepared = prepare(def, mutation, &ctx, &field)?;
             match partition {
                 None => partition = Some((i, prepared.partition)),

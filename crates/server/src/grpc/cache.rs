@@ -50,7 +50,7 @@ fn settings_from_proto(s: CacheSettings) -> CacheDef {
         negative_ttl_ms: s.negative_ttl_ms,
         loader: some(s.loader),
         load_timeout_ms: if s.load_timeout_ms == 0 {
-            notadb_cache::CacheDef::new("", 0).load_timeout_ms
+            notadb_cache::DEFAULT_LOAD_TIMEOUT_MS
         } else {
             s.load_timeout_ms
         },
@@ -123,7 +123,6 @@ impl CacheService {
 
     /// Answers for keys on this node's partitions, loading misses here or on the group's
     /// loader replica.
-    #[allow(clippy::too_many_arguments)]
     async fn local_get(
         &self,
         def: &CacheDef,
