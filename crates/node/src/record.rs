@@ -18,7 +18,7 @@
 //! clock and no catalog.
 
 use notadb_cache::CacheId;
-use notadb_types::KeyspaceId;
+use notadb_types::{put_bytes, KeyspaceId, WireReader};
 
 const VERSION: u8 = 1;
 const KIND_BATCH: u8 = 1;
@@ -120,7 +120,7 @@ impl Record {
 
     /// Parses an entry. A malformed entry is an error every replica meets identically.
     pub fn decode(bytes: &[u8]) -> Result<Record, String> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = WireReader::new(bytes);
         let version = r.u8()?;
         if version != VERSION {
             return Err(format!("record version {version}, expected {VERSION}"));
@@ -143,19 +143,11 @@ impl Record {
             },
             other => return Err(format!("record kind {other} is unknown")),
         };
-        if r.pos != bytes.len() {
-            return Err(format!(
-                "{} trailing bytes after the record",
-                bytes.len() - r.pos
-            ));
+        if r.remaining() != 0 {
+            return Err(format!("{} trailing bytes after the record", r.remaining()));
         }
         Ok(record)
     }
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
 }
 
 fn encode_op(out: &mut Vec<u8>, op: &Op) {
@@ -222,21 +214,21 @@ fn encode_op(out: &mut Vec<u8>, op: &Op) {
     }
 }
 
-fn decode_op(r: &mut Reader<'_>) -> Result<Op, String> {
+fn decode_op(r: &mut WireReader<'_>) -> Result<Op, String> {
     let op = r.u8()?;
     let keyspace = KeyspaceId(r.u32()?);
-    let key = r.bytes()?;
+    let key = r.bytes()?.to_vec();
     match op {
         OP_PUT => Ok(Op::Put {
             keyspace,
             key,
-            stored: r.bytes()?,
+            stored: r.bytes()?.to_vec(),
         }),
         OP_DELETE => Ok(Op::Delete { keyspace, key }),
         OP_DELETE_RANGE => Ok(Op::DeleteRange {
             keyspace,
             start: key,
-            end: r.bytes()?,
+            end: r.bytes()?.to_vec(),
         }),
         OP_CACHE_SET => {
             let capacity = r.u64()?;
@@ -246,7 +238,7 @@ fn decode_op(r: &mut Reader<'_>) -> Result<Op, String> {
                 1 => true,
                 other => return Err(format!("cache set flag {other} is neither 0 nor 1")),
             };
-            let value = r.bytes()?;
+            let value = r.bytes()?.to_vec();
             Ok(Op::CacheSet {
                 cache: CacheId(keyspace.0),
                 key,
@@ -274,53 +266,6 @@ fn decode_op(r: &mut Reader<'_>) -> Result<Op, String> {
             cache: CacheId(keyspace.0),
         }),
         other => Err(format!("mutation op {other} is unknown")),
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| {
-                format!(
-                    "record truncated: needs {n} bytes at offset {}, has {}",
-                    self.pos,
-                    self.bytes.len()
-                )
-            })?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let b: [u8; 4] = self.take(4)?.try_into().expect("take returned 4 bytes");
-        Ok(u32::from_be_bytes(b))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        let b: [u8; 8] = self.take(8)?.try_into().expect("take returned 8 bytes");
-        Ok(u64::from_be_bytes(b))
-    }
-
-    fn bytes(&mut self) -> Result<Vec<u8>, String> {
-        let n = self.u32()? as usize;
-        Ok(self.take(n)?.to_vec())
     }
 }
 

@@ -11,6 +11,7 @@
 //!   ([`EncodedKey`]).
 //! - [`partition`]: which partition a partition key belongs to ([`Partitioner`]).
 //! - [`ids`]: identifier newtypes ([`PartitionId`], [`Seq`], [`KeyspaceId`], [`Token`]).
+//! - [`wire`]: the big-endian, length-prefixed layout of log entries ([`WireReader`]).
 //! - [`error`]: the crate's one error type ([`TypesError`]).
 
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ pub mod error;
 pub mod ids;
 pub mod partition;
 pub mod schema;
+pub mod wire;
 
 pub use codec::{
     decode_element, decode_tuple, encode_element, encode_tuple, prefix_successor, skip_elements,
@@ -32,3 +34,4 @@ pub use partition::{Partitioner, DEFAULT_PARTITIONS};
 pub use schema::{
     EncodedKey, KeyspaceSchema, TtlSpec, ValueFormat, MAX_KEY_ELEMENTS, MAX_NAME_LEN,
 };
+pub use wire::{put_bytes, WireReader};

@@ -1,0 +1,30 @@
+//! The crate's one error type.
+
+use notadb_types::PartitionId;
+
+/// What can go wrong with a transaction before it is logged (bad input: the caller fixes the
+/// request), or while a partition executes its log (the replica must stop: executing on would
+/// let it diverge from the other replicas).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxnError {
+    /// The request is malformed; nothing was logged.
+    #[error("invalid transaction: {0}")]
+    Invalid(String),
+    /// No procedure of that name is registered.
+    #[error("unknown procedure {name:?}")]
+    UnknownProcedure {
+        /// The name the request gave.
+        name: String,
+    },
+    /// A logged entry could not be decoded.
+    #[error("malformed transaction entry: {0}")]
+    Malformed(String),
+    /// The replica's own storage failed; not a transaction outcome.
+    #[error("storage error in partition {partition}: {message}")]
+    Storage {
+        /// The executing partition.
+        partition: PartitionId,
+        /// What the storage reported.
+        message: String,
+    },
+}

@@ -1,0 +1,47 @@
+//! notadb's deterministic transaction core. No I/O, no clock, no randomness: the node drives
+//! it with log entries and makes its effects durable.
+//!
+//! notadb runs multi-key, multi-partition transactions itself, serializably and without
+//! two-phase commit (Calvin, Thomson et al., SIGMOD 2012): the logs decide the order and every
+//! replica executes that order deterministically.
+//!
+//! - [`input`]: a transaction's logged input ([`TxnInput`]): procedure, arguments, declared keys
+//!   with their partitions, nondeterministic values fixed at submission, base values, and
+//!   reconnaissance values for dependent transactions.
+//! - [`entry`]: what a partition log holds for the executor ([`Entry`]), including the reads
+//!   participants exchange ([`RemoteReads`]).
+//! - [`procedure`]: user procedures ([`Procedure`]), their view ([`TxnContext`]) and outcomes
+//!   ([`Outcome`]).
+//! - [`scheduler`]: VLL lock counters and queue, with selective contention analysis
+//!   ([`Scheduler`]).
+//! - [`executor`]: one partition's executor ([`Executor`]), its storage interface
+//!   ([`TxnStore`]) and what it asks the driver to do ([`Effects`]).
+//! - [`oracle`]: the serial replay the executor is tested against ([`replay`]).
+//! - [`checker`]: a list-append history checker for serializability and strict
+//!   serializability ([`check`]).
+
+#![warn(missing_docs)]
+
+pub mod checker;
+pub mod entry;
+pub mod error;
+pub mod executor;
+pub mod input;
+pub mod oracle;
+pub mod procedure;
+pub mod scheduler;
+
+pub use checker::{check, Anomaly, MicroOp, Op, Report, Status};
+pub use entry::{Entry, KeyValues, RemoteReads};
+pub use error::TxnError;
+pub use executor::{
+    Effects, Executor, ExecutorConfig, Finished, Position, Resume, SendReads, TxnStore,
+    DEFAULT_MAX_BLOCKED,
+};
+pub use input::{
+    Access, KeyAccess, TxnEnv, TxnId, TxnInput, TxnKey, MAX_ARGS_BYTES, MAX_PROCEDURE_NAME,
+    MAX_TXN_KEYS,
+};
+pub use oracle::{replay, Replay};
+pub use procedure::{Abort, Outcome, Procedure, Procedures, TxnContext};
+pub use scheduler::Scheduler;
