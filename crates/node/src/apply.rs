@@ -1,24 +1,39 @@
 //! The deterministic apply step: log entries of one partition in, storage mutations out.
 //!
+//! Every entry goes through the partition's transaction executor (`notadb_txn`), which locks
+//! keys with VLL so that transactions waiting for other partitions' reads hold up only the
+//! entries that touch their keys; plain puts and deletes lock their keys, everything else
+//! (range deletes, cache operations, keyspace drops) runs alone. With no transaction in flight
+//! this is the log order, entry by entry.
+//!
 //! Everything here depends only on the entry bytes and on state derived from entries applied
-//! before (the set of keyspaces dropped in this partition). No clock, no randomness, no
-//! iteration over unordered maps, no I/O: the caller commits the batch, with the applied seq.
+//! before. No clock, no randomness, no iteration over unordered maps, no I/O but reads of the
+//! replica's own RocksDB: the caller commits the batch, with the partition's low-watermark.
 
 use crate::cache_store::CacheMemory;
-use crate::record::{Op, Record};
+use crate::txn_store::{entry_of, ApplyStore, Overlay, Persisted};
 use notadb_log::LogEntry;
-use notadb_storage::StorageBatch;
-use notadb_types::{KeyspaceId, PartitionId};
+use notadb_storage::{RocksStorage, StorageBatch};
+use notadb_txn::{Effects, Executor, ExecutorConfig, Procedures, Resume, TxnError};
+use notadb_types::{KeyspaceId, PartitionId, Seq};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-/// What applying one entry did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Applied {
-    /// The entry's mutations were added to the batch; `ts_micros` is its append time.
-    Ok { ts_micros: i64 },
-    /// The entry could not be parsed; every replica skips it identically.
-    Malformed,
+/// The transaction executor's view of a log entry's bytes (tools and tests replay logs with
+/// it): plain puts and deletes, a transaction or remote reads, or anything else as a barrier.
+pub fn executor_entry(payload: &bytes::Bytes) -> notadb_txn::Entry {
+    entry_of(payload).0
+}
+
+/// What applying a run of entries did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The append time of the first entry that carried one.
+    pub first_ts: Option<i64>,
+    /// Entries that could not be parsed; every replica skips them identically.
+    pub malformed: u64,
+    /// What the executor decided: reads to send, transactions finished, its position.
+    pub effects: Effects,
 }
 
 /// Applies one partition's entries in order.
@@ -27,20 +42,28 @@ pub struct Applier {
     dropped: BTreeSet<KeyspaceId>,
     /// The node's cache shards; cache ops change the partition's shards and persist them.
     caches: Arc<CacheMemory>,
+    executor: Executor,
+    persisted: Persisted,
 }
 
 impl Applier {
-    /// An applier for `partition`, given the keyspaces already dropped there and the node's
-    /// cache shards.
+    /// An applier for `partition`, given the keyspaces already dropped there, the node's cache
+    /// shards, the registered procedures and where the executor resumes.
     pub(crate) fn new(
         partition: PartitionId,
         dropped: impl IntoIterator<Item = KeyspaceId>,
         caches: Arc<CacheMemory>,
+        procedures: Procedures,
+        config: ExecutorConfig,
+        resume: Resume,
     ) -> Applier {
+        let persisted = Persisted::new(&resume);
         Applier {
             partition,
             dropped: dropped.into_iter().collect(),
             caches,
+            executor: Executor::new(partition, procedures, config, resume),
+            persisted,
         }
     }
 
@@ -49,56 +72,53 @@ impl Applier {
         self.partition
     }
 
-    /// Adds the effect of `entry` to `batch`.
-    pub fn apply(&mut self, batch: &mut StorageBatch<'_>, entry: &LogEntry) -> Applied {
-        let record = match Record::decode(&entry.payload) {
-            Ok(record) => record,
-            Err(message) => {
-                tracing::error!(
-                    partition = %self.partition, seq = %entry.seq, %message,
-                    "skipping a malformed log entry"
-                );
-                return Applied::Malformed;
-            }
+    /// The next log entry to apply.
+    pub fn next_seq(&self) -> Seq {
+        self.executor.next_seq()
+    }
+
+    /// Entries read but waiting: for locks, or for other partitions' reads.
+    pub fn in_flight(&self) -> usize {
+        self.executor.in_flight() + self.executor.backlog()
+    }
+
+    /// Applies `entries` (from [`Applier::next_seq`] on, in order) into `batch`, then gives the
+    /// executor its idle turn. The executor's state changes are added to `batch` by
+    /// [`Applier::persist`], once the caller has sent the reads it asks for.
+    pub fn apply(
+        &mut self,
+        storage: &RocksStorage,
+        batch: &mut StorageBatch<'_>,
+        entries: &[LogEntry],
+    ) -> Result<Applied, TxnError> {
+        let mut overlay = Overlay::default();
+        let mut store = ApplyStore {
+            partition: self.partition,
+            storage,
+            batch,
+            overlay: &mut overlay,
+            dropped: &mut self.dropped,
+            caches: &self.caches,
+            malformed: 0,
         };
-        let p = self.partition;
-        match record {
-            Record::Batch { ts_micros, ops } => {
-                for op in &ops {
-                    match op {
-                        Op::Put {
-                            keyspace,
-                            key,
-                            stored,
-                        } if !self.dropped.contains(keyspace) => {
-                            batch.put(p, *keyspace, key, stored)
-                        }
-                        Op::Delete { keyspace, key } if !self.dropped.contains(keyspace) => {
-                            batch.delete(p, *keyspace, key)
-                        }
-                        Op::DeleteRange {
-                            keyspace,
-                            start,
-                            end,
-                        } if !self.dropped.contains(keyspace) => {
-                            batch.delete_range(p, *keyspace, start, end)
-                        }
-                        Op::Put { .. } | Op::Delete { .. } | Op::DeleteRange { .. } => {}
-                        cache_op => {
-                            self.caches.apply(p, cache_op, ts_micros, batch);
-                        }
-                    }
-                }
-                Applied::Ok { ts_micros }
+        let mut out = Applied::default();
+        for entry in entries {
+            let (e, ts) = entry_of(&entry.payload);
+            if out.first_ts.is_none() {
+                out.first_ts = ts;
             }
-            Record::DropKeyspace {
-                ts_micros,
-                keyspace,
-            } => {
-                batch.drop_keyspace(p, keyspace);
-                self.dropped.insert(keyspace);
-                Applied::Ok { ts_micros }
-            }
+            let fx = self.executor.step(entry.seq, e, &mut store)?;
+            out.effects.absorb(fx);
         }
+        let fx = self.executor.idle(&mut store)?;
+        out.effects.absorb(fx);
+        out.malformed = store.malformed;
+        Ok(out)
+    }
+
+    /// Adds the executor's state after `effects` to `batch`, with the partition's watermark as
+    /// its applied seq.
+    pub fn persist(&mut self, effects: &Effects, batch: &mut StorageBatch<'_>) {
+        self.persisted.write(self.partition, effects, batch);
     }
 }

@@ -41,6 +41,12 @@ pub struct NodeConfig {
     /// `/readyz` answers 503 while any owned partition applies entries older than this,
     /// seconds.
     pub ready_max_lag_secs: f64,
+    /// Transactions: run selective contention analysis when a partition's executor would
+    /// otherwise wait (finds blocked transactions that can run early).
+    pub txn_sca: bool,
+    /// Transactions: most entries a partition's executor holds blocked at once; later entries
+    /// wait unread in order.
+    pub txn_max_blocked: usize,
 }
 
 impl Default for NodeConfig {
@@ -60,11 +66,21 @@ impl Default for NodeConfig {
             apply_batch: DEFAULT_APPLY_BATCH,
             ready_max_lag_records: 1000,
             ready_max_lag_secs: 5.0,
+            txn_sca: true,
+            txn_max_blocked: notadb_txn::DEFAULT_MAX_BLOCKED,
         }
     }
 }
 
 impl NodeConfig {
+    /// The transaction executors' settings.
+    pub fn executor_config(&self) -> notadb_txn::ExecutorConfig {
+        notadb_txn::ExecutorConfig {
+            sca: self.txn_sca,
+            max_blocked: self.txn_max_blocked.max(1),
+        }
+    }
+
     /// RocksDB options from this configuration.
     pub fn storage_options(&self) -> StorageOptions {
         StorageOptions {

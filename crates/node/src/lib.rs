@@ -24,6 +24,8 @@ mod read;
 pub mod record;
 mod replica;
 pub mod request;
+mod txn;
+mod txn_store;
 pub mod write;
 
 pub use cache::{CacheInfo, CacheValue, TOUCH_INTERVAL};
@@ -37,5 +39,7 @@ pub use limits::Limits;
 pub use loader::{CacheLoader, LoadKey};
 pub use node::{KeyspaceInfo, Node, NodeBuilder, NodeStatus, PartitionStatus};
 pub use notadb_cache::CacheDef;
+pub use notadb_txn::{Abort, Access, Outcome, Procedure, TxnContext, TxnId, TxnKey};
 pub use read::{merge_aggregates, merge_scans};
 pub use request::*;
+pub use txn::{TxnKeyRequest, TxnRequest, TxnResult};

@@ -9,11 +9,13 @@ use crate::loader::{CacheLoader, Flights};
 use crate::record::{Op, Record};
 use crate::replica::{ApplyTask, PartitionState};
 use crate::request::Mutation;
+use crate::txn::TxnWaiters;
 use crate::write::{keyspace_of, prepare, WriteContext};
 use crate::{NodeConfig, NodeError};
 use notadb_cache::CacheDef;
 use notadb_log::{EmbeddedLog, Log, LogError};
 use notadb_storage::RocksStorage;
+use notadb_txn::{Procedure, Procedures};
 use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId, Partitioner, Seq, Token};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +35,8 @@ pub struct NodeBuilder {
     truncate_log: bool,
     loaders: BTreeMap<String, Arc<dyn CacheLoader>>,
     caches: Vec<CacheDef>,
+    procedures: Procedures,
+    sequencer: Option<Arc<dyn Log>>,
 }
 
 impl NodeBuilder {
@@ -49,7 +53,30 @@ impl NodeBuilder {
             truncate_log: true,
             loaders: BTreeMap::new(),
             caches: Vec::new(),
+            procedures: Procedures::new(),
+            sequencer: None,
         }
+    }
+
+    /// Registers a deterministic transaction procedure (see `notadb_txn::Procedure`). Every
+    /// node of a cluster must register the same procedures.
+    pub fn procedure(mut self, name: impl Into<String>, procedure: impl Procedure) -> Self {
+        self.procedures.register(name, procedure);
+        self
+    }
+
+    /// Registers every procedure of `procedures`.
+    pub fn procedures(mut self, procedures: &Procedures) -> Self {
+        self.procedures.extend(procedures);
+        self
+    }
+
+    /// The sequencer log of multi-partition transactions (one partition). The default, with the
+    /// embedded log, is an embedded sequencer log in `data_dir/sequencer`; with another log and
+    /// no sequencer, multi-partition transactions are refused.
+    pub fn sequencer(mut self, log: Arc<dyn Log>) -> Self {
+        self.sequencer = Some(log);
+        self
     }
 
     /// Serves only these partitions (the node's shard group); the default is all of them.
@@ -126,7 +153,7 @@ pub(crate) struct NodeInner {
     pub schemas: Option<Arc<dyn SchemaStore>>,
     pub handlers: BTreeMap<String, Arc<dyn QueryHandler>>,
     pub clock: Arc<dyn Clock>,
-    shutdown: watch::Sender<bool>,
+    pub(crate) shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Serialises catalog changes (create, drop), which commit outside the catalog lock.
     ddl: tokio::sync::Mutex<()>,
@@ -141,6 +168,10 @@ pub(crate) struct NodeInner {
     /// Cache loads in flight on this node.
     pub flights: Flights,
     pub cache_counters: RwLock<BTreeMap<notadb_cache::CacheId, Arc<crate::cache::CacheCounters>>>,
+    pub procedures: Procedures,
+    /// The log multi-partition transactions are appended to, if this node has one.
+    pub sequencer: Option<Arc<dyn Log>>,
+    pub txn_waiters: Arc<TxnWaiters>,
 }
 
 /// A running node. Cheap to clone.
@@ -193,10 +224,22 @@ impl Node {
             )
             .map_err(|e| NodeError::Unavailable(format!("opening storage: {e}")))?,
         );
+        let mut sequencer = b.sequencer;
         let log: Arc<dyn Log> = match b.log {
             Some(log) => log,
             None => {
                 let options = config.log_options().map_err(NodeError::InvalidArgument)?;
+                if sequencer.is_none() {
+                    let log = EmbeddedLog::open(
+                        &config.data_dir.join("sequencer"),
+                        1,
+                        config.log_options().map_err(NodeError::InvalidArgument)?,
+                    )
+                    .map_err(|e| {
+                        NodeError::Unavailable(format!("opening the sequencer log: {e}"))
+                    })?;
+                    sequencer = Some(Arc::new(log));
+                }
                 Arc::new(
                     EmbeddedLog::open(&config.data_dir.join("log"), config.partitions, options)
                         .map_err(|e| NodeError::Unavailable(format!("opening the log: {e}")))?,
@@ -262,6 +305,9 @@ impl Node {
                 p,
                 dropped.remove(&p).unwrap_or_default(),
                 caches.clone(),
+                b.procedures.clone(),
+                config.executor_config(),
+                crate::txn_store::load_resume(&storage, p)?,
             ));
         }
         {
@@ -294,6 +340,9 @@ impl Node {
                 loaders: b.loaders,
                 flights: Flights::default(),
                 cache_counters: RwLock::new(BTreeMap::new()),
+                procedures: b.procedures,
+                sequencer,
+                txn_waiters: Arc::new(TxnWaiters::default()),
                 config,
             }),
         };
@@ -307,9 +356,11 @@ impl Node {
                 clock: inner.clock.clone(),
                 batch: inner.config.apply_batch.max(1),
                 shutdown: inner.shutdown.subscribe(),
+                waiters: inner.txn_waiters.clone(),
             };
             node.spawn(task.run());
         }
+        node.spawn(crate::txn::forward_loop(node.clone()));
         if b.truncate_log {
             node.spawn(crate::maintenance::truncate_loop(node.clone()));
         }
@@ -755,6 +806,7 @@ impl Node {
     /// Stops the apply loops and makes the log and storage durable.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         self.inner.shutdown.send_replace(true);
+        self.inner.txn_waiters.close();
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.tasks.lock().expect("task list lock"));
         for task in tasks {

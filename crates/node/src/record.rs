@@ -13,6 +13,8 @@
 //!     op 6 cache touch:  count u32 | stamp u64 * count (the key is empty)
 //!     op 7 cache clear:  - (the key is empty)
 //! kind 2 (drop keyspace): keyspace u32
+//! kind 3 (transaction):   entry: len u32 + bytes (a transaction or its remote reads, as
+//!                         `notadb_txn::Entry` encodes them)
 //! ```
 //! Integers are big-endian. Everything a replica needs is in the entry: applying it reads no
 //! clock and no catalog.
@@ -23,6 +25,7 @@ use notadb_types::{put_bytes, KeyspaceId, WireReader};
 const VERSION: u8 = 1;
 const KIND_BATCH: u8 = 1;
 const KIND_DROP: u8 = 2;
+const KIND_TXN: u8 = 3;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_DELETE_RANGE: u8 = 3;
@@ -83,13 +86,18 @@ pub enum Record {
         ts_micros: i64,
         keyspace: KeyspaceId,
     },
+    /// A transaction's input, or remote reads for one: executed by the partition's
+    /// transaction executor.
+    Txn { ts_micros: i64, entry: Vec<u8> },
 }
 
 impl Record {
     /// The append time carried by the entry.
     pub fn ts_micros(&self) -> i64 {
         match self {
-            Record::Batch { ts_micros, .. } | Record::DropKeyspace { ts_micros, .. } => *ts_micros,
+            Record::Batch { ts_micros, .. }
+            | Record::DropKeyspace { ts_micros, .. }
+            | Record::Txn { ts_micros, .. } => *ts_micros,
         }
     }
 
@@ -113,6 +121,11 @@ impl Record {
                 out.push(KIND_DROP);
                 out.extend_from_slice(&ts_micros.to_be_bytes());
                 out.extend_from_slice(&keyspace.0.to_be_bytes());
+            }
+            Record::Txn { ts_micros, entry } => {
+                out.push(KIND_TXN);
+                out.extend_from_slice(&ts_micros.to_be_bytes());
+                put_bytes(&mut out, entry);
             }
         }
         out
@@ -140,6 +153,10 @@ impl Record {
             KIND_DROP => Record::DropKeyspace {
                 ts_micros,
                 keyspace: KeyspaceId(r.u32()?),
+            },
+            KIND_TXN => Record::Txn {
+                ts_micros,
+                entry: r.bytes()?.to_vec(),
             },
             other => return Err(format!("record kind {other} is unknown")),
         };

@@ -1,7 +1,9 @@
 //! One partition on this replica: its applied position, and the task that applies its log.
 
-use crate::apply::{Applied, Applier};
+use crate::apply::Applier;
 use crate::clock::Clock;
+use crate::txn::{append_until_done, TxnWaiters};
+use crate::txn_store::reads_record;
 use notadb_log::{Log, LogEntry};
 use notadb_storage::RocksStorage;
 use notadb_types::{PartitionId, Seq};
@@ -99,6 +101,8 @@ pub struct ApplyTask {
     pub clock: Arc<dyn Clock>,
     pub batch: usize,
     pub shutdown: watch::Receiver<bool>,
+    /// Clients waiting for transactions this partition takes part in.
+    pub waiters: Arc<TxnWaiters>,
 }
 
 impl ApplyTask {
@@ -115,7 +119,11 @@ impl ApplyTask {
         // unreachable, say), since when: readiness must not report such a stall as no lag.
         let mut stalled_since: Option<Instant> = None;
         loop {
-            let next = self.state.applied().next();
+            let next = self
+                .applier
+                .as_ref()
+                .expect("the applier is back after each batch")
+                .next_seq();
             let read = tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => return,
@@ -123,6 +131,14 @@ impl ApplyTask {
             };
             let entries = match read {
                 Ok(entries) if entries.is_empty() => {
+                    if self.applier.as_ref().is_some_and(|a| a.in_flight() > 0) {
+                        // Give the executor its idle turn (contention analysis).
+                        if let Err(e) = self.apply(Vec::new()).await {
+                            tracing::error!(partition = %p, error = %e, "apply failed; partition stopped");
+                            self.state.failed.store(true, Ordering::Release);
+                            return;
+                        }
+                    }
                     let stalled = if self.state.lag_records() > 0 {
                         stalled_since.get_or_insert_with(Instant::now).elapsed()
                     } else {
@@ -165,54 +181,77 @@ impl ApplyTask {
     }
 
     async fn apply(&mut self, entries: Vec<LogEntry>) -> Result<(), String> {
-        let last = entries.last().map(|e| e.seq).expect("entries is not empty");
-        let expected = self.state.applied().next();
+        let mut applier = self
+            .applier
+            .take()
+            .expect("the applier is back after each batch");
+        let expected = applier.next_seq();
         for (i, entry) in entries.iter().enumerate() {
             let want = Seq(expected.0 + i as u64);
             if entry.seq != want {
+                self.applier = Some(applier);
                 return Err(format!(
                     "log returned seq {} where {want} was expected",
                     entry.seq
                 ));
             }
         }
-        self.state.appended(last);
+        if let Some(last) = entries.last() {
+            self.state.appended(last.seq);
+        }
         let storage = self.storage.clone();
-        let mut applier = self
-            .applier
-            .take()
-            .expect("the applier is back after each batch");
+        let log = self.log.clone();
+        let clock = self.clock.clone();
+        let mut shutdown = self.shutdown.clone();
+        let runtime = tokio::runtime::Handle::current();
         let started = Instant::now();
         let count = entries.len();
         let (applier, result) = tokio::task::spawn_blocking(move || {
             let mut batch = storage.batch();
-            let mut first_ts = None;
-            let mut malformed = 0u64;
-            for entry in &entries {
-                match applier.apply(&mut batch, entry) {
-                    Applied::Ok { ts_micros } => {
-                        first_ts.get_or_insert(ts_micros);
+            let applied = match applier.apply(&storage, &mut batch, &entries) {
+                Ok(applied) => applied,
+                Err(e) => return (applier, Err(e.to_string())),
+            };
+            // Reads go to the other participants' logs before this partition records that it
+            // sent them: after a crash it sends them again, and receivers drop the copies.
+            let ts = clock.now_micros();
+            for send in &applied.effects.sends {
+                let payload = reads_record(&send.reads, ts);
+                for &to in &send.to {
+                    let sent =
+                        runtime.block_on(append_until_done(&*log, to, &payload, &mut shutdown));
+                    if sent.is_none() {
+                        return (applier, Err("shutting down".to_string()));
                     }
-                    Applied::Malformed => malformed += 1,
                 }
             }
-            batch.set_applied(applier.partition(), last);
-            let result = storage.commit(batch, false).map(|()| (first_ts, malformed));
+            applier.persist(&applied.effects, &mut batch);
+            let result = storage
+                .commit(batch, false)
+                .map(|()| applied)
+                .map_err(|e| e.to_string());
             (applier, result)
         })
         .await
         .map_err(|e| format!("apply task failed: {e}"))?;
         self.applier = Some(applier);
-        let (first_ts, malformed) = result.map_err(|e| e.to_string())?;
-        if let Some(ts) = first_ts {
+        let applied = result?;
+        if let Some(ts) = applied.first_ts {
             self.state.lag_micros.store(
                 self.clock.now_micros().saturating_sub(ts),
                 Ordering::Release,
             );
         }
-        self.state.applied.send_replace(last);
+        let p = self.state.id;
+        for f in &applied.effects.finished {
+            tracing::debug!(partition = %p, seq = %f.seq, txn = %f.txn, outcome = ?f.outcome, "transaction finished");
+            self.waiters.finished(p, f);
+        }
+        self.state
+            .applied
+            .send_replace(applied.effects.position.watermark);
         metrics::counter!("notadb_applied_entries_total").increment(count as u64);
-        metrics::counter!("notadb_apply_malformed_entries_total").increment(malformed);
+        metrics::counter!("notadb_apply_malformed_entries_total").increment(applied.malformed);
         metrics::histogram!("notadb_apply_batch_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }

@@ -25,7 +25,8 @@ pub struct WriteContext<'a> {
     pub ts_micros: i64,
 }
 
-fn key_of(
+/// Encodes `key` for `def` and checks it against `max_key_bytes`; errors name `field`.
+pub(crate) fn key_of(
     def: &KeyspaceDef,
     key: &[Element],
     limits: &Limits,

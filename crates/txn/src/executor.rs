@@ -57,10 +57,25 @@ impl Default for ExecutorConfig {
 pub trait TxnStore {
     /// The current value of `key` in this partition.
     fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, String>;
-    /// Applies the writes of the entry at `seq` (None deletes).
-    fn write(&mut self, seq: Seq, writes: &[(TxnKey, Option<Bytes>)]) -> Result<(), String>;
+    /// Applies the writes of the entry at `seq` (None deletes): an [`Entry::Write`]'s as
+    /// logged, or the values a procedure wrote.
+    fn write(
+        &mut self,
+        seq: Seq,
+        writes: &[(TxnKey, Option<Bytes>)],
+        origin: WriteOrigin,
+    ) -> Result<(), String>;
     /// Applies a barrier entry's payload, with nothing else in flight.
     fn barrier(&mut self, seq: Seq, payload: &Bytes) -> Result<(), String>;
+}
+
+/// Where written values come from: the driver may store the two differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOrigin {
+    /// An [`Entry::Write`], values exactly as logged.
+    Entry,
+    /// A procedure's writes, values as the procedure produced them.
+    Procedure,
 }
 
 /// Local reads to append to other participants' logs.
@@ -108,6 +123,18 @@ pub struct Effects {
     pub completed: Vec<Seq>,
     /// The position after this step; marks at or below its watermark can be deleted.
     pub position: Position,
+}
+
+impl Effects {
+    /// Adds the effects of a later step to these.
+    pub fn absorb(&mut self, later: Effects) {
+        self.sends.extend(later.sends);
+        self.finished.extend(later.finished);
+        self.stashed.extend(later.stashed);
+        self.unstashed.extend(later.unstashed);
+        self.completed.extend(later.completed);
+        self.position = later.position;
+    }
 }
 
 /// Where a restarted executor resumes: what the driver persisted from [`Effects`].
@@ -389,7 +416,7 @@ impl Executor {
             {
                 Task::Write(writes) => {
                     store
-                        .write(seq, writes)
+                        .write(seq, writes, WriteOrigin::Entry)
                         .map_err(|m| storage_error(self.partition, m))?;
                     true
                 }
@@ -493,7 +520,7 @@ impl Executor {
             .collect();
         if !local.is_empty() {
             store
-                .write(seq, &local)
+                .write(seq, &local, WriteOrigin::Procedure)
                 .map_err(|m| storage_error(partition, m))?;
         }
         fx.finished.push(Finished {

@@ -4,6 +4,7 @@
 //! version u8 = 1 | id u128 | procedure: len u32 + utf-8 | args: len u32 + bytes
 //! | now_micros i64 | seed u64
 //! | key count u32 | (keyspace u32 | key: len u32 + bytes | partition u16 | access u8)*
+//! | (request position u32)* (one per key: the key's index in the request)
 //! | base count u32 | (key index u32 | found u8 | value: len u32 + bytes)*
 //! | recon count u32 | (key index u32 | found u8 | value: len u32 + bytes)*
 //! ```
@@ -131,6 +132,9 @@ pub struct TxnInput {
     pub env: TxnEnv,
     /// The read and write sets, sorted by key, one entry per key.
     pub keys: Vec<KeyAccess>,
+    /// For each key of the request, in request order, its index in `keys`: procedures name
+    /// keys by their request position ([`TxnInput::declared`]).
+    pub order: Vec<u32>,
     /// Base values for read keys the store may not hold (loaded from the existing database at
     /// submission): a participant reads the base value when its store has none.
     pub base: Vec<(TxnKey, Option<Bytes>)>,
@@ -152,11 +156,17 @@ impl TxnInput {
             id,
             procedure: procedure.into(),
             args: args.into(),
+            order: (0..keys.len() as u32).collect(),
             env,
             keys,
             base: Vec::new(),
             recon: Vec::new(),
         }
+    }
+
+    /// The key declared at position `i` of the request.
+    pub fn declared(&self, i: usize) -> Option<&KeyAccess> {
+        self.order.get(i).map(|&k| &self.keys[k as usize])
     }
 
     /// Checks the limits and that base and reconnaissance values name declared read keys;
@@ -184,7 +194,30 @@ impl TxnInput {
                 self.keys.len()
             ));
         }
-        self.keys.sort_by(|a, b| a.key.cmp(&b.key));
+        if self.order.len() != self.keys.len() {
+            return invalid(format!(
+                "{} key positions for {} keys",
+                self.order.len(),
+                self.keys.len()
+            ));
+        }
+        // Sort the keys, remembering where each request position went.
+        let request: Vec<KeyAccess> = self
+            .order
+            .iter()
+            .map(|&i| self.keys[i as usize].clone())
+            .collect();
+        let mut sorted: Vec<u32> = (0..request.len() as u32).collect();
+        sorted.sort_by(|&a, &b| request[a as usize].key.cmp(&request[b as usize].key));
+        let mut order = vec![0u32; request.len()];
+        for (pos, &i) in sorted.iter().enumerate() {
+            order[i as usize] = pos as u32;
+        }
+        self.keys = sorted
+            .iter()
+            .map(|&i| request[i as usize].clone())
+            .collect();
+        self.order = order;
         for pair in self.keys.windows(2) {
             if pair[0].key == pair[1].key {
                 return invalid(format!(
@@ -294,6 +327,9 @@ impl TxnInput {
             out.extend_from_slice(&k.partition.0.to_be_bytes());
             out.push(k.access.code());
         }
+        for &i in &self.order {
+            out.extend_from_slice(&i.to_be_bytes());
+        }
         for values in [&self.base, &self.recon] {
             out.extend_from_slice(&(values.len() as u32).to_be_bytes());
             for (key, value) in values {
@@ -340,6 +376,16 @@ impl TxnInput {
         if keys.windows(2).any(|w| w[0].key >= w[1].key) {
             return Err("transaction keys are not sorted and unique".into());
         }
+        let mut order = Vec::with_capacity(keys.len());
+        let mut seen = vec![false; keys.len()];
+        for _ in 0..keys.len() {
+            let i = r.u32()?;
+            match seen.get_mut(i as usize) {
+                Some(s) if !*s => *s = true,
+                _ => return Err(format!("key position {i} is out of range or repeated")),
+            }
+            order.push(i);
+        }
         let mut lists = [Vec::new(), Vec::new()];
         for list in lists.iter_mut() {
             let count = r.count(9)?;
@@ -360,6 +406,7 @@ impl TxnInput {
             args,
             env,
             keys,
+            order,
             base,
             recon,
         })
@@ -425,6 +472,11 @@ mod tests {
         let bytes = input.encode();
         let back = TxnInput::decode_from(&mut WireReader::new(&bytes)).unwrap();
         assert_eq!(back, input);
+        // Request order survives sorting: b (p2), a (p0), then keyspace 2's a.
+        assert_eq!(back.declared(0).unwrap().key.key, Bytes::from_static(b"b"));
+        assert_eq!(back.declared(1).unwrap().partition, PartitionId(0));
+        assert_eq!(back.declared(2).unwrap().key.keyspace, KeyspaceId(2));
+        assert!(back.declared(3).is_none());
         assert_eq!(input.participants(), vec![PartitionId(0), PartitionId(2)]);
         assert_eq!(input.readers(), vec![PartitionId(0), PartitionId(2)]);
         assert_eq!(input.active(), vec![PartitionId(2)]);
@@ -450,6 +502,10 @@ mod tests {
     #[test]
     fn bad_inputs_are_refused_with_the_reason() {
         type Mutation = Box<dyn Fn(&mut TxnInput)>;
+        fn push(i: &mut TxnInput, k: KeyAccess) {
+            i.order.push(i.keys.len() as u32);
+            i.keys.push(k);
+        }
         let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|i| i.keys.clear()), "at least one key"),
             (Box::new(|i| i.procedure.clear()), "procedure name"),
@@ -458,12 +514,16 @@ mod tests {
                 "args are",
             ),
             (
-                Box::new(|i| i.keys.push(key(1, "a", 0, Access::Write))),
+                Box::new(|i| push(i, key(1, "a", 0, Access::Write))),
                 "declared twice",
             ),
             (
-                Box::new(|i| i.keys.push(key(1, "z", 9, Access::Write))),
+                Box::new(|i| push(i, key(1, "z", 9, Access::Write))),
                 "names partition 9",
+            ),
+            (
+                Box::new(|i| i.order.pop().map(drop).unwrap_or(())),
+                "key positions",
             ),
             (
                 Box::new(|i| i.base.push((TxnKey::new(KeyspaceId(2), &b"a"[..]), None))),

@@ -16,6 +16,7 @@
 //!   ([`Scheduler`]).
 //! - [`executor`]: one partition's executor ([`Executor`]), its storage interface
 //!   ([`TxnStore`]) and what it asks the driver to do ([`Effects`]).
+//! - [`mem_store`]: an in-memory [`TxnStore`] ([`MemStore`]) for simulations and benchmarks.
 //! - [`oracle`]: the serial replay the executor is tested against ([`replay`]).
 //! - [`checker`]: a list-append history checker for serializability and strict
 //!   serializability ([`check`]).
@@ -27,6 +28,7 @@ pub mod entry;
 pub mod error;
 pub mod executor;
 pub mod input;
+pub mod mem_store;
 pub mod oracle;
 pub mod procedure;
 pub mod scheduler;
@@ -36,12 +38,13 @@ pub use entry::{Entry, KeyValues, RemoteReads};
 pub use error::TxnError;
 pub use executor::{
     Effects, Executor, ExecutorConfig, Finished, Position, Resume, SendReads, TxnStore,
-    DEFAULT_MAX_BLOCKED,
+    WriteOrigin, DEFAULT_MAX_BLOCKED,
 };
 pub use input::{
     Access, KeyAccess, TxnEnv, TxnId, TxnInput, TxnKey, MAX_ARGS_BYTES, MAX_PROCEDURE_NAME,
     MAX_TXN_KEYS,
 };
+pub use mem_store::MemStore;
 pub use oracle::{replay, Replay};
 pub use procedure::{Abort, Outcome, Procedure, Procedures, TxnContext};
 pub use scheduler::Scheduler;

@@ -86,6 +86,14 @@ impl<'a> TxnContext<'a> {
         self.input
     }
 
+    /// The key declared at position `i` of the request, or an abort naming the position.
+    pub fn key(&self, i: usize) -> Result<TxnKey, Abort> {
+        self.input
+            .declared(i)
+            .map(|k| k.key.clone())
+            .ok_or_else(|| Abort(format!("the transaction declares no key at position {i}")))
+    }
+
     /// "Now" as fixed at submission, in microseconds since the Unix epoch.
     pub fn now_micros(&self) -> i64 {
         self.input.env.now_micros
@@ -145,6 +153,14 @@ impl Procedures {
     /// Registers `procedure` as `name`, replacing any earlier one.
     pub fn register(&mut self, name: impl Into<String>, procedure: impl Procedure) -> &mut Self {
         self.by_name.insert(name.into(), Arc::new(procedure));
+        self
+    }
+
+    /// Registers every procedure of `other`, replacing same-named ones.
+    pub fn extend(&mut self, other: &Procedures) -> &mut Self {
+        for (name, p) in &other.by_name {
+            self.by_name.insert(name.clone(), Arc::clone(p));
+        }
         self
     }
 

@@ -1,42 +1,14 @@
 //! One executor driven by hand: outcomes, base values, reconnaissance restarts, misbehaving
 //! procedures, remote reads and their duplicates, barriers, and bad feeds.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use notadb_txn::{
-    Abort, Access, Entry, Executor, ExecutorConfig, KeyAccess, Outcome, Procedures, RemoteReads,
-    Resume, TxnContext, TxnEnv, TxnError, TxnId, TxnInput, TxnKey, TxnStore,
+    Abort, Access, Entry, Executor, ExecutorConfig, KeyAccess, MemStore, Outcome, Procedures,
+    RemoteReads, Resume, TxnContext, TxnEnv, TxnError, TxnId, TxnInput, TxnKey,
 };
 use notadb_types::{KeyspaceId, PartitionId, Seq};
-
-#[derive(Default)]
-struct MemStore {
-    data: BTreeMap<TxnKey, Bytes>,
-    barriers: Vec<Seq>,
-}
-
-impl TxnStore for MemStore {
-    fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, String> {
-        Ok(self.data.get(key).cloned())
-    }
-
-    fn write(&mut self, _seq: Seq, writes: &[(TxnKey, Option<Bytes>)]) -> Result<(), String> {
-        for (k, v) in writes {
-            match v {
-                Some(v) => self.data.insert(k.clone(), v.clone()),
-                None => self.data.remove(k),
-            };
-        }
-        Ok(())
-    }
-
-    fn barrier(&mut self, seq: Seq, _payload: &Bytes) -> Result<(), String> {
-        self.barriers.push(seq);
-        Ok(())
-    }
-}
 
 fn key(name: &str) -> TxnKey {
     TxnKey::new(KeyspaceId(1), name.as_bytes().to_vec())

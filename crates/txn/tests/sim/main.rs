@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use notadb_txn::{
-    check, replay, Effects, Entry, Executor, ExecutorConfig, Op, Outcome, Position, RemoteReads,
-    Resume, Status, TxnId, TxnInput, TxnKey, TxnStore,
+    check, replay, Effects, Entry, Executor, ExecutorConfig, MemStore, Op, Outcome, Position,
+    RemoteReads, Resume, Status, TxnId, TxnInput, TxnKey,
 };
 use notadb_types::{PartitionId, Seq};
 use rand::rngs::StdRng;
@@ -24,31 +24,6 @@ use rand::{Rng, SeedableRng};
 use workload::{Generator, Shape, ACCOUNTS, INITIAL_BALANCE, LISTS};
 
 const REPLICAS: usize = 2;
-
-#[derive(Default)]
-struct MemStore {
-    data: BTreeMap<TxnKey, Bytes>,
-}
-
-impl TxnStore for MemStore {
-    fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, String> {
-        Ok(self.data.get(key).cloned())
-    }
-
-    fn write(&mut self, _seq: Seq, writes: &[(TxnKey, Option<Bytes>)]) -> Result<(), String> {
-        for (k, v) in writes {
-            match v {
-                Some(v) => self.data.insert(k.clone(), v.clone()),
-                None => self.data.remove(k),
-            };
-        }
-        Ok(())
-    }
-
-    fn barrier(&mut self, _seq: Seq, _payload: &Bytes) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 /// What a replica keeps across a crash, written atomically with its data at every step.
 #[derive(Default, Clone)]
