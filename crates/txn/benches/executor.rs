@@ -4,7 +4,7 @@
 //! bank transfer between two accounts (read and write both), over `accounts` accounts per
 //! partition, so a transaction collides with a given other one with probability about
 //! 2/accounts ("contention 1 in accounts"). Partitions are executed round-robin on this one
-//! thread, 256 entries per turn; remote reads are appended to their receivers' logs as soon as
+//! thread; 256 entries arrive per partition per round; remote reads are appended to their receivers' logs as soon as
 //! they are sent, so a multi-partition transaction waits for at most one round. The time
 //! counted is executing only: generating the logs and the in-memory store's own cost are
 //! outside the executor but inside the loop (a BTreeMap per partition).
@@ -100,8 +100,22 @@ fn logs(txns: usize, accounts: u64, multi: f64, seed: u64) -> Vec<Vec<Entry>> {
     logs
 }
 
-/// Executes the logs; returns transactions per second and the peak blocked count.
-fn run(mut logs: Vec<Vec<Entry>>, txns: usize, sca: bool) -> (f64, usize) {
+/// Appends remote reads to their receivers' logs.
+fn deliver(logs: &mut [Vec<Entry>], sends: Vec<notadb_txn::SendReads>) {
+    for send in sends {
+        for to in send.to {
+            logs[usize::from(to.0)].push(Entry::Reads(send.reads.clone()));
+        }
+    }
+}
+
+/// Executes the logs; returns transactions per second and the peak blocked count. Entries
+/// arrive `TURN` per partition per round (as appends would), and remote reads are appended
+/// behind what has arrived, so they wait behind one round of entries, not the whole log.
+fn run(preloaded: Vec<Vec<Entry>>, txns: usize, sca: bool) -> (f64, usize) {
+    let mut arriving: Vec<std::collections::VecDeque<Entry>> =
+        preloaded.into_iter().map(Into::into).collect();
+    let mut logs: Vec<Vec<Entry>> = vec![Vec::new(); usize::from(PARTITIONS)];
     let procedures = procedures();
     let mut executors: Vec<Executor> = (0..PARTITIONS)
         .map(|p| {
@@ -110,7 +124,7 @@ fn run(mut logs: Vec<Vec<Entry>>, txns: usize, sca: bool) -> (f64, usize) {
                 procedures.clone(),
                 ExecutorConfig {
                     sca,
-                    max_blocked: 1 << 20,
+                    max_blocked: notadb_txn::DEFAULT_MAX_BLOCKED,
                 },
                 Resume::default(),
             )
@@ -132,9 +146,14 @@ fn run(mut logs: Vec<Vec<Entry>>, txns: usize, sca: bool) -> (f64, usize) {
     let started = Instant::now();
     loop {
         let mut progressed = false;
+        for (log, arriving) in logs.iter_mut().zip(arriving.iter_mut()) {
+            let n = arriving.len().min(TURN);
+            log.extend(arriving.drain(..n));
+            progressed |= n > 0;
+        }
         for p in 0..usize::from(PARTITIONS) {
             let ex = &mut executors[p];
-            for _ in 0..TURN {
+            loop {
                 let next = ex.next_seq().0 as usize;
                 let Some(entry) = logs[p].get(next - 1).cloned() else {
                     break;
@@ -144,14 +163,11 @@ fn run(mut logs: Vec<Vec<Entry>>, txns: usize, sca: bool) -> (f64, usize) {
                     .step(Seq(next as u64), entry, &mut stores[p])
                     .expect("step");
                 count(&fx, &mut finished);
-                for send in fx.sends {
-                    for to in send.to {
-                        logs[usize::from(to.0)].push(Entry::Reads(send.reads.clone()));
-                    }
-                }
+                deliver(&mut logs, fx.sends);
             }
             let fx = ex.idle(&mut stores[p]).expect("idle");
             count(&fx, &mut finished);
+            deliver(&mut logs, fx.sends);
             peak = peak.max(ex.blocked());
         }
         if !progressed {

@@ -260,7 +260,9 @@ impl Executor {
                 let granted = self.scheduler.is_granted(*seq);
                 match task {
                     Task::Txn {
-                        input, sequenced, ..
+                        input,
+                        sequenced,
+                        sent,
                     } => {
                         let have = self.received.get(&input.id);
                         let missing: Vec<u16> = input
@@ -270,7 +272,7 @@ impl Executor {
                             .map(|p| p.0)
                             .collect();
                         format!(
-                            "{}: txn {} sequenced {:?} granted {granted} missing reads from {missing:?}",
+                            "{}: txn {} sequenced {:?} granted {granted} sent {sent} missing reads from {missing:?}",
                             seq.0,
                             input.id,
                             sequenced.map(|s| s.0)

@@ -20,6 +20,9 @@ use crate::TxnKey;
 
 /// Bits in each of SCA's two key sets. A collision only makes SCA more cautious.
 const SCA_BITS: usize = 1 << 16;
+/// Most queue entries one SCA pass looks at, from the head: bounds the cost of a pass when
+/// the queue is long (entries further back wait for a later pass or for the head).
+pub const SCA_WINDOW: usize = 1024;
 
 #[derive(Clone, Copy, Default)]
 struct Counts {
@@ -40,6 +43,8 @@ pub struct Scheduler {
     queue: BTreeMap<Seq, Slot>,
     barriers: usize,
     blocked: usize,
+    /// SCA's key sets (exclusive, shared), kept between passes.
+    sca_bits: (Vec<u64>, Vec<u64>),
 }
 
 impl Scheduler {
@@ -124,15 +129,21 @@ impl Scheduler {
         if self.blocked == 0 {
             return granted;
         }
-        let mut exclusive = vec![0u64; SCA_BITS / 64];
-        let mut shared = vec![0u64; SCA_BITS / 64];
+        let (exclusive, shared) = &mut self.sca_bits;
+        if exclusive.is_empty() {
+            *exclusive = vec![0u64; SCA_BITS / 64];
+            *shared = vec![0u64; SCA_BITS / 64];
+        } else {
+            exclusive.fill(0);
+            shared.fill(0);
+        }
         let bit = |key: &TxnKey| {
             let mut h = xxh3_64(&key.key);
             h ^= u64::from(key.keyspace.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let b = (h as usize) % SCA_BITS;
             (b / 64, 1u64 << (b % 64))
         };
-        for (&seq, slot) in self.queue.iter_mut() {
+        for (&seq, slot) in self.queue.iter_mut().take(SCA_WINDOW) {
             if slot.barrier {
                 break;
             }
