@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["types", "keyspace", "data", "node", "cache"]
+    let files = ["types", "keyspace", "data", "node", "cache", "txn"]
         .map(|name| root.join(format!("notadb/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -86,7 +86,12 @@ async fn grpc_errors_carry_codes_and_reflection_lists_services() {
         panic!("unexpected response")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in ["notadb.v1.Data", "notadb.v1.Keyspaces", "notadb.v1.Node"] {
+    for service in [
+        "notadb.v1.Data",
+        "notadb.v1.Keyspaces",
+        "notadb.v1.Node",
+        "notadb.v1.Transactions",
+    ] {
         assert!(
             names.iter().any(|n| n == service),
             "{service} missing from {names:?}"

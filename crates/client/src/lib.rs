@@ -13,6 +13,7 @@
 
 mod cache;
 mod routing;
+mod txn;
 
 pub use cache::{cache_key, cache_tuple_key};
 use notadb_proto::tuple_from_proto;
@@ -21,6 +22,7 @@ use notadb_proto::v1::cache_client::CacheClient;
 use notadb_proto::v1::data_client::DataClient;
 use notadb_proto::v1::keyspaces_client::KeyspacesClient;
 use notadb_proto::v1::node_client::NodeClient;
+use notadb_proto::v1::transactions_client::TransactionsClient;
 use notadb_proto::{schema_to_proto, token_from_proto, token_to_proto, tuple_to_proto, v1};
 pub use notadb_types::{Element, KeyspaceSchema, PartitionId, Token};
 use routing::Routing;
@@ -30,6 +32,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 pub use tonic::Code;
 use tonic::Request;
+pub use txn::txn_key;
 
 /// A failed call: the server's status, or a connection problem.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,7 @@ pub struct Client {
     cache: CacheClient<Channel>,
     keyspaces: KeyspacesClient<Channel>,
     node: NodeClient<Channel>,
+    txn: TransactionsClient<Channel>,
     timeout: Option<Duration>,
     routing: Option<Arc<Routing>>,
 }
@@ -118,6 +122,8 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             keyspaces: KeyspacesClient::new(channel.clone()),
+            txn: TransactionsClient::new(channel.clone())
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             node: NodeClient::new(channel),
             timeout: None,
             routing: None,

@@ -234,8 +234,11 @@ impl ApplyTask {
         })
         .await
         .map_err(|e| format!("apply task failed: {e}"))?;
+        let in_flight = applier.in_flight();
         self.applier = Some(applier);
         let applied = result?;
+        metrics::gauge!("notadb_txn_in_flight", "partition" => self.state.id.to_string())
+            .set(in_flight as f64);
         if let Some(ts) = applied.first_ts {
             self.state.lag_micros.store(
                 self.clock.now_micros().saturating_sub(ts),

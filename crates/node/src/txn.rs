@@ -67,6 +67,8 @@ pub struct TxnResult {
     pub outcome: Outcome,
     /// The partitions that took part.
     pub participants: Vec<PartitionId>,
+    /// For `Outcome::Restart`, the request position of the key whose value changed.
+    pub restart_key: Option<usize>,
 }
 
 struct Waiter {
@@ -159,6 +161,7 @@ impl Node {
             )));
         }
         let id = input.id;
+        let started = std::time::Instant::now();
         let waiter = self.inner.txn_waiters.register(id, &participants);
         let logged = if input.is_multi_partition() {
             match &self.inner.sequencer {
@@ -186,11 +189,26 @@ impl Node {
             return Err(e);
         }
         match tokio::time::timeout(timeout, waiter).await {
-            Ok(Ok(outcome)) => Ok(TxnResult {
-                id,
-                outcome,
-                participants,
-            }),
+            Ok(Ok(outcome)) => {
+                let label = match &outcome {
+                    Outcome::Committed { .. } => "committed",
+                    Outcome::Aborted { .. } => "aborted",
+                    Outcome::Restart { .. } => "restart",
+                };
+                metrics::counter!("notadb_txn_total", "outcome" => label).increment(1);
+                metrics::histogram!("notadb_txn_seconds").record(started.elapsed().as_secs_f64());
+                let restart_key = match &outcome {
+                    Outcome::Restart { key } => (0..input.order.len())
+                        .find(|&i| input.declared(i).is_some_and(|k| &k.key == key)),
+                    _ => None,
+                };
+                Ok(TxnResult {
+                    id,
+                    outcome,
+                    participants,
+                    restart_key,
+                })
+            }
             Ok(Err(_)) => Err(NodeError::Unavailable(format!(
                 "transaction {id} was logged; the node stopped before it finished"
             ))),

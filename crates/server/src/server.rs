@@ -1,6 +1,6 @@
 //! A running server: a node, its gRPC API and its admin HTTP endpoints.
 
-use crate::grpc::{CacheService, DataService, KeyspacesService, NodeService};
+use crate::grpc::{CacheService, DataService, KeyspacesService, NodeService, TxnService};
 use crate::route::Router;
 use crate::topology::Topology;
 use crate::{admin, metrics, ServerConfig};
@@ -10,6 +10,7 @@ use notadb_proto::v1::cache_server::CacheServer;
 use notadb_proto::v1::data_server::DataServer;
 use notadb_proto::v1::keyspaces_server::KeyspacesServer;
 use notadb_proto::v1::node_server::NodeServer;
+use notadb_proto::v1::transactions_server::TransactionsServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,6 +155,10 @@ impl Server {
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
             .add_service(KeyspacesServer::new(KeyspacesService::new(node.clone())))
+            .add_service(
+                TransactionsServer::new(TxnService::new(node.clone()))
+                    .max_decoding_message_size(max_request),
+            )
             .add_service(NodeServer::new(NodeService::new(topology.clone())))
             .serve_with_incoming_shutdown(
                 // Small responses must not wait on Nagle's algorithm (a 40 ms delayed-ACK stall).

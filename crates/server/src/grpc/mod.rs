@@ -4,11 +4,13 @@ mod cache;
 mod data;
 mod keyspaces;
 mod node;
+mod txn;
 
 pub use cache::CacheService;
 pub use data::DataService;
 pub use keyspaces::KeyspacesService;
 pub use node::NodeService;
+pub use txn::TxnService;
 
 use std::future::Future;
 use std::time::Instant;
