@@ -1,12 +1,16 @@
-//! Transactions over gRPC: a server with registered procedures, a client that runs them.
+//! Transactions over gRPC: a server with registered procedures, a client that runs them; base
+//! values loaded from PostgreSQL at submission.
+
+mod harness;
 
 use bytes::Bytes;
+use harness::pg::{connect, Db};
 use notadb::client::proto::{
     transact_response, value, Access as WireAccess, TransactRequest, TxnKeyValue,
 };
 use notadb::client::{txn_key, Client, Code, Element};
 use notadb::types::{ElementType, KeyElement, KeyspaceSchema, Order, ValueFormat};
-use notadb::{Abort, Server, ServerConfig, TxnContext};
+use notadb::{Abort, PostgresLoaderConfig, Server, ServerConfig, TxnContext};
 
 fn accounts() -> KeyspaceSchema {
     KeyspaceSchema {
@@ -48,15 +52,22 @@ fn transfer(from: i64, to: i64, amount: i64) -> TransactRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transact_over_grpc() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A single node with the `transfer` procedure and, when given, the PostgreSQL loader `pg`.
+async fn start(dir: &std::path::Path, db: Option<&Db>) -> (Server, Client) {
     let mut config = ServerConfig {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        postgres_loaders: db
+            .map(|db| PostgresLoaderConfig {
+                name: "pg".into(),
+                url: db.url.clone(),
+                sql: "SELECT int8send(balance) FROM accounts WHERE id = $1".into(),
+            })
+            .into_iter()
+            .collect(),
         ..ServerConfig::default()
     };
-    config.node.data_dir = dir.path().to_path_buf();
+    config.node.data_dir = dir.to_path_buf();
     config.node.partitions = 8;
     let server = Server::start(config, |b| {
         b.keyspace(accounts())
@@ -77,6 +88,13 @@ async fn transact_over_grpc() {
     let client = Client::connect(&format!("http://{}", server.grpc_addr()))
         .await
         .expect("connect");
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transact_over_grpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, client) = start(dir.path(), None).await;
     assert_eq!(client.list_procedures().await.unwrap(), vec!["transfer"]);
 
     // Accounts 1 and 2 across partitions or not, it is the same call.
@@ -137,4 +155,76 @@ async fn transact_over_grpc() {
         Some(Code::InvalidArgument)
     );
     server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_values_load_from_postgresql_at_submission() {
+    let db = Db::create(
+        format!("notadb_txn_base_{}", std::process::id()),
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL);
+         INSERT INTO accounts VALUES (1, 500), (2, 40);",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, client) = start(dir.path(), Some(&db)).await;
+    let from_pg = |mut r: TransactRequest| {
+        r.base.clear();
+        r.base_loader = "pg".into();
+        r
+    };
+    // Account 1 is not in the store: its balance (500) comes from PostgreSQL.
+    let r = client
+        .transact(from_pg(transfer(1, 2, 100)))
+        .await
+        .expect("transfer");
+    assert_eq!(
+        r.outcome,
+        Some(transact_response::Outcome::Committed(
+            400i64.to_be_bytes().to_vec()
+        ))
+    );
+    // PostgreSQL changes, but the store now holds both accounts: they win over base values.
+    connect(&db.url)
+        .await
+        .batch_execute("UPDATE accounts SET balance = 0")
+        .await
+        .expect("update");
+    let r = client
+        .transact(from_pg(transfer(1, 2, 100)))
+        .await
+        .expect("transfer");
+    assert_eq!(
+        r.outcome,
+        Some(transact_response::Outcome::Committed(
+            300i64.to_be_bytes().to_vec()
+        ))
+    );
+    let got = client
+        .get("accounts", &[Element::I64(2)], &[])
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        got.kind,
+        Some(value::Kind::Bytes(240i64.to_be_bytes().to_vec()))
+    );
+    // A key PostgreSQL does not have reads as absent: the procedure aborts on it.
+    let r = client
+        .transact(from_pg(transfer(7, 1, 1)))
+        .await
+        .expect("transfer");
+    match r.outcome {
+        Some(transact_response::Outcome::Aborted(reason)) => {
+            assert!(reason.contains("no balance"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // An unknown loader is refused before anything is logged.
+    let mut unknown = transfer(1, 2, 1);
+    unknown.base_loader = "nope".into();
+    let err = client.transact(unknown).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound));
+    assert!(err.to_string().contains("no loader named `nope`"), "{err}");
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
 }

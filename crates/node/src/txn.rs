@@ -56,6 +56,9 @@ pub struct TxnRequest {
     pub keys: Vec<TxnKeyRequest>,
     pub base: Vec<(usize, Option<Vec<u8>>)>,
     pub recon: Vec<(usize, Option<Vec<u8>>)>,
+    /// A registered cache loader (e.g. the PostgreSQL loader) that gives, at submission, the
+    /// base value of every read key `base` does not: the overlay on the existing database.
+    pub base_loader: Option<String>,
 }
 
 /// How a transaction ended.
@@ -153,7 +156,7 @@ impl Node {
         if *self.inner.shutdown.borrow() {
             return Err(NodeError::Unavailable("the node is shutting down".into()));
         }
-        let input = self.prepare_txn(request)?;
+        let input = self.prepare_txn(request).await?;
         let participants = input.participants();
         if let Some(p) = participants.iter().find(|p| !self.owns(**p)) {
             return Err(NodeError::Unavailable(format!(
@@ -222,7 +225,7 @@ impl Node {
     }
 
     /// Validates a request and builds its logged input.
-    fn prepare_txn(&self, request: TxnRequest) -> Result<TxnInput, NodeError> {
+    async fn prepare_txn(&self, mut request: TxnRequest) -> Result<TxnInput, NodeError> {
         self.inner
             .procedures
             .get(&request.procedure)
@@ -274,6 +277,9 @@ impl Node {
                 })
                 .collect::<Result<Vec<_>, NodeError>>()
         };
+        if let Some(name) = request.base_loader.take() {
+            self.load_base(&name, &mut request, &keys).await?;
+        }
         let base = values(request.base, "base")?;
         let recon = values(request.recon, "recon")?;
         let now = self.inner.clock.now_micros();
@@ -301,6 +307,50 @@ impl Node {
             .validate(self.inner.config.partitions)
             .map_err(txn_error)?;
         Ok(input)
+    }
+}
+
+impl Node {
+    /// Loads, through loader `name`, the base value of every read key of `request` that has
+    /// none, in key order; the values are logged with the input.
+    async fn load_base(
+        &self,
+        name: &str,
+        request: &mut TxnRequest,
+        keys: &[KeyAccess],
+    ) -> Result<(), NodeError> {
+        let loader = self.inner.loaders.get(name).ok_or_else(|| {
+            NodeError::NotFound(format!(
+                "base_loader: no loader named `{name}` is registered"
+            ))
+        })?;
+        let given: BTreeSet<usize> = request.base.iter().map(|(i, _)| *i).collect();
+        let timeout = Duration::from_millis(notadb_cache::DEFAULT_LOAD_TIMEOUT_MS);
+        for (i, k) in request.keys.iter().enumerate() {
+            if !k.access.reads() || given.contains(&i) {
+                continue;
+            }
+            let key = crate::LoadKey {
+                cache: &request.procedure,
+                key: &keys[i].key.key,
+                elements: &k.key,
+            };
+            let value = match tokio::time::timeout(timeout, loader.load(key)).await {
+                Ok(Ok(value)) => value,
+                Ok(Err(message)) => {
+                    return Err(NodeError::Unavailable(format!(
+                        "base_loader `{name}` failed for keys[{i}]: {message}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(NodeError::DeadlineExceeded(format!(
+                        "base_loader `{name}` did not answer for keys[{i}] within {timeout:?}"
+                    )))
+                }
+            };
+            request.base.push((i, value.map(|v| v.to_vec())));
+        }
+        Ok(())
     }
 }
 

@@ -74,6 +74,7 @@ impl Transactions for TxnService {
                         keys,
                         base: values(r.base),
                         recon: values(r.recon),
+                        base_loader: (!r.base_loader.is_empty()).then_some(r.base_loader),
                     },
                     timeout,
                 )
