@@ -1,6 +1,7 @@
 //! Cluster-mode nodes: real `notadb serve` processes on a real `nats-server`, with helpers to
 //! wait for readiness, read `/digest` and `/metrics`, and poll with timeouts.
 
+pub use super::try_http_get;
 use super::{free_addr, BIN};
 use notadb_client::{proto, Client, KeyspaceSchema, Token};
 use notadb_types::{ElementType, KeyElement, Order, PartitionId, ValueFormat};
@@ -8,8 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -305,25 +306,6 @@ impl Drop for ClusterNode {
             eprintln!("--- {}", self.describe());
         }
     }
-}
-
-/// `GET path` over HTTP/1.0; status and body, or why the node did not answer.
-pub fn try_http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("no status line in {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// `/digest` JSON as partition → (applied, digest).

@@ -33,23 +33,27 @@ pub fn free_addr() -> SocketAddr {
 
 /// `GET path` over HTTP/1.0; returns status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect admin");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
+}
+
+/// `GET path` over HTTP/1.0, or the I/O error (a server still starting may reset the
+/// connection).
+pub fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
+    stream.read_to_string(&mut response)?;
     let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {response:?}")))?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// Runs a client command of the CLI against the node at `grpc`.
@@ -103,7 +107,8 @@ impl Node {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("notadb exited early: {status}");
             }
-            if TcpStream::connect(self.admin).is_ok() && http_get(self.admin, "/readyz").0 == 200 {
+            // Connection errors mean "not yet": the admin listener may be starting.
+            if matches!(try_http_get(self.admin, "/readyz"), Ok((200, _))) {
                 return;
             }
             assert!(Instant::now() < deadline, "node not ready within 60 s");
