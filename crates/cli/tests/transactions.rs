@@ -29,6 +29,27 @@ fn balance(v: Option<&Bytes>) -> Result<i64, Abort> {
     ))
 }
 
+/// The committed outcome carrying `output`.
+fn committed(output: i64) -> Option<transact_response::Outcome> {
+    Some(transact_response::Outcome::Committed(
+        output.to_be_bytes().to_vec(),
+    ))
+}
+
+/// Account `id`'s balance as a plain `Get` reads it.
+async fn stored(client: &Client, id: i64) -> Option<value::Kind> {
+    client
+        .get("accounts", &[Element::I64(id)], &[])
+        .await
+        .expect("get")
+        .expect("present")
+        .kind
+}
+
+fn stored_bytes(balance: i64) -> Option<value::Kind> {
+    Some(value::Kind::Bytes(balance.to_be_bytes().to_vec()))
+}
+
 fn transfer(from: i64, to: i64, amount: i64) -> TransactRequest {
     let hundred = Some(100i64.to_be_bytes().to_vec());
     TransactRequest {
@@ -101,22 +122,9 @@ async fn transact_over_grpc() {
     let r = client.transact(transfer(1, 2, 30)).await.expect("transfer");
     assert_eq!(r.txn_id.len(), 16);
     assert!(!r.participants.is_empty());
-    assert_eq!(
-        r.outcome,
-        Some(transact_response::Outcome::Committed(
-            70i64.to_be_bytes().to_vec()
-        ))
-    );
+    assert_eq!(r.outcome, committed(70));
     // The stored values are what the procedure wrote: a plain Get sees them.
-    let got = client
-        .get("accounts", &[Element::I64(2)], &[])
-        .await
-        .expect("get")
-        .expect("present");
-    assert_eq!(
-        got.kind,
-        Some(value::Kind::Bytes(130i64.to_be_bytes().to_vec()))
-    );
+    assert_eq!(stored(&client, 2).await, stored_bytes(130));
     // The procedure's own abort is an outcome.
     let r = client
         .transact(transfer(1, 2, 500))
@@ -177,12 +185,7 @@ async fn base_values_load_from_postgresql_at_submission() {
         .transact(from_pg(transfer(1, 2, 100)))
         .await
         .expect("transfer");
-    assert_eq!(
-        r.outcome,
-        Some(transact_response::Outcome::Committed(
-            400i64.to_be_bytes().to_vec()
-        ))
-    );
+    assert_eq!(r.outcome, committed(400));
     // PostgreSQL changes, but the store now holds both accounts: they win over base values.
     connect(&db.url)
         .await
@@ -193,21 +196,8 @@ async fn base_values_load_from_postgresql_at_submission() {
         .transact(from_pg(transfer(1, 2, 100)))
         .await
         .expect("transfer");
-    assert_eq!(
-        r.outcome,
-        Some(transact_response::Outcome::Committed(
-            300i64.to_be_bytes().to_vec()
-        ))
-    );
-    let got = client
-        .get("accounts", &[Element::I64(2)], &[])
-        .await
-        .expect("get")
-        .expect("present");
-    assert_eq!(
-        got.kind,
-        Some(value::Kind::Bytes(240i64.to_be_bytes().to_vec()))
-    );
+    assert_eq!(r.outcome, committed(300));
+    assert_eq!(stored(&client, 2).await, stored_bytes(240));
     // A key PostgreSQL does not have reads as absent: the procedure aborts on it.
     let r = client
         .transact(from_pg(transfer(7, 1, 1)))

@@ -475,16 +475,7 @@ async fn list_append_histories_are_strictly_serializable() {
         history.extend(t.await.unwrap());
     }
     let report = check(&history, true);
-    assert!(
-        report.anomalies.is_empty(),
-        "{}",
-        report
-            .anomalies
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    assert!(report.anomalies.is_empty(), "{}", report);
     assert_eq!(report.txns, 400);
     assert!(
         report.edges.get("rw").copied().unwrap_or(0) > 0,

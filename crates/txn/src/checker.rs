@@ -170,6 +170,19 @@ pub struct Report {
     pub anomalies: Vec<Anomaly>,
 }
 
+impl fmt::Display for Report {
+    /// The anomalies, `; `-separated (empty when there are none).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.anomalies.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Checks `history`; with `real_time`, for strict serializability, else for serializability.
 pub fn check(history: &[Op], real_time: bool) -> Report {
     let mut report = Report::default();
