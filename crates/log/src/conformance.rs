@@ -60,7 +60,8 @@ macro_rules! conformance_tests {
             truncate_before_keeps_numbering,
             reopen_keeps_acknowledged_entries,
             bounds_track_appends_and_truncation,
-            flush_succeeds
+            flush_succeeds,
+            deduplicated_appends_are_stored_once_or_in_order
         );
     };
     (@each $harness:expr; $($check:ident),*) => {
@@ -85,6 +86,7 @@ pub async fn run_all<H: LogHarness>(harness: &H) {
     reopen_keeps_acknowledged_entries(harness).await;
     bounds_track_appends_and_truncation(harness).await;
     flush_succeeds(harness).await;
+    deduplicated_appends_are_stored_once_or_in_order(harness).await;
 }
 
 /// Seqs of each partition start at 1 and are contiguous; partitions are independent.
@@ -425,6 +427,32 @@ pub async fn flush_succeeds<H: LogHarness>(harness: &H) {
     let log = harness.open("flush", 2).await;
     expect_bounds(&log, CHECK, 0, 1, 2).await;
     expect_bounds(&log, CHECK, 1, 1, 3).await;
+}
+
+/// An entry appended twice under one id is stored once (a deduplicating backend answers the
+/// retry with the first seq) or twice in a row; either way the numbering stays contiguous and
+/// a different id is a different entry.
+pub async fn deduplicated_appends_are_stored_once_or_in_order<H: LogHarness>(harness: &H) {
+    const CHECK: &str = "deduplicated_appends_are_stored_once_or_in_order";
+    let log = harness.open("dedup", 2).await;
+    let mut seqs = Vec::new();
+    for (id, tag) in [("a", "x"), ("a", "x"), ("b", "y")] {
+        let seq = log
+            .append_deduplicated(PartitionId(1), id, payload(tag, 1))
+            .await
+            .unwrap_or_else(|e| panic!("{CHECK}: append_deduplicated({id}): {e}"));
+        seqs.push(seq);
+    }
+    let once = seqs == [Seq(1), Seq(1), Seq(2)];
+    let twice = seqs == [Seq(1), Seq(2), Seq(3)];
+    assert!(once || twice, "{CHECK}: seqs {seqs:?}");
+    let last = seqs[2].0;
+    let entries = read_range(&log, CHECK, 1, Seq(1), Seq(last)).await;
+    let tags: Vec<Bytes> = entries.into_iter().map(|e| e.payload).collect();
+    let mut want = vec![payload("x", 1); last as usize - 1];
+    want.push(payload("y", 1));
+    assert_eq!(tags, want, "{CHECK}: payloads");
+    expect_bounds(&log, CHECK, 0, 1, 0).await;
 }
 
 /// The payload of entry `i` of a run tagged `tag`.

@@ -41,6 +41,21 @@ pub trait Log: Send + Sync + 'static {
     /// been written: the entry may appear in later reads.
     async fn append(&self, partition: PartitionId, payload: Bytes) -> Result<Seq, LogError>;
 
+    /// Appends an entry that another writer (or this one, before a crash) may already have
+    /// appended under the same `id`. A backend that deduplicates by id (JetStream, within its
+    /// duplicate window) answers with the first append's seq and stores one copy; the default
+    /// appends again, so readers of such entries must tolerate copies. Ids are unique within a
+    /// partition.
+    async fn append_deduplicated(
+        &self,
+        partition: PartitionId,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<Seq, LogError> {
+        let _ = id;
+        self.append(partition, payload).await
+    }
+
     /// Entries with seq >= from, in order, at most `max`. If none is available yet, waits up to
     /// `wait` for one and returns an empty Vec if none came. `from` below the oldest kept entry
     /// is LogError::Truncated.

@@ -163,6 +163,16 @@ impl Log for JetStreamLog {
         self.publish_with_id(partition, id, payload).await
     }
 
+    async fn append_deduplicated(
+        &self,
+        partition: PartitionId,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<Seq, LogError> {
+        self.publish_with_id(partition, format!("dedup-{id}"), payload)
+            .await
+    }
+
     async fn read(
         &self,
         partition: PartitionId,
