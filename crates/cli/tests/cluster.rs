@@ -7,40 +7,13 @@ mod harness;
 use harness::cluster::*;
 use harness::{failed, ok};
 use notadb_client::{proto, Client, Code, Element, Token};
-use notadb_log::jetstream::NatsServer;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KS: &str = "ks";
-
-fn start_nats(dir: &Path) -> NatsServer {
-    blocking(|| NatsServer::start(&dir.join("nats"))).expect("start nats-server")
-}
-
-/// Spawns every node at once (they race to create the cluster), then waits until each is
-/// ready.
-fn start_nodes(specs: Vec<NodeSpec>) -> Vec<ClusterNode> {
-    let mut nodes: Vec<ClusterNode> = specs.into_iter().map(ClusterNode::spawn).collect();
-    for node in &mut nodes {
-        blocking(|| node.wait_ready(Duration::from_secs(60)));
-    }
-    nodes
-}
-
-/// Two groups of two replicas: `g0a`, `g0b` (group 0), `g1a`, `g1b` (group 1), in that order.
-fn start_two_by_two(nats: &NatsServer, cluster: &str, dir: &Path) -> Vec<ClusterNode> {
-    let spec = |group, id| NodeSpec::new(&nats.url(), cluster, 2, group, id, dir);
-    start_nodes(vec![
-        spec(0, "g0a"),
-        spec(0, "g0b"),
-        spec(1, "g1a"),
-        spec(1, "g1b"),
-    ])
-}
 
 fn key(k: &str) -> Vec<Element> {
     vec![Element::String(k.to_string())]

@@ -116,7 +116,10 @@ async fn start(dir: &std::path::Path, db: Option<&Db>) -> (Server, Client) {
 async fn transact_over_grpc() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, client) = start(dir.path(), None).await;
-    assert_eq!(client.list_procedures().await.unwrap(), vec!["transfer"]);
+    let names = client.list_procedures().await.unwrap();
+    for name in ["transfer", "i64.transfer", "i64.add", "i64.sum"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
 
     // Accounts 1 and 2 across partitions or not, it is the same call.
     let r = client.transact(transfer(1, 2, 30)).await.expect("transfer");
@@ -162,6 +165,109 @@ async fn transact_over_grpc() {
         client.transact(wrong_type).await.unwrap_err().code(),
         Some(Code::InvalidArgument)
     );
+    server.shutdown().await.expect("shutdown");
+}
+
+/// `i64.add` of `deltas` to accounts `ids`, with `recon` values by key position.
+fn add(ids: &[i64], deltas: &[i64], recon: Vec<TxnKeyValue>) -> TransactRequest {
+    TransactRequest {
+        procedure: "i64.add".into(),
+        args: deltas.iter().flat_map(|d| d.to_be_bytes()).collect(),
+        keys: ids
+            .iter()
+            .map(|&id| txn_key("accounts", &[Element::I64(id)], WireAccess::ReadWrite))
+            .collect(),
+        recon,
+        ..TransactRequest::default()
+    }
+}
+
+/// A dependent transaction (OLLP): account 1000 points at another account, and the
+/// transaction credits whichever account it points at. The reconnaissance reads the pointer;
+/// when the pointer moves between reconnaissance and execution, the transaction restarts and
+/// the client helper runs the reconnaissance again, up to its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependent_transactions_redo_their_reconnaissance() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, client) = start(dir.path(), None).await;
+    const POINTER: i64 = 1000;
+    let r = client
+        .transact(add(&[POINTER], &[5], vec![]))
+        .await
+        .expect("set the pointer");
+    assert_eq!(r.outcome, committed(5));
+    let pointer = |client: Client| async move {
+        let v = client
+            .get("accounts", &[Element::I64(POINTER)], &[])
+            .await?;
+        let bytes = notadb::client::value_bytes(v.as_ref().expect("a pointer")).to_vec();
+        Ok::<_, notadb::client::ClientError>((
+            i64::from_be_bytes(bytes[..].try_into().expect("8")),
+            bytes,
+        ))
+    };
+    // The first reconnaissance is overtaken by a move of the pointer from 5 to 6.
+    let attempts = AtomicUsize::new(0);
+    let r = client
+        .transact_dependent(3, |c| {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let (target, seen) = pointer(c.clone()).await?;
+                if n == 0 {
+                    c.transact(add(&[POINTER], &[1], vec![])).await?;
+                }
+                let recon = vec![TxnKeyValue {
+                    index: 0,
+                    value: Some(seen),
+                }];
+                Ok(add(&[POINTER, target], &[0, 7], recon))
+            }
+        })
+        .await
+        .expect("the dependent transaction");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        r.outcome,
+        Some(transact_response::Outcome::Committed(
+            [6i64.to_be_bytes(), 7i64.to_be_bytes()].concat()
+        ))
+    );
+    // The pointer moves after every reconnaissance: a clear error after the bound.
+    let err = client
+        .transact_dependent(3, |c| async move {
+            let (target, seen) = pointer(c.clone()).await?;
+            c.transact(add(&[POINTER], &[1], vec![])).await?;
+            let recon = vec![TxnKeyValue {
+                index: 0,
+                value: Some(seen),
+            }];
+            Ok(add(&[POINTER, target], &[0, 7], recon))
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            notadb::client::ClientError::Restarted {
+                attempts: 3,
+                key: 0
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restarted 3 times"), "{err}");
+    // Nothing was credited by the restarted attempts.
+    for (id, want) in [(6, 7), (7, 0), (8, 0), (9, 0)] {
+        let got = client
+            .get("accounts", &[Element::I64(id)], &[])
+            .await
+            .expect("get");
+        let got = got.map_or(0, |v| {
+            i64::from_be_bytes(notadb::client::value_bytes(&v).try_into().expect("8"))
+        });
+        assert_eq!(got, want, "account {id}");
+    }
     server.shutdown().await.expect("shutdown");
 }
 

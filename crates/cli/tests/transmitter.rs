@@ -462,3 +462,112 @@ fn another_replica_takes_over_when_the_active_transmitter_is_killed() {
         db.drop_db().await;
     });
 }
+
+/// Transactions' writes reach PostgreSQL too: transfers within and across partitions by the
+/// built-in `i64.transfer`, flushed with the tokens the transactions returned, end with every
+/// balance in its table row equal to the node's.
+#[test]
+fn transaction_writes_are_transmitted() {
+    const ACCOUNTS: i64 = 16;
+    serial(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(
+            format!("notadb_tx_txn_{}", std::process::id()),
+            "CREATE TABLE accounts (k bigint PRIMARY KEY, balance bytea, notadb_seq bigint NOT NULL)",
+        )
+        .await;
+        let config = dir.path().join("notadb.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\npartitions = 8\n[transmitter]\nurl = \"{}\"\nbatch_max_delay_ms = 5\n\
+                 [[transmitter.tables]]\nkeyspace = \"accounts\"\ntable = \"accounts\"\nvalue_column = \"balance\"\n",
+                db.url
+            ),
+        )
+        .expect("write config");
+        let node = blocking(|| Serve::start(&config, &dir.path().join("data")));
+        let client = node.client().await;
+        let mut schema = harness::cluster::string_keyspace("accounts");
+        schema.key[0].ty = notadb_types::ElementType::I64;
+        schema.value_format = notadb_types::ValueFormat::Bytes;
+        client
+            .create_keyspace(&schema, false)
+            .await
+            .expect("create keyspace");
+        let key = |a: i64| {
+            notadb_client::txn_key(
+                "accounts",
+                &[Element::I64(a)],
+                notadb_client::proto::Access::ReadWrite,
+            )
+        };
+        let mut tokens: BTreeMap<u16, Token> = BTreeMap::new();
+        let mut keep = |r: &notadb_client::proto::TransactResponse| {
+            for t in &r.tokens {
+                let t = notadb_proto::token_from_proto(t).expect("a token");
+                let e = tokens.entry(t.partition.0).or_insert(t);
+                if t.seq > e.seq {
+                    *e = t;
+                }
+            }
+        };
+        let seeded = client
+            .transact(notadb_client::proto::TransactRequest {
+                procedure: "i64.add".into(),
+                args: (0..ACCOUNTS).flat_map(|_| 100i64.to_be_bytes()).collect(),
+                keys: (0..ACCOUNTS).map(key).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("seed");
+        assert_eq!(seeded.tokens.len(), seeded.participants.len());
+        keep(&seeded);
+        let mut cross = 0;
+        for i in 0..300i64 {
+            let (from, to) = (i % ACCOUNTS, (i * 7 + 3) % ACCOUNTS);
+            if from == to {
+                continue;
+            }
+            let r = client
+                .transact(notadb_client::proto::TransactRequest {
+                    procedure: "i64.transfer".into(),
+                    args: (1 + i % 5).to_be_bytes().to_vec(),
+                    keys: vec![key(from), key(to)],
+                    ..Default::default()
+                })
+                .await
+                .expect("transfer");
+            cross += usize::from(r.participants.len() > 1);
+            keep(&r);
+        }
+        assert!(cross > 0, "no transfer crossed partitions");
+        let tokens: Vec<Token> = tokens.into_values().collect();
+        client
+            .transmitter_flush(&tokens, Duration::from_secs(60))
+            .await
+            .expect("flush");
+        let rows: BTreeMap<i64, Vec<u8>> = connect(&db.url)
+            .await
+            .query("SELECT k, balance FROM accounts", &[])
+            .await
+            .expect("select")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut total = 0;
+        for a in 0..ACCOUNTS {
+            let stored = client
+                .get("accounts", &[Element::I64(a)], &tokens)
+                .await
+                .expect("get")
+                .expect("a balance");
+            let stored = notadb_client::value_bytes(&stored).to_vec();
+            assert_eq!(rows.get(&a), Some(&stored), "account {a}");
+            total += i64::from_be_bytes(stored[..].try_into().expect("8 bytes"));
+        }
+        assert_eq!(total, ACCOUNTS * 100);
+        drop(node);
+        db.drop_db().await;
+    });
+}

@@ -47,6 +47,9 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A dependent transaction's reconnaissance went stale on every attempt.
+    #[error("the transaction restarted {attempts} times (the last time because key {key} changed after reconnaissance); giving up")]
+    Restarted { attempts: usize, key: u32 },
 }
 
 impl From<tonic::Status> for ClientError {

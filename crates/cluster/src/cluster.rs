@@ -4,6 +4,7 @@ use crate::checkpoint::{self, Manifest};
 use crate::error::{nats, ClusterError};
 use crate::members::{self, Routes};
 use crate::meta::{self, ClusterDoc, KvSchemas};
+use crate::txn;
 use crate::ClusterConfig;
 use async_nats::jetstream::{self, kv, object_store::ObjectStore};
 use notadb_log::{JetStreamLog, Log};
@@ -60,7 +61,7 @@ impl Cluster {
             .connect(config.jetstream.url.as_str())
             .await
             .map_err(|e| nats(&format!("connecting to {}", config.jetstream.url), e))?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let js_handle = js.clone();
         let meta = meta::bucket(
             &js,
@@ -101,9 +102,26 @@ impl Cluster {
             );
         }
         let log = Arc::new(JetStreamLog::connect(config.jetstream.clone(), doc.partitions).await?);
+        let sequencer = Arc::new(
+            JetStreamLog::connect(
+                notadb_log::JetStreamOptions {
+                    name: txn::sequencer_name(&name),
+                    ..config.jetstream.clone()
+                },
+                1,
+            )
+            .await?,
+        );
+        let (forwarder_held, forwarder_gate) = watch::channel(false);
         let node_id = node_config.node_id.clone();
         let builder = NodeBuilder::new(node_config)
             .log(log.clone())
+            .sequencer(sequencer)
+            .forwarder_gate(forwarder_gate)
+            .txn_notifier(Arc::new(txn::NatsNotifier {
+                client: client.clone(),
+                name: name.clone(),
+            }))
             .owned(doc.partitions_of(config.group))
             .schemas(Arc::new(KvSchemas {
                 meta: shared.meta.clone(),
@@ -126,6 +144,40 @@ impl Cluster {
             js: js_handle,
         };
         cluster.spawn_tasks(shared, advertised);
+        let started = async {
+            let reports = txn::subscribe_reports(
+                &client,
+                &name,
+                cluster.node.clone(),
+                cluster.stop.subscribe(),
+            )
+            .await?;
+            let leases = crate::lease::lease_bucket(
+                &cluster.js,
+                &name,
+                cluster.config.member_ttl(),
+                replicas,
+            )
+            .await?;
+            let forwarder = tokio::spawn(crate::lease::hold_lease(
+                leases,
+                txn::FORWARDER_LEASE.to_string(),
+                cluster.routes.self_id().to_string(),
+                cluster.config.member_ttl(),
+                forwarder_held,
+                cluster.stop.subscribe(),
+            ));
+            cluster
+                .tasks
+                .lock()
+                .expect("tasks lock")
+                .extend([reports, forwarder]);
+            Ok::<(), ClusterError>(())
+        };
+        if let Err(e) = started.await {
+            let _ = cluster.shutdown().await;
+            return Err(e);
+        }
         Ok(cluster)
     }
 

@@ -9,7 +9,7 @@ use crate::loader::{CacheLoader, Flights};
 use crate::record::{Op, Record};
 use crate::replica::{ApplyTask, PartitionState};
 use crate::request::Mutation;
-use crate::txn::TxnWaiters;
+use crate::txn::{TxnNotifier, TxnWaiters};
 use crate::write::{keyspace_of, prepare, WriteContext};
 use crate::{NodeConfig, NodeError};
 use notadb_cache::CacheDef;
@@ -37,6 +37,8 @@ pub struct NodeBuilder {
     caches: Vec<CacheDef>,
     procedures: Procedures,
     sequencer: Option<Arc<dyn Log>>,
+    forwarder_gate: Option<watch::Receiver<bool>>,
+    txn_notifier: Option<Arc<dyn TxnNotifier>>,
 }
 
 impl NodeBuilder {
@@ -55,7 +57,23 @@ impl NodeBuilder {
             caches: Vec::new(),
             procedures: Procedures::new(),
             sequencer: None,
+            forwarder_gate: None,
+            txn_notifier: None,
         }
+    }
+
+    /// Forwards the sequencer log only while `gate` holds true (a cluster's forwarder lease);
+    /// without a gate this node always forwards.
+    pub fn forwarder_gate(mut self, gate: watch::Receiver<bool>) -> Self {
+        self.forwarder_gate = Some(gate);
+        self
+    }
+
+    /// Reports finished transactions to the cluster (see [`TxnNotifier`]); with one, this node
+    /// accepts transactions on partitions it does not serve.
+    pub fn txn_notifier(mut self, notifier: Arc<dyn TxnNotifier>) -> Self {
+        self.txn_notifier = Some(notifier);
+        self
     }
 
     /// Registers a deterministic transaction procedure (see `notadb_txn::Procedure`). Every
@@ -171,6 +189,7 @@ pub(crate) struct NodeInner {
     pub procedures: Procedures,
     /// The log multi-partition transactions are appended to, if this node has one.
     pub sequencer: Option<Arc<dyn Log>>,
+    pub forwarder_gate: Option<watch::Receiver<bool>>,
     pub txn_waiters: Arc<TxnWaiters>,
 }
 
@@ -342,7 +361,8 @@ impl Node {
                 cache_counters: RwLock::new(BTreeMap::new()),
                 procedures: b.procedures,
                 sequencer,
-                txn_waiters: Arc::new(TxnWaiters::default()),
+                forwarder_gate: b.forwarder_gate,
+                txn_waiters: Arc::new(TxnWaiters::new(b.txn_notifier)),
                 config,
             }),
         };

@@ -202,7 +202,7 @@ impl ApplyTask {
         let storage = self.storage.clone();
         let log = self.log.clone();
         let clock = self.clock.clone();
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let runtime = tokio::runtime::Handle::current();
         let started = Instant::now();
         let count = entries.len();
@@ -215,15 +215,33 @@ impl ApplyTask {
             // Reads go to the other participants' logs before this partition records that it
             // sent them: after a crash it sends them again, and receivers drop the copies.
             let ts = clock.now_micros();
-            for send in &applied.effects.sends {
-                let payload = reads_record(&send.reads, ts);
-                for &to in &send.to {
-                    let sent =
-                        runtime.block_on(append_until_done(&*log, to, &payload, &mut shutdown));
-                    if sent.is_none() {
-                        return (applier, Err("shutting down".to_string()));
-                    }
-                }
+            // All at once: reads may arrive in any order (receivers match them by
+            // transaction and sender), so one round of appends covers the whole run.
+            let sends: Vec<(PartitionId, String, Vec<u8>)> = applied
+                .effects
+                .sends
+                .iter()
+                .flat_map(|send| {
+                    let payload = reads_record(&send.reads, ts);
+                    // Every replica of the sender sends; the log keeps one copy where it can.
+                    let id = format!("reads-{}-{}", send.reads.txn, send.reads.from);
+                    send.to
+                        .iter()
+                        .map(move |&to| (to, id.clone(), payload.clone()))
+                })
+                .collect();
+            let sent =
+                runtime.block_on(futures::future::join_all(sends.iter().map(
+                    |(to, id, payload)| {
+                        let mut shutdown = shutdown.clone();
+                        let log = &log;
+                        async move {
+                            append_until_done(&**log, *to, Some(id), payload, &mut shutdown).await
+                        }
+                    },
+                )));
+            if sent.iter().any(Option::is_none) {
+                return (applier, Err("shutting down".to_string()));
             }
             applier.persist(&applied.effects, &mut batch);
             let result = storage
@@ -248,8 +266,8 @@ impl ApplyTask {
         let p = self.state.id;
         for f in &applied.effects.finished {
             tracing::debug!(partition = %p, seq = %f.seq, txn = %f.txn, outcome = ?f.outcome, "transaction finished");
-            self.waiters.finished(p, f);
         }
+        self.waiters.report(p, &applied.effects.finished);
         self.state
             .applied
             .send_replace(applied.effects.position.watermark);

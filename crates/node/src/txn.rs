@@ -3,9 +3,9 @@
 //! sequencer log into participants' logs, and the waiters that answer the client once every
 //! participant has executed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use notadb_log::Log;
 use notadb_txn::{
     Access, Entry, Finished, KeyAccess, Outcome, TxnEnv, TxnError, TxnId, TxnInput, TxnKey,
 };
-use notadb_types::{Element, PartitionId, Seq};
+use notadb_types::{Element, PartitionId, Seq, Token};
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
 
@@ -31,6 +31,7 @@ pub(crate) const APPEND_RETRY: Duration = Duration::from_millis(100);
 /// Hash seeds that derive a transaction's id and its random seed from (node, time, counter).
 const ID_SEED: u64 = 0x7478_6e69;
 const ENV_SEED: u64 = 0x7365_6564;
+const ORIGIN_SEED: u64 = 0x6f72_6967;
 /// Truncate the sequencer log after this many forwarded entries.
 const SEQUENCER_TRUNCATE_EVERY: u64 = 4096;
 
@@ -72,12 +73,25 @@ pub struct TxnResult {
     pub participants: Vec<PartitionId>,
     /// For `Outcome::Restart`, the request position of the key whose value changed.
     pub restart_key: Option<usize>,
+    /// Its position in each participant's log: reads carrying these tokens see its writes.
+    pub tokens: Vec<Token>,
 }
 
 struct Waiter {
     remaining: BTreeSet<PartitionId>,
     outcome: Option<Outcome>,
-    tx: Option<oneshot::Sender<Outcome>>,
+    tokens: Vec<Token>,
+    tx: Option<oneshot::Sender<(Outcome, Vec<Token>)>>,
+}
+
+/// Tells the nodes of a cluster about transactions finished here: every replica reports what
+/// its partitions finished, after committing it, to the node that submitted each transaction
+/// (its [`TxnId::origin`]), which passes reports to [`Node::txn_reported`]. A report may be
+/// lost (the client then times out, and the transaction may have committed) or come more
+/// than once (the waiter ignores repeats).
+pub trait TxnNotifier: Send + Sync + 'static {
+    /// `partition` finished `finished` (all of one applied batch, in log order).
+    fn finished(&self, partition: PartitionId, finished: &[Finished]);
 }
 
 /// Clients waiting for their transactions, by id.
@@ -85,16 +99,42 @@ struct Waiter {
 pub(crate) struct TxnWaiters {
     waiting: Mutex<HashMap<TxnId, Waiter>>,
     counter: AtomicU64,
+    notifier: Option<Arc<dyn TxnNotifier>>,
 }
 
 impl TxnWaiters {
-    fn register(&self, id: TxnId, participants: &[PartitionId]) -> oneshot::Receiver<Outcome> {
+    pub(crate) fn new(notifier: Option<Arc<dyn TxnNotifier>>) -> TxnWaiters {
+        TxnWaiters {
+            notifier,
+            ..TxnWaiters::default()
+        }
+    }
+
+    /// `p` committed `finished`: answers local waiters and tells the cluster.
+    pub(crate) fn report(&self, p: PartitionId, finished: &[Finished]) {
+        if finished.is_empty() {
+            return;
+        }
+        for f in finished {
+            self.finished(p, f);
+        }
+        if let Some(n) = &self.notifier {
+            n.finished(p, finished);
+        }
+    }
+
+    fn register(
+        &self,
+        id: TxnId,
+        participants: &[PartitionId],
+    ) -> oneshot::Receiver<(Outcome, Vec<Token>)> {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().expect("waiters lock").insert(
             id,
             Waiter {
                 remaining: participants.iter().copied().collect(),
                 outcome: None,
+                tokens: Vec::with_capacity(participants.len()),
                 tx: Some(tx),
             },
         );
@@ -116,14 +156,20 @@ impl TxnWaiters {
         let Some(w) = waiting.get_mut(&f.txn) else {
             return;
         };
-        w.remaining.remove(&p);
+        if !w.remaining.remove(&p) {
+            return;
+        }
+        w.tokens.push(Token {
+            partition: p,
+            seq: f.seq,
+        });
         if let Some(o) = &f.outcome {
             w.outcome.get_or_insert_with(|| o.clone());
         }
         if w.remaining.is_empty() {
             let mut w = waiting.remove(&f.txn).expect("present");
             if let (Some(tx), Some(outcome)) = (w.tx.take(), w.outcome.take()) {
-                let _ = tx.send(outcome);
+                let _ = tx.send((outcome, std::mem::take(&mut w.tokens)));
             }
         }
     }
@@ -140,6 +186,20 @@ fn txn_error(e: TxnError) -> NodeError {
 }
 
 impl Node {
+    /// A report from another node (see [`TxnNotifier`]): `partition` finished these
+    /// transactions. Answers the clients waiting here for them.
+    pub fn txn_reported(&self, partition: PartitionId, finished: &[Finished]) {
+        for f in finished {
+            self.inner.txn_waiters.finished(partition, f);
+        }
+    }
+
+    /// The tag in the top bits of the ids of transactions this node submits
+    /// ([`TxnId::origin`]): where reports about them go.
+    pub fn txn_origin(&self) -> u32 {
+        origin_of(&self.inner.config.node_id)
+    }
+
     /// The registered procedure names.
     pub fn procedure_names(&self) -> Vec<String> {
         self.inner.procedures.names().map(str::to_string).collect()
@@ -158,10 +218,12 @@ impl Node {
         }
         let input = self.prepare_txn(request).await?;
         let participants = input.participants();
-        if let Some(p) = participants.iter().find(|p| !self.owns(**p)) {
-            return Err(NodeError::Unavailable(format!(
-                "partition {p} is served by another shard group; transactions across shard groups are not supported yet"
-            )));
+        if self.inner.txn_waiters.notifier.is_none() {
+            if let Some(p) = participants.iter().find(|p| !self.owns(**p)) {
+                return Err(NodeError::Unavailable(format!(
+                    "partition {p} is served elsewhere, and this node has no way to learn its transactions' outcomes (no TxnNotifier)"
+                )));
+            }
         }
         let id = input.id;
         let started = std::time::Instant::now();
@@ -192,7 +254,7 @@ impl Node {
             return Err(e);
         }
         match tokio::time::timeout(timeout, waiter).await {
-            Ok(Ok(outcome)) => {
+            Ok(Ok((outcome, tokens))) => {
                 let label = match &outcome {
                     Outcome::Committed { .. } => "committed",
                     Outcome::Aborted { .. } => "aborted",
@@ -210,6 +272,7 @@ impl Node {
                     outcome,
                     participants,
                     restart_key,
+                    tokens,
                 })
             }
             Ok(Err(_)) => Err(NodeError::Unavailable(format!(
@@ -292,7 +355,7 @@ impl Node {
         seed_bytes.extend_from_slice(&now.to_be_bytes());
         seed_bytes.extend_from_slice(&n.to_be_bytes());
         let mut input = TxnInput::new(
-            TxnId(xxh3_128_with_seed(&seed_bytes, ID_SEED)),
+            TxnId::with_origin(self.txn_origin(), xxh3_128_with_seed(&seed_bytes, ID_SEED)),
             request.procedure,
             request.args,
             TxnEnv {
@@ -311,6 +374,57 @@ impl Node {
 }
 
 impl Node {
+    /// For readers of the log that need a transaction's effects (the transmitter): given the
+    /// record at `seq` of partition `p`, when it is a transaction, waits until this replica
+    /// has applied it and returns a plain batch holding the current state of every key it may
+    /// have written in `p` (a put of the stored value, or a delete). The state is as of now,
+    /// so a key may show a later write; the later write's own entry follows in the log, so a
+    /// reader that keeps the newest seq per key converges to the replica's state. None for
+    /// records that are not transactions.
+    pub async fn txn_effects(
+        &self,
+        p: PartitionId,
+        seq: Seq,
+        record: &Record,
+    ) -> Result<Option<Record>, NodeError> {
+        let Record::Txn { ts_micros, entry } = record else {
+            return Ok(None);
+        };
+        let Ok(Entry::Txn { input, .. }) = Entry::decode(entry) else {
+            // Remote reads change nothing; a malformed entry is skipped by replicas too.
+            return Ok(Some(Record::Batch {
+                ts_micros: *ts_micros,
+                ops: Vec::new(),
+            }));
+        };
+        self.wait_for(&crate::Consistency {
+            tokens: vec![notadb_types::Token { partition: p, seq }],
+            deadline: None,
+        })
+        .await?;
+        let view = self.inner.storage.view();
+        let mut ops = Vec::new();
+        for k in input
+            .keys
+            .iter()
+            .filter(|k| k.partition == p && k.access.writes())
+        {
+            let (keyspace, key) = (k.key.keyspace, k.key.key.to_vec());
+            ops.push(match view.get(p, keyspace, &key)? {
+                Some(stored) => crate::record::Op::Put {
+                    keyspace,
+                    key,
+                    stored: stored.to_vec(),
+                },
+                None => crate::record::Op::Delete { keyspace, key },
+            });
+        }
+        Ok(Some(Record::Batch {
+            ts_micros: *ts_micros,
+            ops,
+        }))
+    }
+
     /// Loads, through loader `name`, the base value of every read key of `request` that has
     /// none, in key order; the values are logged with the input.
     async fn load_base(
@@ -354,35 +468,97 @@ impl Node {
     }
 }
 
-/// Copies the sequencer log into participants' logs, in sequencer order, each entry to each
-/// participant before the next entry. Its position (every entry up to it copied) is stored
-/// after each read; after a crash it copies again from there, and executors skip the second
-/// copies by their sequencer position.
+/// Copies the sequencer log into participants' logs, into each one in sequencer order (the
+/// participants of a read batch in parallel), while this node is the forwarder (always on a single
+/// node; in a cluster, while it holds the forwarder lease).
+///
+/// Copies go out with an id per (sequencer position, partition), so a backend that
+/// deduplicates (JetStream) stores one copy even when two forwarders overlap or one
+/// restarts. Order holds even then: a forwarder copies position `s` to a partition only after
+/// its copy of every earlier position there was acknowledged, so the first copy of each
+/// position lands after the first copies of the earlier ones. Later copies (outside the
+/// duplicate window, or on a backend that does not deduplicate) are skipped by the executors,
+/// which ignore a sequencer position not above the highest they have seen.
+///
+/// The position (every entry up to it copied) is stored in this node's meta after each read,
+/// and the sequencer log is truncated behind it; a forwarder resumes from the later of the
+/// two, so a new lease holder does not copy again what the previous one truncated.
 pub(crate) async fn forward_loop(node: Node) {
     let Some(sequencer) = node.inner.sequencer.clone() else {
         return;
     };
     let mut shutdown = node.inner.shutdown.subscribe();
-    let storage = node.inner.storage.clone();
-    let mut forwarded = match storage.get_meta(FORWARDED_KEY) {
-        Ok(v) => Seq(v
-            .and_then(|v| v.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0)),
-        Err(e) => {
-            tracing::error!(error = %e, "reading the forwarder's position failed; not forwarding");
+    let mut gate = node.inner.forwarder_gate.clone();
+    loop {
+        if let Some(gate) = gate.as_mut() {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                r = gate.wait_for(|held| *held) => if r.is_err() { return },
+            }
+            tracing::info!("forwarding the sequencer log");
+        }
+        metrics::gauge!("notadb_txn_forwarder_active").set(1.0);
+        let stopped = forward(&node, &*sequencer, &mut shutdown, gate.as_mut()).await;
+        metrics::gauge!("notadb_txn_forwarder_active").set(0.0);
+        if stopped || gate.is_none() {
             return;
         }
+        tracing::info!("stopped forwarding the sequencer log (lease lost)");
+    }
+}
+
+/// Forwards until shutdown (true) or until `gate` closes (false).
+async fn forward(
+    node: &Node,
+    sequencer: &dyn Log,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    mut gate: Option<&mut tokio::sync::watch::Receiver<bool>>,
+) -> bool {
+    let storage = node.inner.storage.clone();
+    let stored = match storage.get_meta(FORWARDED_KEY) {
+        Ok(v) => v
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the forwarder's position failed; not forwarding");
+            return true;
+        }
     };
-    let mut truncated = forwarded;
+    let mut forwarded = Seq(stored);
+    let mut truncated = Seq(0);
+    let mut at_bounds = true;
     loop {
+        if gate.as_ref().is_some_and(|g| !*g.borrow()) {
+            return false;
+        }
+        if at_bounds {
+            // What the log no longer holds was copied (truncation follows the copies).
+            match sequencer.bounds(PartitionId(0)).await {
+                Ok(b) => {
+                    forwarded = forwarded.max(Seq(b.first.0.saturating_sub(1)));
+                    truncated = forwarded;
+                    at_bounds = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the sequencer log's bounds failed, retrying");
+                    tokio::time::sleep(APPEND_RETRY).await;
+                    continue;
+                }
+            }
+        }
         let read = tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return true,
             read = sequencer.read(PartitionId(0), forwarded.next(), FORWARD_BATCH, FORWARD_WAIT) => read,
         };
         let entries = match read {
             Ok(entries) => entries,
+            Err(notadb_log::LogError::Truncated { .. }) => {
+                at_bounds = true;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "reading the sequencer log failed, retrying");
                 tokio::time::sleep(APPEND_RETRY).await;
@@ -392,6 +568,9 @@ pub(crate) async fn forward_loop(node: Node) {
         let Some(last) = entries.last().map(|e| e.seq) else {
             continue;
         };
+        // Per participant, its copies in sequencer order; participants in parallel, each
+        // one's copies one after the other (the order the executors rely on).
+        let mut copies: BTreeMap<PartitionId, Vec<(String, Vec<u8>)>> = BTreeMap::new();
         for entry in entries {
             let input = match TxnInput::decode_from(&mut notadb_types::WireReader::new(
                 &entry.payload,
@@ -407,12 +586,28 @@ pub(crate) async fn forward_loop(node: Node) {
                 entry: Entry::encode_txn(&input, Some(entry.seq)),
             }
             .encode();
+            let id = format!("txn-{}", entry.seq.0);
             for p in input.participants() {
-                match append_until_done(&*node.inner.log, p, &payload, &mut shutdown).await {
-                    Some(seq) => node.partition(p).appended(seq),
-                    None => return,
-                }
+                copies
+                    .entry(p)
+                    .or_default()
+                    .push((id.clone(), payload.clone()));
             }
+        }
+        let copied = futures::future::join_all(copies.into_iter().map(|(p, list)| {
+            let mut shutdown = shutdown.clone();
+            async move {
+                for (id, payload) in list {
+                    let log = &*node.inner.log;
+                    let seq = append_until_done(log, p, Some(&id), &payload, &mut shutdown).await?;
+                    node.partition(p).appended(seq);
+                }
+                Some(())
+            }
+        }))
+        .await;
+        if copied.iter().any(Option::is_none) {
+            return true;
         }
         forwarded = last;
         let mut batch = storage.batch();
@@ -429,19 +624,35 @@ pub(crate) async fn forward_loop(node: Node) {
             }
             truncated = forwarded;
         }
+        if let Some(gate) = gate.as_deref_mut() {
+            if gate.has_changed().is_err() {
+                return true;
+            }
+        }
     }
 }
 
-/// Appends `payload` to partition `p`, retrying failures until it is done (its seq) or the
-/// node shuts down (None).
+/// The origin tag of transactions submitted by node `node_id`.
+pub fn origin_of(node_id: &str) -> u32 {
+    xxh3_64_with_seed(node_id.as_bytes(), ORIGIN_SEED) as u32
+}
+
+/// Appends `payload` to partition `p` (deduplicated by `id` when given), retrying failures
+/// until it is done (its seq) or the node shuts down (None).
 pub(crate) async fn append_until_done(
     log: &dyn Log,
     p: PartitionId,
+    id: Option<&str>,
     payload: &[u8],
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Option<Seq> {
     loop {
-        match log.append(p, Bytes::copy_from_slice(payload)).await {
+        let payload = Bytes::copy_from_slice(payload);
+        let appended = match id {
+            Some(id) => log.append_deduplicated(p, id, payload).await,
+            None => log.append(p, payload).await,
+        };
+        match appended {
             Ok(seq) => return Some(seq),
             Err(e) => {
                 tracing::warn!(partition = %p, error = %e, "a transaction append failed, retrying");

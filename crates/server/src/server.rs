@@ -94,7 +94,8 @@ impl Server {
         }
         let caches = config.caches.clone();
         let customize = move |mut builder: NodeBuilder| {
-            builder = customize(builder);
+            // The built-ins first: a service's own procedure of the same name replaces one.
+            builder = customize(builder.procedures(&notadb_node::builtin::procedures()));
             for (name, loader) in loaders {
                 builder = builder.loader(name, loader);
             }

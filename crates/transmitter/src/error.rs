@@ -22,6 +22,10 @@ pub enum TransmitterError {
     /// `flush` did not see its tokens in the database in time.
     #[error("{0}")]
     Timeout(String),
+    /// Reading a transaction's effects from this replica failed (it had not applied the
+    /// transaction in time, or its storage failed): retried with backoff.
+    #[error("reading a transaction's effects: {0}")]
+    Replica(String),
     /// Reading the log failed.
     #[error("reading the log: {0}")]
     Log(#[from] LogError),

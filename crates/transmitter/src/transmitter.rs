@@ -622,7 +622,17 @@ impl Inner {
         tables: &mut Tables,
     ) -> Result<(), TransmitterError> {
         for entry in &entries {
-            let record = Record::decode(&entry.payload).ok();
+            let mut record = Record::decode(&entry.payload).ok();
+            if let Some(r) = &record {
+                // A transaction's writes are not in the log: its effects are read from this
+                // replica once applied.
+                let effects = self.node.txn_effects(p, entry.seq, r).await;
+                if let Some(effects) =
+                    effects.map_err(|e| TransmitterError::Replica(e.to_string()))?
+                {
+                    record = Some(effects);
+                }
+            }
             if let Some(r) = &record {
                 self.learn_keyspaces(r, sink, tables).await?;
             }

@@ -17,12 +17,16 @@
 //! - [`executor`]: one partition's executor ([`Executor`]), its storage interface
 //!   ([`TxnStore`]) and what it asks the driver to do ([`Effects`]).
 //! - [`mem_store`]: an in-memory [`TxnStore`] ([`MemStore`]) for simulations and benchmarks.
+//! - [`report`]: reports of finished transactions, sent to the node whose client waits
+//!   ([`encode_report`]).
+//! - [`builtin`]: the procedures every server registers (`i64.transfer`, `i64.add`, `i64.sum`).
 //! - [`oracle`]: the serial replay the executor is tested against ([`replay`]).
 //! - [`checker`]: a list-append history checker for serializability and strict
 //!   serializability ([`check`]).
 
 #![warn(missing_docs)]
 
+pub mod builtin;
 pub mod checker;
 pub mod entry;
 pub mod error;
@@ -31,6 +35,7 @@ pub mod input;
 pub mod mem_store;
 pub mod oracle;
 pub mod procedure;
+pub mod report;
 pub mod scheduler;
 
 pub use checker::{check, Anomaly, MicroOp, Op, Report, Status};
@@ -47,4 +52,5 @@ pub use input::{
 pub use mem_store::MemStore;
 pub use oracle::{replay, Replay};
 pub use procedure::{Abort, Outcome, Procedure, Procedures, TxnContext};
+pub use report::{decode_report, encode_report};
 pub use scheduler::Scheduler;

@@ -4,6 +4,7 @@
 pub use super::try_http_get;
 use super::{free_addr, BIN};
 use notadb_client::{proto, Client, KeyspaceSchema, Token};
+use notadb_log::jetstream::NatsServer;
 use notadb_types::{ElementType, KeyElement, Order, PartitionId, ValueFormat};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -543,4 +544,30 @@ pub fn newest_tokens<'a>(tokens: impl IntoIterator<Item = &'a Token>) -> Vec<Tok
         }
     }
     newest.into_values().collect()
+}
+
+/// Starts a `nats-server` with its store in `{dir}/nats`.
+pub fn start_nats(dir: &Path) -> NatsServer {
+    blocking(|| NatsServer::start(&dir.join("nats"))).expect("start nats-server")
+}
+
+/// Spawns every node at once (they race to create the cluster), then waits until each is
+/// ready.
+pub fn start_nodes(specs: Vec<NodeSpec>) -> Vec<ClusterNode> {
+    let mut nodes: Vec<ClusterNode> = specs.into_iter().map(ClusterNode::spawn).collect();
+    for node in &mut nodes {
+        blocking(|| node.wait_ready(Duration::from_secs(60)));
+    }
+    nodes
+}
+
+/// Two groups of two replicas: `g0a`, `g0b` (group 0), `g1a`, `g1b` (group 1), in that order.
+pub fn start_two_by_two(nats: &NatsServer, cluster: &str, dir: &Path) -> Vec<ClusterNode> {
+    let spec = |group, id| NodeSpec::new(&nats.url(), cluster, 2, group, id, dir);
+    start_nodes(vec![
+        spec(0, "g0a"),
+        spec(0, "g0b"),
+        spec(1, "g1a"),
+        spec(1, "g1b"),
+    ])
 }

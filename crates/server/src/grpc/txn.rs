@@ -93,6 +93,12 @@ impl Transactions for TxnService {
                 txn_id: result.id.0.to_be_bytes().to_vec(),
                 outcome: Some(outcome),
                 participants: result.participants.iter().map(|p| u32::from(p.0)).collect(),
+                tokens: result
+                    .tokens
+                    .iter()
+                    .copied()
+                    .map(notadb_proto::token_to_proto)
+                    .collect(),
             }))
         })
         .await
