@@ -1,8 +1,8 @@
 //! Command-line arguments and dispatch.
 
 use crate::{
-    bench, bench_cache, bench_ingest, bench_transmit, cache, compare, data, demo, dev_cluster,
-    keyspace, load, serve, transmitter,
+    bench, bench_cache, bench_ingest, bench_transmit, bench_txn, cache, compare, data, demo,
+    dev_cluster, keyspace, load, serve, transmitter, txn,
 };
 use clap::{Parser, Subcommand};
 
@@ -58,6 +58,9 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Show the node's partitions and readiness, its transmitter, and the cluster's members.
     Status,
+    /// Transactions: run a registered procedure, list the procedures.
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// The transmitter to PostgreSQL: expected tables, waiting for writes to arrive.
     #[command(subcommand)]
     Transmitter(transmitter::TransmitterCommand),
@@ -73,6 +76,10 @@ pub enum Command {
     /// Measure the cache: hit-path gets and sets (single and batched) beside Redis, and
     /// loader misses beside the same SELECT sent straight to PostgreSQL, in one run.
     BenchCache(bench_cache::BenchCacheArgs),
+    /// Measure transactions end to end: bank transfers on notadb (embedded log, SCA on and
+    /// off, and JetStream) beside PostgreSQL `SERIALIZABLE` with retries, over contention
+    /// and multi-partition share, in one run; writes a table and plots.
+    BenchTxn(bench_txn::BenchTxnArgs),
 }
 
 /// `notadb bench [compare]`.
@@ -116,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => data::query(&connect().await?, args).await,
         Command::Load(args) => load::run(&connect().await?, args).await,
         Command::Status => data::status(&connect().await?).await,
+        Command::Txn(cmd) => txn::run(&connect().await?, cmd).await,
         Command::Transmitter(cmd) => transmitter::run(&connect().await?, cmd).await,
         Command::Bench(BenchCommand {
             command: Some(BenchSubcommand::Compare(args)),
@@ -125,5 +133,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchIngest(args) => bench_ingest::run(&cli.addr, args).await,
         Command::BenchTransmit(args) => bench_transmit::run(args).await,
         Command::BenchCache(args) => bench_cache::run(args).await,
+        Command::BenchTxn(args) => bench_txn::run(args).await,
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_cache;
 mod bench_ingest;
 mod bench_transmit;
+mod bench_txn;
 mod cache;
 mod cli;
 mod compare;
@@ -16,6 +17,7 @@ mod load;
 mod seed;
 mod serve;
 mod transmitter;
+mod txn;
 
 use clap::Parser;
 

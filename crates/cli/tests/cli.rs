@@ -264,3 +264,73 @@ fn wait_for_output(node: &Node, args: &[&str], wanted: &str) -> String {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `notadb txn`: the built-in procedures over a byte-valued keyspace, commit and abort.
+#[test]
+fn txn_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&dir.path().join("data"));
+    let procedures = ok(&node.cli(&["txn", "procedures"]));
+    assert!(
+        procedures.lines().any(|l| l == "i64.transfer"),
+        "{procedures}"
+    );
+    ok(&node.cli(&[
+        "keyspace", "create", "accounts", "--key", "id:i64", "--value", "bytes",
+    ]));
+    let added = ok(&node.cli(&[
+        "txn",
+        "run",
+        "i64.add",
+        "--key",
+        "accounts=[1]",
+        "--key",
+        "accounts=[2]",
+        "--i64",
+        "100,-5",
+    ]));
+    let added: serde_json::Value = serde_json::from_str(added.trim()).expect("JSON");
+    assert_eq!(added["outcome"], "committed", "{added}");
+    assert_eq!(added["output_i64"], serde_json::json!([100, -5]));
+    assert!(!added["tokens"].as_array().expect("tokens").is_empty());
+    let moved = ok(&node.cli(&[
+        "txn",
+        "run",
+        "i64.transfer",
+        "--key",
+        "accounts=[1]:rw",
+        "--key",
+        "accounts=[3]:rw",
+        "--i64",
+        "30",
+    ]));
+    assert!(moved.contains(r#""output_i64":[70,30]"#), "{moved}");
+    let sum = ok(&node.cli(&[
+        "txn",
+        "run",
+        "i64.sum",
+        "--key",
+        "accounts=[1]:r",
+        "--key",
+        "accounts=[2]:r",
+        "--key",
+        "accounts=[3]:r",
+    ]));
+    assert!(sum.contains(r#""output_i64":[95]"#), "{sum}");
+    let refused = node.cli(&[
+        "txn",
+        "run",
+        "i64.transfer",
+        "--key",
+        "accounts=[2]",
+        "--key",
+        "accounts=[1]",
+        "--i64",
+        "1",
+    ]);
+    assert!(!refused.status.success());
+    let out = String::from_utf8_lossy(&refused.stdout);
+    assert!(out.contains("insufficient funds: -5 < 1"), "{out}");
+    let err = failed(&node.cli(&["txn", "run", "nope", "--key", "accounts=[1]"]));
+    assert!(err.contains("NOT_FOUND"), "{err}");
+}

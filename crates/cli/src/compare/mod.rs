@@ -15,7 +15,7 @@ mod postgres;
 mod prepare;
 mod redis_target;
 mod report;
-mod svg;
+pub(crate) mod svg;
 mod workload;
 
 use crate::seed::SeedSize;
