@@ -71,6 +71,9 @@ fn hex(bytes: &[u8]) -> String {
 
 fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
     let text = text.trim_start_matches("0x");
+    if !text.is_ascii() {
+        bail!("--args-hex: not hex");
+    }
     if !text.len().is_multiple_of(2) {
         bail!("--args-hex: an odd number of hex digits");
     }
@@ -162,5 +165,6 @@ mod tests {
         assert!(parse_key("nothing").is_err());
         assert_eq!(unhex("0x00ff").unwrap(), vec![0, 255]);
         assert!(unhex("abc").is_err());
+        assert!(unhex("aéa").is_err());
     }
 }

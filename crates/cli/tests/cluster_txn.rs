@@ -10,7 +10,7 @@ use notadb_types::{ElementType, KeyElement, Order, ValueFormat};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const KS: &str = "accounts";
 const ACCOUNTS: i64 = 32;
@@ -312,6 +312,7 @@ fn bank_across_groups_survives_kill_9_of_the_forwarder_and_a_replica_and_a_nats_
         }
 
         // Every node answers the final audit with the total, and no balance is negative.
+        let mut audit_tokens = Vec::new();
         for node in &nodes {
             let client = node.client().await.with_timeout(Duration::from_secs(10));
             let sum = wait_until_async(
@@ -319,18 +320,24 @@ fn bank_across_groups_survives_kill_9_of_the_forwarder_and_a_replica_and_a_nats_
                 Duration::from_secs(60),
                 || {
                     let client = client.clone();
-                    async move {
-                        client
-                            .transact(sum_all())
-                            .await
-                            .map(|r| i64_of(committed(&r)))
-                    }
+                    async move { client.transact(sum_all()).await }
                 },
             )
             .await;
-            assert_eq!(sum, TOTAL, "the final audit through {}", node.spec.node_id);
+            assert_eq!(
+                i64_of(committed(&sum)),
+                TOTAL,
+                "the final audit through {}",
+                node.spec.node_id
+            );
+            audit_tokens = sum.tokens;
         }
-        let balances = client_balances(&nodes[2].client().await).await;
+        let audit_tokens: Vec<Token> = audit_tokens
+            .iter()
+            .map(|t| notadb_proto::token_from_proto(t).expect("a token"))
+            .collect();
+        // Plain gets after the last audit (its tokens) see the state it summed.
+        let balances = client_balances(&nodes[2].client().await, &audit_tokens).await;
         assert!(
             balances.iter().all(|&b| b >= 0),
             "a negative balance: {balances:?}"
@@ -356,15 +363,209 @@ fn bank_across_groups_survives_kill_9_of_the_forwarder_and_a_replica_and_a_nats_
 }
 
 /// Every balance, by plain gets once the load has stopped.
-async fn client_balances(client: &Client) -> Vec<i64> {
+async fn client_balances(client: &Client, tokens: &[Token]) -> Vec<i64> {
     let mut out = Vec::new();
     for a in 0..ACCOUNTS {
         let value = client
-            .get(KS, &[Element::I64(a)], &[])
+            .get(KS, &[Element::I64(a)], tokens)
             .await
             .expect("get a balance")
             .unwrap_or_else(|| panic!("account {a} has no balance"));
         out.push(i64_of(notadb_client::value_bytes(&value)));
     }
     out
+}
+
+/// `bytes.append` over lists of 8-byte items: per micro-op, the key (list), whether it
+/// appends, and the item.
+fn list_request(micro: &[(u64, bool, u64)]) -> proto::TransactRequest {
+    let mut args = Vec::new();
+    let mut keys = Vec::new();
+    for &(key, append, item) in micro {
+        let chunk: Vec<u8> = if append {
+            item.to_be_bytes().to_vec()
+        } else {
+            Vec::new()
+        };
+        args.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        args.extend_from_slice(&chunk);
+        let access = if append {
+            proto::Access::ReadWrite
+        } else {
+            proto::Access::Read
+        };
+        keys.push(txn_key("lists", &[Element::I64(key as i64)], access));
+    }
+    proto::TransactRequest {
+        procedure: "bytes.append".into(),
+        args,
+        keys,
+        ..Default::default()
+    }
+}
+
+/// The checker's micro-ops of a committed `bytes.append`: reads see the list before.
+fn list_ops(micro: &[(u64, bool, u64)], output: &[u8]) -> Vec<notadb_txn::MicroOp> {
+    let mut at = 0;
+    micro
+        .iter()
+        .map(|&(key, append, value)| {
+            let n = u32::from_be_bytes(output[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let list = &output[at + 4..at + 4 + n];
+            at += 4 + n;
+            if append {
+                notadb_txn::MicroOp::Append { key, value }
+            } else {
+                let values = list
+                    .chunks(8)
+                    .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
+                notadb_txn::MicroOp::Read { key, values }
+            }
+        })
+        .collect()
+}
+
+/// List-append histories from 8 clients through both nodes of a two-group cluster (the lists
+/// spread over both groups), with a restart of `nats-server` in the middle, are strictly
+/// serializable: the checker finds no cycle with the clients' real-time order. Calls that
+/// failed count as unknown outcomes.
+#[test]
+fn list_append_histories_across_groups_are_strictly_serializable() {
+    const LISTS: u64 = 8;
+    const PER_CLIENT: u64 = 40;
+    serial(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nats = start_nats(dir.path());
+        let spec = |group, id| NodeSpec::new(&nats.url(), "t_txn_lists", 2, group, id, dir.path());
+        let nodes = start_nodes(vec![spec(0, "g0"), spec(1, "g1")]);
+        let all: Vec<&ClusterNode> = nodes.iter().collect();
+        wait_members(&all, 2).await;
+        let mut schema = accounts();
+        schema.name = "lists".into();
+        nodes[0]
+            .client()
+            .await
+            .create_keyspace(&schema, false)
+            .await
+            .expect("create keyspace");
+        wait_keyspace(&all, "lists").await;
+        let mut clients = Vec::new();
+        for node in &nodes {
+            clients.push(node.client().await.with_timeout(Duration::from_secs(5)));
+        }
+        let started = Instant::now();
+        let done = Arc::new(AtomicUsize::new(0));
+        let unexpected: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for c in 0..CLIENTS as u64 {
+            let client = clients[c as usize % clients.len()].clone();
+            let (done, unexpected) = (done.clone(), unexpected.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut history = Vec::new();
+                for i in 0..PER_CLIENT {
+                    let x = (c * 1_000_003 + i * 7_777).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7;
+                    let mut micro: Vec<(u64, bool, u64)> = Vec::new();
+                    for j in 0..(1 + x % 3) {
+                        let key = (x / 11 + j * 3) % LISTS;
+                        if micro.iter().all(|m| m.0 != key) {
+                            micro.push((key, (x >> j) % 2 == 0, c * 100_000 + i * 10 + j + 1));
+                        }
+                    }
+                    let invoke = started.elapsed().as_nanos() as u64;
+                    let op = match client.transact(list_request(&micro)).await {
+                        Ok(r) => match r.outcome {
+                            Some(proto::transact_response::Outcome::Committed(out)) => {
+                                notadb_txn::Op {
+                                    invoke,
+                                    complete: started.elapsed().as_nanos() as u64,
+                                    status: notadb_txn::Status::Ok,
+                                    ops: list_ops(&micro, &out),
+                                }
+                            }
+                            other => {
+                                unexpected.lock().expect("lock").push(format!("{other:?}"));
+                                continue;
+                            }
+                        },
+                        Err(_) => notadb_txn::Op {
+                            invoke,
+                            complete: u64::MAX,
+                            status: notadb_txn::Status::Unknown,
+                            ops: micro
+                                .iter()
+                                .map(|&(key, append, value)| {
+                                    if append {
+                                        notadb_txn::MicroOp::Append { key, value }
+                                    } else {
+                                        notadb_txn::MicroOp::Read {
+                                            key,
+                                            values: Vec::new(),
+                                        }
+                                    }
+                                })
+                                .collect(),
+                        },
+                    };
+                    history.push(op);
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                history
+            }));
+        }
+        let total = CLIENTS * PER_CLIENT as usize;
+        let wait = |n: usize| {
+            let (done, unexpected) = (done.clone(), unexpected.clone());
+            async move {
+                wait_until_async(
+                    &format!("{n} list transactions"),
+                    Duration::from_secs(120),
+                    || {
+                        let d = done.load(Ordering::SeqCst);
+                        let bad = unexpected.lock().expect("lock").clone();
+                        assert!(bad.is_empty(), "bytes.append did not commit: {bad:?}");
+                        async move {
+                            if d >= n {
+                                Ok(())
+                            } else {
+                                Err(d)
+                            }
+                        }
+                    },
+                )
+                .await
+            }
+        };
+        wait(total / 3).await;
+        blocking(|| nats.stop()).expect("stop nats-server");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        blocking(|| nats.restart()).expect("restart nats-server");
+        wait(total).await;
+        let mut history = Vec::new();
+        for t in tasks {
+            history.extend(t.await.expect("client task"));
+        }
+        let unknown = history
+            .iter()
+            .filter(|o| o.status == notadb_txn::Status::Unknown)
+            .count();
+        let report = notadb_txn::check(&history, true);
+        eprintln!(
+            "cluster list-append: {} transactions, {unknown} with unknown outcomes; edges {:?}",
+            history.len(),
+            report.edges
+        );
+        assert!(report.anomalies.is_empty(), "{report}");
+        assert!(
+            report.txns > total / 2,
+            "{} committed in the graph",
+            report.txns
+        );
+        assert!(unknown < total / 2, "{unknown} of {total} outcomes unknown");
+        assert!(
+            report.edges.get("rw").copied().unwrap_or(0) > 0,
+            "{:?}",
+            report.edges
+        );
+    });
 }

@@ -542,6 +542,30 @@ fn transaction_writes_are_transmitted() {
             keep(&r);
         }
         assert!(cross > 0, "no transfer crossed partitions");
+        // A row only PostgreSQL has, touched by a transaction that aborts (the other account
+        // has no funds): the transmitter leaves it alone.
+        connect(&db.url)
+            .await
+            .batch_execute("INSERT INTO accounts VALUES (99, '\\x00', 0)")
+            .await
+            .expect("insert");
+        let r = client
+            .transact(notadb_client::proto::TransactRequest {
+                procedure: "i64.transfer".into(),
+                args: 1i64.to_be_bytes().to_vec(),
+                keys: vec![key(98), key(99)],
+                ..Default::default()
+            })
+            .await
+            .expect("transfer");
+        assert!(
+            matches!(
+                r.outcome,
+                Some(notadb_client::proto::transact_response::Outcome::Aborted(_))
+            ),
+            "{r:?}"
+        );
+        keep(&r);
         let tokens: Vec<Token> = tokens.into_values().collect();
         client
             .transmitter_flush(&tokens, Duration::from_secs(60))
@@ -567,6 +591,12 @@ fn transaction_writes_are_transmitted() {
             total += i64::from_be_bytes(stored[..].try_into().expect("8 bytes"));
         }
         assert_eq!(total, ACCOUNTS * 100);
+        assert_eq!(
+            rows.get(&99),
+            Some(&vec![0u8]),
+            "the row only PostgreSQL had"
+        );
+        assert!(!rows.contains_key(&98));
         drop(node);
         db.drop_db().await;
     });

@@ -106,6 +106,10 @@ impl Cluster {
             JetStreamLog::connect(
                 notadb_log::JetStreamOptions {
                     name: txn::sequencer_name(&name),
+                    // The forwarder truncates it; expiring entries it has not copied would
+                    // lose transactions.
+                    max_age: None,
+                    max_bytes: None,
                     ..config.jetstream.clone()
                 },
                 1,

@@ -9,7 +9,7 @@
 
 use async_nats::Client;
 use futures::StreamExt;
-use notadb_node::{decode_report, encode_report, Finished, Node, TxnNotifier};
+use notadb_node::{decode_report, encode_report, Finished, Node, Outcome, TxnNotifier};
 use notadb_types::PartitionId;
 use std::collections::BTreeMap;
 use tokio::sync::watch;
@@ -28,6 +28,17 @@ fn subject(name: &str, origin: u32) -> String {
     format!("{name}.txn.done.{origin:08x}")
 }
 
+/// About how many bytes `f` adds to a report.
+fn report_size(f: &Finished) -> usize {
+    let outcome = match &f.outcome {
+        None => 0,
+        Some(Outcome::Committed { output }) => output.len(),
+        Some(Outcome::Aborted { reason }) => reason.len(),
+        Some(Outcome::Restart { key }) => key.key.len() + 4,
+    };
+    32 + outcome
+}
+
 /// Publishes reports of finished transactions, one message per origin and applied batch.
 pub(crate) struct NatsNotifier {
     pub client: Client,
@@ -40,15 +51,28 @@ impl TxnNotifier for NatsNotifier {
         for f in finished {
             by_origin.entry(f.txn.origin()).or_default().push(f);
         }
+        // Messages stay well under NATS's payload limit (1 MiB by default): a report holds
+        // outputs and abort reasons.
+        let limit = (self.client.server_info().max_payload / 2).max(1);
         for (origin, list) in by_origin {
-            let client = self.client.clone();
-            let subject = subject(&self.name, origin);
-            let payload = encode_report(partition, &list);
-            tokio::spawn(async move {
-                if let Err(e) = client.publish(subject, payload.into()).await {
-                    tracing::warn!(error = %e, "publishing a transaction report failed");
+            let mut start = 0;
+            while start < list.len() {
+                let mut end = start + 1;
+                let mut size = report_size(list[start]);
+                while end < list.len() && size + report_size(list[end]) <= limit {
+                    size += report_size(list[end]);
+                    end += 1;
                 }
-            });
+                let client = self.client.clone();
+                let subject = subject(&self.name, origin);
+                let payload = encode_report(partition, &list[start..end]);
+                tokio::spawn(async move {
+                    if let Err(e) = client.publish(subject, payload.into()).await {
+                        tracing::warn!(error = %e, "publishing a transaction report failed");
+                    }
+                });
+                start = end;
+            }
         }
     }
 }

@@ -226,12 +226,27 @@ impl Node {
             }
         }
         let id = input.id;
+        // The sequencer entry has the size of its copies (the sequencer position is a fixed
+        // eight bytes, 0 until the forwarder fills it in), so a copy never meets a size limit
+        // the sequencer entry passed.
+        let payload = Record::Txn {
+            ts_micros: self.inner.clock.now_micros(),
+            entry: Entry::encode_txn(&input, None),
+        }
+        .encode();
+        let limit = self.inner.config.limits.max_batch_bytes;
+        if payload.len() > limit {
+            return Err(NodeError::invalid(format!(
+                "the transaction's logged input is {} bytes, the limit is {limit} (max_batch_bytes)",
+                payload.len()
+            )));
+        }
         let started = std::time::Instant::now();
         let waiter = self.inner.txn_waiters.register(id, &participants);
         let logged = if input.is_multi_partition() {
             match &self.inner.sequencer {
                 Some(sequencer) => sequencer
-                    .append(PartitionId(0), Bytes::from(input.encode()))
+                    .append(PartitionId(0), Bytes::from(payload))
                     .await
                     .map(|_| ())
                     .map_err(NodeError::from),
@@ -241,13 +256,7 @@ impl Node {
                 )),
             }
         } else {
-            let record = Record::Txn {
-                ts_micros: self.inner.clock.now_micros(),
-                entry: Entry::encode_txn(&input, None),
-            };
-            self.append(participants[0], record.encode())
-                .await
-                .map(|_| ())
+            self.append(participants[0], payload).await.map(|_| ())
         };
         if let Err(e) = logged {
             self.inner.txn_waiters.forget(id);
@@ -376,8 +385,8 @@ impl Node {
 impl Node {
     /// For readers of the log that need a transaction's effects (the transmitter): given the
     /// record at `seq` of partition `p`, when it is a transaction, waits until this replica
-    /// has applied it and returns a plain batch holding the current state of every key it may
-    /// have written in `p` (a put of the stored value, or a delete). The state is as of now,
+    /// has applied it and returns a plain batch holding the current value of every key it may
+    /// have written in `p` that holds one (absent keys are left out). The state is as of now,
     /// so a key may show a later write; the later write's own entry follows in the log, so a
     /// reader that keeps the newest seq per key converges to the replica's state. None for
     /// records that are not transactions.
@@ -410,14 +419,16 @@ impl Node {
             .filter(|k| k.partition == p && k.access.writes())
         {
             let (keyspace, key) = (k.key.keyspace, k.key.key.to_vec());
-            ops.push(match view.get(p, keyspace, &key)? {
-                Some(stored) => crate::record::Op::Put {
+            // An absent key is left alone: it may never have been written (its value came
+            // from a base loader, or the procedure aborted), and a delete would remove the
+            // existing database's row. So a procedure's delete is not transmitted.
+            if let Some(stored) = view.get(p, keyspace, &key)? {
+                ops.push(crate::record::Op::Put {
                     keyspace,
                     key,
                     stored: stored.to_vec(),
-                },
-                None => crate::record::Op::Delete { keyspace, key },
-            });
+                });
+            }
         }
         Ok(Some(Record::Batch {
             ts_micros: *ts_micros,
@@ -537,14 +548,23 @@ async fn forward(
             // What the log no longer holds was copied (truncation follows the copies).
             match sequencer.bounds(PartitionId(0)).await {
                 Ok(b) => {
-                    forwarded = forwarded.max(Seq(b.first.0.saturating_sub(1)));
-                    truncated = forwarded;
+                    let before = Seq(b.first.0.saturating_sub(1));
+                    // The first time, a later start is another forwarder's truncation;
+                    // later, entries went before anyone forwarded them.
+                    if before > forwarded && truncated > Seq(0) {
+                        tracing::error!(from = %forwarded.next(), to = %before, "sequencer entries were dropped before this node forwarded them (retention settings?)");
+                    }
+                    forwarded = forwarded.max(before);
+                    truncated = forwarded.max(Seq(1));
                     at_bounds = false;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the sequencer log's bounds failed, retrying");
-                    tokio::time::sleep(APPEND_RETRY).await;
-                    continue;
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => return true,
+                        _ = tokio::time::sleep(APPEND_RETRY) => continue,
+                    }
                 }
             }
         }
@@ -572,17 +592,25 @@ async fn forward(
         // one's copies one after the other (the order the executors rely on).
         let mut copies: BTreeMap<PartitionId, Vec<(String, Vec<u8>)>> = BTreeMap::new();
         for entry in entries {
-            let input = match TxnInput::decode_from(&mut notadb_types::WireReader::new(
-                &entry.payload,
-            )) {
-                Ok(input) => input,
+            let decoded = Record::decode(&entry.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|record| match record {
+                    Record::Txn { ts_micros, entry } => match Entry::decode(&entry) {
+                        Ok(Entry::Txn { input, .. }) => Ok((ts_micros, input)),
+                        Ok(_) => Err("not a transaction".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    _ => Err("not a transaction record".to_string()),
+                });
+            let (ts_micros, input) = match decoded {
+                Ok(decoded) => decoded,
                 Err(message) => {
                     tracing::error!(seq = %entry.seq, %message, "skipping a malformed sequencer entry");
                     continue;
                 }
             };
             let payload = Record::Txn {
-                ts_micros: node.inner.clock.now_micros(),
+                ts_micros,
                 entry: Entry::encode_txn(&input, Some(entry.seq)),
             }
             .encode();

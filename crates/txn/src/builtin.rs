@@ -1,12 +1,13 @@
-//! Procedures every notadb server registers, over 64-bit integer values (8 bytes, big-endian;
-//! an absent key reads as 0). They serve the command line, the benchmark and the cluster
-//! tests, and are small examples of procedures.
+//! Procedures every notadb server registers: over 64-bit integer values (8 bytes, big-endian;
+//! an absent key reads as 0), and over byte strings. They serve the command line, the
+//! benchmark and the cluster tests, and are small examples of procedures.
 //!
 //! | name | keys | args | writes | output |
 //! | --- | --- | --- | --- | --- |
 //! | `i64.transfer` | from, to (read-write) | amount (i64) | from − amount, to + amount; aborts when from < amount or amount < 0 | the two new values |
 //! | `i64.add` | any number (read-write) | one i64 per key | each key + its delta | the new values |
 //! | `i64.sum` | any number (read) | none | nothing | the sum (i64) |
+//! | `bytes.append` | any number (read, or read-write to append) | per key: u32 length + bytes | each key's value with its bytes appended (none: unchanged) | per key: u32 length + its value before |
 
 use bytes::Bytes;
 
@@ -81,6 +82,37 @@ pub fn procedures() -> Procedures {
             let value = checked(read_i64(t, &key)?, arg_i64(t, i)?, "the sum")?;
             t.put(key, value.to_be_bytes().to_vec())?;
             out.extend_from_slice(&value.to_be_bytes());
+        }
+        Ok(Bytes::from(out))
+    });
+    p.register("bytes.append", |t: &mut TxnContext<'_>| {
+        let args = t.args().clone();
+        let mut at = 0usize;
+        let mut out = Vec::new();
+        for i in 0..t.input().keys.len() {
+            let chunk = args
+                .get(at..at + 4)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+                .and_then(|n| args.get(at + 4..at + 4 + n))
+                .ok_or_else(|| {
+                    Abort(format!(
+                        "the arguments end before key {i}'s length and bytes"
+                    ))
+                })?;
+            at += 4 + chunk.len();
+            let key = t.key(i)?;
+            let before = t.read(&key)?.cloned().unwrap_or_default();
+            out.extend_from_slice(&(before.len() as u32).to_be_bytes());
+            out.extend_from_slice(&before);
+            if !chunk.is_empty() {
+                t.put(key, [&before[..], chunk].concat())?;
+            }
+        }
+        if at != args.len() {
+            return Err(Abort(format!(
+                "{} argument bytes after the last key's",
+                args.len() - at
+            )));
         }
         Ok(Bytes::from(out))
     });
@@ -170,6 +202,58 @@ mod tests {
             vec![1],
             &[("a", rw, Some(1)), ("b", rw, None)],
         );
+        assert!(matches!(o, Outcome::Aborted { .. }), "{o:?}");
+    }
+
+    #[test]
+    fn append_returns_the_values_before_and_appends() {
+        let (r, rw) = (Access::Read, Access::ReadWrite);
+        let chunk = |b: &[u8]| [&(b.len() as u32).to_be_bytes()[..], b].concat();
+        let args = [chunk(b"xy"), chunk(b"")].concat();
+        let mut keys_access = Vec::new();
+        for (k, a) in [("a", rw), ("b", r)] {
+            keys_access.push(KeyAccess {
+                key: TxnKey::new(KeyspaceId(1), k.as_bytes().to_vec()),
+                partition: PartitionId(0),
+                access: a,
+            });
+        }
+        let mut input = TxnInput::new(
+            TxnId(1),
+            "bytes.append",
+            Bytes::from(args),
+            TxnEnv::default(),
+            keys_access,
+        );
+        input.validate(1).unwrap();
+        let reads: BTreeMap<TxnKey, Option<Bytes>> = [
+            (
+                TxnKey::new(KeyspaceId(1), &b"a"[..]),
+                Some(Bytes::from_static(b"q")),
+            ),
+            (
+                TxnKey::new(KeyspaceId(1), &b"b"[..]),
+                Some(Bytes::from_static(b"zz")),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let (o, w) = procedures().execute(&input, &reads).unwrap();
+        assert_eq!(
+            o,
+            Outcome::Committed {
+                output: Bytes::from([chunk(b"q"), chunk(b"zz")].concat())
+            }
+        );
+        assert_eq!(
+            w.into_iter().collect::<Vec<_>>(),
+            vec![(
+                TxnKey::new(KeyspaceId(1), &b"a"[..]),
+                Some(Bytes::from_static(b"qxy"))
+            )]
+        );
+        input.args = Bytes::from(vec![0, 0, 0, 9, 1]);
+        let (o, _) = procedures().execute(&input, &reads).unwrap();
         assert!(matches!(o, Outcome::Aborted { .. }), "{o:?}");
     }
 
