@@ -240,8 +240,21 @@ impl ApplyTask {
                         }
                     },
                 )));
-            if sent.iter().any(Option::is_none) {
-                return (applier, Err("shutting down".to_string()));
+            for (r, (to, id, payload)) in sent.iter().zip(&sends) {
+                match r {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return (applier, Err("shutting down".to_string())),
+                    // The partition cannot go on without these reads reaching `to`.
+                    Err(e) => {
+                        return (
+                            applier,
+                            Err(format!(
+                                "sending remote reads ({id}, {} bytes) to partition {to} failed: {e}; a participant's read values must fit in one log entry",
+                                payload.len()
+                            )),
+                        )
+                    }
+                }
             }
             applier.persist(&applied.effects, &mut batch);
             let result = storage

@@ -627,7 +627,21 @@ async fn forward(
             async move {
                 for (id, payload) in list {
                     let log = &*node.inner.log;
-                    let seq = append_until_done(log, p, Some(&id), &payload, &mut shutdown).await?;
+                    let seq = loop {
+                        match append_until_done(log, p, Some(&id), &payload, &mut shutdown).await {
+                            Ok(seq) => break seq?,
+                            // The copy has its sequencer entry's size, so this is the log
+                            // refusing what it accepted before: nothing to skip to.
+                            Err(e) => {
+                                tracing::error!(partition = %p, copy = %id, error = %e, "the forwarder cannot copy a sequencer entry; retrying");
+                                tokio::select! {
+                                    biased;
+                                    _ = shutdown.changed() => return None,
+                                    _ = tokio::time::sleep(APPEND_RETRY * 10) => {}
+                                }
+                            }
+                        }
+                    };
                     node.partition(p).appended(seq);
                 }
                 Some(())
@@ -665,15 +679,16 @@ pub fn origin_of(node_id: &str) -> u32 {
     xxh3_64_with_seed(node_id.as_bytes(), ORIGIN_SEED) as u32
 }
 
-/// Appends `payload` to partition `p` (deduplicated by `id` when given), retrying failures
-/// until it is done (its seq) or the node shuts down (None).
+/// Appends `payload` to partition `p` (deduplicated by `id` when given), retrying retryable
+/// failures until it is done (its seq) or the node shuts down (None). A failure retrying
+/// cannot fix (an entry over the log's size limit) is returned.
 pub(crate) async fn append_until_done(
     log: &dyn Log,
     p: PartitionId,
     id: Option<&str>,
     payload: &[u8],
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> Option<Seq> {
+) -> Result<Option<Seq>, notadb_log::LogError> {
     loop {
         let payload = Bytes::copy_from_slice(payload);
         let appended = match id {
@@ -681,12 +696,13 @@ pub(crate) async fn append_until_done(
             None => log.append(p, payload).await,
         };
         match appended {
-            Ok(seq) => return Some(seq),
+            Ok(seq) => return Ok(Some(seq)),
+            Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => {
                 tracing::warn!(partition = %p, error = %e, "a transaction append failed, retrying");
                 tokio::select! {
                     biased;
-                    _ = shutdown.changed() => return None,
+                    _ = shutdown.changed() => return Ok(None),
                     _ = tokio::time::sleep(APPEND_RETRY) => {}
                 }
             }

@@ -598,3 +598,66 @@ async fn bad_transactions_are_refused_and_log_nothing() {
     assert!(r.participants.iter().all(|p| *p < PartitionId(8)));
     node.shutdown().await.unwrap();
 }
+
+/// A participant whose read values do not fit in one log entry cannot send them: its
+/// partition stops with an error naming the limit (the node reports unhealthy) instead of
+/// retrying forever, and the client's wait ends at its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_reads_over_the_log_entry_limit_stop_the_partition_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeBuilder::new(common::config(dir.path()))
+        .keyspace(schema("accounts"))
+        .procedures(&notadb_node::builtin::procedures())
+        .open()
+        .await
+        .expect("node opens");
+    let part = |id: i64| {
+        node.partition_of_key("accounts", &[Element::I64(id)], "key")
+            .unwrap()
+    };
+    let p = part(0);
+    let readers: Vec<i64> = (0..).filter(|&i| part(i) == p).take(10).collect();
+    let writer = (0..).find(|&i| part(i) != p).unwrap();
+    // Ten values of 1 MiB each (the value limit) in one partition: 10 MiB of reads, over the
+    // embedded log's entry limit (max_batch_bytes + 64 KiB).
+    for &id in &readers {
+        node.write(vec![notadb_node::Mutation::Put {
+            keyspace: "accounts".into(),
+            key: vec![Element::I64(id)],
+            value: notadb_node::ValueInput::Bytes(vec![7; 1 << 20]),
+        }])
+        .await
+        .expect("put");
+    }
+    let mut args = Vec::new();
+    let mut keys = Vec::new();
+    for &id in &readers {
+        args.extend_from_slice(&0u32.to_be_bytes());
+        keys.push(account(id, Access::Read));
+    }
+    args.extend_from_slice(&1u32.to_be_bytes());
+    args.push(1);
+    keys.push(account(writer, Access::ReadWrite));
+    let r = node
+        .transact(
+            TxnRequest {
+                procedure: "bytes.append".into(),
+                args,
+                keys,
+                ..TxnRequest::default()
+            },
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(matches!(r, Err(NodeError::DeadlineExceeded(_))), "{r:?}");
+    let failed: Vec<PartitionId> = node
+        .status()
+        .partitions
+        .iter()
+        .filter(|s| s.failed)
+        .map(|s| s.partition)
+        .collect();
+    assert_eq!(failed, vec![p]);
+    assert!(!node.is_healthy());
+    node.shutdown().await.unwrap();
+}
