@@ -5,8 +5,7 @@
 mod harness;
 
 use harness::cluster::*;
-use notadb_client::{proto, txn_key, Client, Element, KeyspaceSchema, Token};
-use notadb_types::{ElementType, KeyElement, Order, ValueFormat};
+use notadb_client::{proto, txn_key, Client, Element, Token};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,20 +16,6 @@ const ACCOUNTS: i64 = 32;
 const INITIAL: i64 = 100;
 const TOTAL: i64 = ACCOUNTS * INITIAL;
 const CLIENTS: usize = 8;
-
-fn accounts() -> KeyspaceSchema {
-    KeyspaceSchema {
-        name: KS.into(),
-        key: vec![KeyElement {
-            name: "id".into(),
-            ty: ElementType::I64,
-            order: Order::Asc,
-        }],
-        partition_by: 1,
-        value_format: ValueFormat::Bytes,
-        ttl: None,
-    }
-}
 
 fn account(a: i64, access: proto::Access) -> proto::TxnKey {
     txn_key(KS, &[Element::I64(a)], access)
@@ -195,7 +180,7 @@ fn bank_across_groups_survives_kill_9_of_the_forwarder_and_a_replica_and_a_nats_
         wait_members(&all, 4).await;
         let client = nodes[0].client().await;
         client
-            .create_keyspace(&accounts(), false)
+            .create_keyspace(&i64_bytes_keyspace(KS), false)
             .await
             .expect("create keyspace");
         wait_keyspace(&all, KS).await;
@@ -441,8 +426,7 @@ fn list_append_histories_across_groups_are_strictly_serializable() {
         let nodes = start_nodes(vec![spec(0, "g0"), spec(1, "g1")]);
         let all: Vec<&ClusterNode> = nodes.iter().collect();
         wait_members(&all, 2).await;
-        let mut schema = accounts();
-        schema.name = "lists".into();
+        let schema = i64_bytes_keyspace("lists");
         nodes[0]
             .client()
             .await

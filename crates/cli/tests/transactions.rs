@@ -9,18 +9,7 @@ use notadb::client::proto::{
     transact_response, value, Access as WireAccess, TransactRequest, TxnKeyValue,
 };
 use notadb::client::{txn_key, Client, Code, Element};
-use notadb::types::{ElementType, KeyElement, KeyspaceSchema, Order, ValueFormat};
 use notadb::{Abort, PostgresLoaderConfig, Server, ServerConfig, TxnContext};
-
-fn accounts() -> KeyspaceSchema {
-    KeyspaceSchema {
-        name: "accounts".into(),
-        key: vec![KeyElement::new("id", ElementType::I64, Order::Asc)],
-        partition_by: 1,
-        value_format: ValueFormat::Bytes,
-        ttl: None,
-    }
-}
 
 fn balance(v: Option<&Bytes>) -> Result<i64, Abort> {
     let v = v.ok_or("no balance")?;
@@ -34,6 +23,14 @@ fn committed(output: i64) -> Option<transact_response::Outcome> {
     Some(transact_response::Outcome::Committed(
         output.to_be_bytes().to_vec(),
     ))
+}
+
+/// The reason of an aborted outcome (a panic for any other).
+fn aborted(outcome: Option<transact_response::Outcome>) -> String {
+    match outcome {
+        Some(transact_response::Outcome::Aborted(reason)) => reason,
+        other => panic!("expected an abort, got {other:?}"),
+    }
 }
 
 /// Account `id`'s balance as a plain `Get` reads it.
@@ -91,7 +88,7 @@ async fn start(dir: &std::path::Path, db: Option<&Db>) -> (Server, Client) {
     config.node.data_dir = dir.to_path_buf();
     config.node.partitions = 8;
     let server = Server::start(config, |b| {
-        b.keyspace(accounts())
+        b.keyspace(harness::cluster::i64_bytes_keyspace("accounts"))
             .procedure("transfer", |t: &mut TxnContext<'_>| {
                 let amount = i64::from_be_bytes(t.args()[..8].try_into().map_err(|_| "args")?);
                 let (from, to) = (t.key(0)?, t.key(1)?);
@@ -133,12 +130,8 @@ async fn transact_over_grpc() {
         .transact(transfer(1, 2, 500))
         .await
         .expect("transfer");
-    match r.outcome {
-        Some(transact_response::Outcome::Aborted(reason)) => {
-            assert!(reason.contains("insufficient funds: 70 < 500"), "{reason}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let reason = aborted(r.outcome);
+    assert!(reason.contains("insufficient funds: 70 < 500"), "{reason}");
     // A stale reconnaissance value: restart, naming the key by its position.
     let mut stale = transfer(1, 2, 1);
     stale.recon = vec![TxnKeyValue {
@@ -309,12 +302,8 @@ async fn base_values_load_from_postgresql_at_submission() {
         .transact(from_pg(transfer(7, 1, 1)))
         .await
         .expect("transfer");
-    match r.outcome {
-        Some(transact_response::Outcome::Aborted(reason)) => {
-            assert!(reason.contains("no balance"), "{reason}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let reason = aborted(r.outcome);
+    assert!(reason.contains("no balance"), "{reason}");
     // An unknown loader is refused before anything is logged.
     let mut unknown = transfer(1, 2, 1);
     unknown.base_loader = "nope".into();

@@ -473,7 +473,7 @@ fn transaction_writes_are_transmitted() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::create(
             format!("notadb_tx_txn_{}", std::process::id()),
-            "CREATE TABLE accounts (k bigint PRIMARY KEY, balance bytea, notadb_seq bigint NOT NULL)",
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, balance bytea, notadb_seq bigint NOT NULL)",
         )
         .await;
         let config = dir.path().join("notadb.toml");
@@ -488,9 +488,7 @@ fn transaction_writes_are_transmitted() {
         .expect("write config");
         let node = blocking(|| Serve::start(&config, &dir.path().join("data")));
         let client = node.client().await;
-        let mut schema = harness::cluster::string_keyspace("accounts");
-        schema.key[0].ty = notadb_types::ElementType::I64;
-        schema.value_format = notadb_types::ValueFormat::Bytes;
+        let schema = harness::cluster::i64_bytes_keyspace("accounts");
         client
             .create_keyspace(&schema, false)
             .await
@@ -573,7 +571,7 @@ fn transaction_writes_are_transmitted() {
             .expect("flush");
         let rows: BTreeMap<i64, Vec<u8>> = connect(&db.url)
             .await
-            .query("SELECT k, balance FROM accounts", &[])
+            .query("SELECT id, balance FROM accounts", &[])
             .await
             .expect("select")
             .iter()

@@ -115,9 +115,7 @@ impl TxnWaiters {
         if finished.is_empty() {
             return;
         }
-        for f in finished {
-            self.finished(p, f);
-        }
+        self.answer(p, finished);
         if let Some(n) = &self.notifier {
             n.finished(p, finished);
         }
@@ -150,8 +148,15 @@ impl TxnWaiters {
         self.waiting.lock().expect("waiters lock").remove(&id);
     }
 
+    /// Partition `p` finished these: their clients are answered once every participant has.
+    pub(crate) fn answer(&self, p: PartitionId, finished: &[Finished]) {
+        for f in finished {
+            self.finished(p, f);
+        }
+    }
+
     /// Partition `p` finished `f`: the client is answered once every participant has.
-    pub(crate) fn finished(&self, p: PartitionId, f: &Finished) {
+    fn finished(&self, p: PartitionId, f: &Finished) {
         let mut waiting = self.waiting.lock().expect("waiters lock");
         let Some(w) = waiting.get_mut(&f.txn) else {
             return;
@@ -189,9 +194,7 @@ impl Node {
     /// A report from another node (see [`TxnNotifier`]): `partition` finished these
     /// transactions. Answers the clients waiting here for them.
     pub fn txn_reported(&self, partition: PartitionId, finished: &[Finished]) {
-        for f in finished {
-            self.inner.txn_waiters.finished(partition, f);
-        }
+        self.inner.txn_waiters.answer(partition, finished);
     }
 
     /// The tag in the top bits of the ids of transactions this node submits

@@ -503,6 +503,22 @@ pub async fn wait_members(nodes: &[&ClusterNode], count: usize) {
     }
 }
 
+/// A keyspace `name` with one i64 key element `id` and byte values: what the built-in `i64.*`
+/// and `bytes.append` transaction procedures work on.
+pub fn i64_bytes_keyspace(name: &str) -> KeyspaceSchema {
+    KeyspaceSchema {
+        name: name.into(),
+        key: vec![KeyElement {
+            name: "id".into(),
+            ty: ElementType::I64,
+            order: Order::Asc,
+        }],
+        partition_by: 1,
+        value_format: ValueFormat::Bytes,
+        ttl: None,
+    }
+}
+
 /// A keyspace `name` with one string key element `k` and JSON values.
 pub fn string_keyspace(name: &str) -> KeyspaceSchema {
     KeyspaceSchema {
