@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # The JetStream log and cluster tests start their own nats-server on free loopback ports.
 source scripts/nats.sh
+# The Kafka log tests start their own tansu broker on free loopback ports.
+source scripts/kafka.sh
 # `notadb bench compare` is tested against real PostgreSQL and Redis servers on loopback.
 source scripts/postgres.sh
 source scripts/redis.sh

@@ -1,27 +1,55 @@
-//! `notadb bench-ingest`: end-to-end ingest of a cluster beside raw JetStream publishing in
-//! the same run: acknowledged writes per second, and the lag from acknowledgement until every
-//! replica of the owning group applied the write.
+//! `notadb bench-ingest`: end-to-end ingest of a cluster beside its broker's raw publishing in
+//! the same run, on JetStream, on Kafka or on both: acknowledged writes per second, and the lag
+//! from acknowledgement until every replica of the owning group applied the write.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use notadb_client::{proto, Client, Element, Token};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEYSPACE: &str = "bench_ingest";
 
+/// Scratch stream (JetStream) and topic (Kafka) of the raw ceilings, deleted after.
+const RAW_SCRATCH: &str = "notadb_bench_raw";
+
+/// Bytes a raw publish carries beyond the value, standing in for a write's key and framing.
+const RAW_OVERHEAD_BYTES: usize = 40;
+
+/// How long a raw Kafka produce (its retries included) or admin request may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// NATS server measured when neither `--nats-url` nor `--kafka-addr` is given.
+const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
 #[derive(Args, Debug)]
 pub struct BenchIngestArgs {
-    /// NATS server of the cluster (for the raw JetStream ceiling).
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS server of the JetStream cluster at `--addr` (for the raw JetStream ceiling). The
+    /// JetStream cluster is measured when this is given, or when `--kafka-addr` is not (then
+    /// at nats://127.0.0.1:4222): `--kafka-addr` without `--nats-url` measures Kafka only.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// gRPC address of a node of a cluster on Kafka, measured after the JetStream one;
+    /// needs `--kafka-bootstrap`.
+    #[arg(long, requires = "kafka_bootstrap")]
+    pub kafka_addr: Option<String>,
+    /// Bootstrap servers of the Kafka broker of `--kafka-addr` (for the raw Kafka ceiling);
+    /// needs `--kafka-addr`.
+    #[arg(long, requires = "kafka_addr")]
+    pub kafka_bootstrap: Option<String>,
     /// Writes per measurement.
     #[arg(long, default_value_t = 50_000)]
     pub writes: usize,
-    /// Writes (and raw publishes) in flight.
+    /// Writes (and raw publishes or produces) in flight.
     #[arg(long, default_value_t = 256)]
     pub in_flight: usize,
     /// Value size, bytes.
@@ -30,10 +58,22 @@ pub struct BenchIngestArgs {
     /// Seconds of the paced run that measures apply lag at half the measured maximum rate.
     #[arg(long, default_value_t = 10)]
     pub lag_secs: u64,
-    /// Client connections, spread over every member of the cluster (any node appends any
-    /// write); 1 sends everything through `--addr`.
+    /// Client connections per cluster, spread over every member of the cluster (any node
+    /// appends any write); 1 sends everything through the address given (`--addr` or
+    /// `--kafka-addr`).
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
+}
+
+impl BenchIngestArgs {
+    /// The NATS server of the JetStream cluster, `None` when the run measures Kafka only.
+    fn jetstream_nats_url(&self) -> Option<&str> {
+        match (&self.nats_url, &self.kafka_addr) {
+            (Some(url), _) => Some(url),
+            (None, None) => Some(DEFAULT_NATS_URL),
+            (None, Some(_)) => None,
+        }
+    }
 }
 
 fn value(bytes: usize) -> proto::Value {
@@ -42,8 +82,104 @@ fn value(bytes: usize) -> proto::Value {
     }
 }
 
+/// One broker's rows of the table: its raw ceiling and the notadb cluster on it.
+struct BrokerRun {
+    /// `JetStream` or `Kafka`.
+    broker: &'static str,
+    /// What the raw row measures, e.g. `publish`.
+    raw_what: &'static str,
+    /// Raw messages per second.
+    raw: f64,
+    cluster: ClusterRun,
+}
+
+/// One cluster's measurements.
+struct ClusterRun {
+    /// Client connections the writes went through.
+    connections: usize,
+    /// Unpaced ingest.
+    max: Ingest,
+    /// Rate of the paced run, writes/s.
+    lag_rate: f64,
+    /// Apply lag of the paced run, microseconds.
+    lag: Histogram<u64>,
+}
+
 pub async fn run(addr: &str, args: BenchIngestArgs) -> anyhow::Result<()> {
-    let raw = raw_publish(&args).await.context("raw JetStream publish")?;
+    let mut runs = Vec::new();
+    if let Some(nats_url) = args.jetstream_nats_url() {
+        let raw = raw_publish(nats_url, &args)
+            .await
+            .context("raw JetStream publish")?;
+        let cluster = measure_cluster(addr, &args)
+            .await
+            .with_context(|| format!("the cluster on JetStream at {addr}"))?;
+        runs.push(BrokerRun {
+            broker: "JetStream",
+            raw_what: "publish",
+            raw,
+            cluster,
+        });
+    }
+    if let (Some(kafka_addr), Some(bootstrap)) = (&args.kafka_addr, &args.kafka_bootstrap) {
+        let raw = raw_produce(bootstrap, &args)
+            .await
+            .context("raw Kafka produce")?;
+        let cluster = measure_cluster(kafka_addr, &args)
+            .await
+            .with_context(|| format!("the cluster on Kafka at {kafka_addr}"))?;
+        runs.push(BrokerRun {
+            broker: "Kafka",
+            raw_what: "produce (acks=all, idempotent)",
+            raw,
+            cluster,
+        });
+    }
+    print_table(&args, &runs);
+    Ok(())
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+fn print_table(args: &BenchIngestArgs, runs: &[BrokerRun]) {
+    println!("| measurement | writes | writes/s | p50 | p99 |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for run in runs {
+        let BrokerRun {
+            broker,
+            raw_what,
+            raw,
+            cluster: c,
+        } = run;
+        println!(
+            "| raw {broker} {raw_what}, {} in flight (ceiling) | {} | {raw:.0} | | |",
+            args.in_flight, args.writes
+        );
+        println!(
+            "| notadb on {broker}: Put acknowledged, {} in flight over {} connection(s) | {} | {:.0} ({:.0}% of raw {broker}) | {:.2} ms | {:.2} ms |",
+            args.in_flight,
+            c.connections,
+            args.writes,
+            c.max.rate,
+            100.0 * c.max.rate / raw,
+            ms(c.max.latency.value_at_quantile(0.5)),
+            ms(c.max.latency.value_at_quantile(0.99))
+        );
+        println!(
+            "| notadb on {broker}: apply lag on every replica at {:.0} writes/s (half the maximum) | {} | {:.0} | {:.2} ms | {:.2} ms |",
+            c.lag_rate,
+            c.lag.len(),
+            c.lag.len() as f64 / args.lag_secs as f64,
+            ms(c.lag.value_at_quantile(0.5)),
+            ms(c.lag.value_at_quantile(0.99))
+        );
+    }
+}
+
+/// The cluster reached at `addr`: unpaced ingest, then apply lag at half its rate.
+async fn measure_cluster(addr: &str, args: &BenchIngestArgs) -> anyhow::Result<ClusterRun> {
     let client = Client::connect(addr).await?;
     client
         .create_keyspace(&crate::bench::string_keyed_bytes(KEYSPACE), true)
@@ -57,7 +193,7 @@ pub async fn run(addr: &str, args: BenchIngestArgs) -> anyhow::Result<()> {
             writers.push(Client::connect(&member.grpc_addr).await?);
         }
     }
-    let max = ingest(&writers, &args, args.writes, None).await?;
+    let max = ingest(&writers, args, args.writes, None).await?;
     // Every replica of every group, by group, to wait on tokens.
     let mut replicas: HashMap<u32, Vec<Client>> = HashMap::new();
     for m in &cluster.members {
@@ -66,72 +202,119 @@ pub async fn run(addr: &str, args: BenchIngestArgs) -> anyhow::Result<()> {
             .or_default()
             .push(Client::connect(&m.grpc_addr).await?);
     }
-    let rate = max.rate / 2.0;
-    let paced_writes = (rate * args.lag_secs as f64) as usize;
+    let lag_rate = max.rate / 2.0;
+    let paced_writes = (lag_rate * args.lag_secs as f64) as usize;
     let lag = paced_lag(
         &writers,
-        &args,
+        args,
         paced_writes,
-        rate,
+        lag_rate,
         &cluster.assignment,
         &replicas,
     )
     .await?;
-    println!("| measurement | writes | writes/s | p50 | p99 |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    println!(
-        "| raw JetStream publish, {} in flight (ceiling) | {} | {:.0} | | |",
-        args.in_flight, args.writes, raw
-    );
-    println!(
-        "| notadb Put acknowledged, {} in flight over {} connection(s) | {} | {:.0} ({:.0}% of raw) | {:.2} ms | {:.2} ms |",
-        args.in_flight,
-        writers.len(),
-        args.writes,
-        max.rate,
-        100.0 * max.rate / raw,
-        max.latency.value_at_quantile(0.5) as f64 / 1000.0,
-        max.latency.value_at_quantile(0.99) as f64 / 1000.0
-    );
-    println!(
-        "| apply lag on every replica at {:.0} writes/s (half the maximum) | {} | {:.0} | {:.2} ms | {:.2} ms |",
-        rate,
-        lag.len(),
-        lag.len() as f64 / args.lag_secs as f64,
-        lag.value_at_quantile(0.5) as f64 / 1000.0,
-        lag.value_at_quantile(0.99) as f64 / 1000.0
-    );
-    Ok(())
+    Ok(ClusterRun {
+        connections: writers.len(),
+        max,
+        lag_rate,
+        lag,
+    })
 }
 
 /// Raw JetStream publishes with `in_flight` acks outstanding, on a scratch stream; msgs/s.
-async fn raw_publish(args: &BenchIngestArgs) -> anyhow::Result<f64> {
-    let nats = async_nats::connect(&args.nats_url).await?;
+async fn raw_publish(nats_url: &str, args: &BenchIngestArgs) -> anyhow::Result<f64> {
+    let nats = async_nats::connect(nats_url).await?;
     let js = async_nats::jetstream::new(nats);
-    let name = "notadb_bench_raw";
-    let _ = js.delete_stream(name).await;
+    let subject = format!("{RAW_SCRATCH}.x");
+    let _ = js.delete_stream(RAW_SCRATCH).await;
     js.create_stream(async_nats::jetstream::stream::Config {
-        name: name.into(),
-        subjects: vec!["notadb_bench_raw.x".into()],
+        name: RAW_SCRATCH.into(),
+        subjects: vec![subject.clone()],
         ..Default::default()
     })
     .await?;
-    let payload = bytes::Bytes::from(vec![b'x'; args.value_bytes + 40]);
+    let payload = bytes::Bytes::from(vec![b'x'; args.value_bytes + RAW_OVERHEAD_BYTES]);
     let started = Instant::now();
     let mut acks = futures::stream::FuturesUnordered::new();
     for _ in 0..args.writes {
         if acks.len() >= args.in_flight {
             acks.next().await.expect("pending ack")?;
         }
-        let ack = js.publish("notadb_bench_raw.x", payload.clone()).await?;
+        let ack = js.publish(subject.clone(), payload.clone()).await?;
         acks.push(async move { ack.await });
     }
     while let Some(ack) = acks.next().await {
         ack?;
     }
     let rate = args.writes as f64 / started.elapsed().as_secs_f64();
-    let _ = js.delete_stream(name).await;
+    let _ = js.delete_stream(RAW_SCRATCH).await;
     Ok(rate)
+}
+
+/// Raw Kafka produces with `in_flight` deliveries outstanding, on a scratch topic of one
+/// partition (created, then deleted); msgs/s.
+async fn raw_produce(bootstrap: &str, args: &BenchIngestArgs) -> anyhow::Result<f64> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().context("create the admin client")?;
+    let admin_options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+    let topic = NewTopic::new(RAW_SCRATCH, 1, TopicReplication::Fixed(-1));
+    for result in admin.create_topics([&topic], &admin_options).await? {
+        match result {
+            // Left by an interrupted run: produce to it all the same.
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("create topic {name:?}: {code}"),
+        }
+    }
+    let rate = produce(&config, args).await;
+    let _ = admin.delete_topics(&[RAW_SCRATCH], &admin_options).await;
+    rate
+}
+
+/// The produces of [`raw_produce`], with an idempotent `acks=all` producer.
+async fn produce(config: &ClientConfig, args: &BenchIngestArgs) -> anyhow::Result<f64> {
+    let producer: FutureProducer = config
+        .clone()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", KAFKA_TIMEOUT.as_millis().to_string())
+        .create()
+        .context("create the producer")?;
+    let payload = vec![b'x'; args.value_bytes + RAW_OVERHEAD_BYTES];
+    let record = || {
+        FutureRecord::<(), Vec<u8>>::to(RAW_SCRATCH)
+            .partition(0)
+            .payload(&payload)
+    };
+    // One produce before the clock starts: the topic's metadata and the producer id.
+    producer
+        .send(record(), KAFKA_TIMEOUT)
+        .await
+        .map_err(|(e, _)| e)
+        .context("the first produce")?;
+    let started = Instant::now();
+    let mut deliveries = futures::stream::FuturesUnordered::new();
+    for _ in 0..args.writes {
+        if deliveries.len() >= args.in_flight {
+            delivered(deliveries.next().await.expect("pending delivery"))?;
+        }
+        deliveries.push(producer.send_result(record()).map_err(|(e, _)| e)?);
+    }
+    while let Some(delivery) = deliveries.next().await {
+        delivered(delivery)?;
+    }
+    Ok(args.writes as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A delivery's outcome as an error when the broker did not acknowledge the record.
+fn delivered<E: std::fmt::Display>(delivery: Result<OwnedDeliveryResult, E>) -> anyhow::Result<()> {
+    match delivery {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(error).context("produce"),
+        Err(canceled) => bail!("the producer dropped a delivery: {canceled}"),
+    }
 }
 
 struct Ingest {

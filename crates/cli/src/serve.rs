@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use notadb::{Server, ServerConfig};
+use notadb_cluster::ClusterLog;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -30,12 +31,28 @@ pub struct ServeArgs {
     #[arg(long, env = "NOTADB_LOG_FSYNC")]
     pub log_fsync: Option<String>,
     /// NATS server URL: runs the node in cluster mode on JetStream (adds a `[cluster]` table
-    /// when the file has none).
+    /// when the file has none; sets `log = "jetstream"` unless `--log` says otherwise).
     #[arg(long, env = "NOTADB_NATS_URL")]
     pub nats_url: Option<String>,
-    /// Cluster name: prefix of its streams, buckets and object store.
+    /// Kafka bootstrap servers (`host:9092,other:9092`): runs the node in cluster mode on
+    /// Kafka (adds a `[cluster]` table when the file has none; sets `log = "kafka"` unless
+    /// `--log` says otherwise).
+    #[arg(long, env = "NOTADB_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<String>,
+    /// The broker the cluster runs on: `jetstream` or `kafka`.
+    #[arg(long, env = "NOTADB_CLUSTER_LOG")]
+    pub log: Option<ClusterLog>,
+    /// Cluster name: prefix of its streams, buckets and object store on JetStream; its log's
+    /// topic on Kafka.
     #[arg(long, env = "NOTADB_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+    /// The Kafka topic holding the cluster's log (companion topics start with it); overrides
+    /// `--cluster-name`.
+    #[arg(long, env = "NOTADB_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Directory of the cluster's checkpoints on Kafka, shared by every replica of a group.
+    #[arg(long, env = "NOTADB_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
     /// Number of shard groups, fixed when the cluster is created.
     #[arg(long, env = "NOTADB_GROUPS")]
     pub groups: Option<u16>,
@@ -82,16 +99,37 @@ impl ServeArgs {
         if let Some(v) = &self.log_fsync {
             config.node.log_fsync = v.clone();
         }
-        if let Some(url) = &self.nats_url {
-            config
-                .cluster
-                .get_or_insert_with(Default::default)
-                .jetstream
-                .url = url.clone();
+        if self.nats_url.is_some() || self.kafka_bootstrap.is_some() {
+            config.cluster.get_or_insert_with(Default::default);
         }
         if let Some(cluster) = &mut config.cluster {
+            if let Some(url) = &self.nats_url {
+                cluster.jetstream.url = url.clone();
+            }
+            if let Some(bootstrap) = &self.kafka_bootstrap {
+                cluster.kafka.bootstrap = bootstrap.clone();
+            }
+            cluster.log = match (self.log, &self.nats_url, &self.kafka_bootstrap) {
+                (Some(log), _, _) => log,
+                (None, Some(_), Some(_)) => anyhow::bail!(
+                    "--nats-url and --kafka-bootstrap are both given: choose the cluster's log \
+                     with --log jetstream or --log kafka"
+                ),
+                (None, Some(_), None) => ClusterLog::JetStream,
+                (None, None, Some(_)) => ClusterLog::Kafka,
+                (None, None, None) => cluster.log,
+            };
             if let Some(v) = &self.cluster_name {
-                cluster.jetstream.name = v.clone();
+                match cluster.log {
+                    ClusterLog::JetStream => cluster.jetstream.name = v.clone(),
+                    ClusterLog::Kafka => cluster.kafka.topic = v.clone(),
+                }
+            }
+            if let Some(v) = &self.kafka_topic {
+                cluster.kafka.topic = v.clone();
+            }
+            if let Some(v) = &self.checkpoint_dir {
+                cluster.checkpoint_dir = Some(v.clone());
             }
             if let Some(v) = self.groups {
                 cluster.groups = v;
@@ -108,10 +146,25 @@ impl ServeArgs {
             if let Some(v) = self.checkpoint_interval_secs {
                 cluster.checkpoint_interval_secs = v;
             }
-        } else if self.groups.is_some() || self.group.is_some() || self.cluster_name.is_some() {
-            anyhow::bail!(
-                "--groups, --group and --cluster-name need cluster mode: give --nats-url or a [cluster] table"
-            );
+        } else {
+            let given: Vec<&str> = [
+                ("--groups", self.groups.is_some()),
+                ("--group", self.group.is_some()),
+                ("--cluster-name", self.cluster_name.is_some()),
+                ("--log", self.log.is_some()),
+                ("--kafka-topic", self.kafka_topic.is_some()),
+                ("--checkpoint-dir", self.checkpoint_dir.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, set)| set.then_some(flag))
+            .collect();
+            if !given.is_empty() {
+                anyhow::bail!(
+                    "{} {} cluster mode: give --nats-url, --kafka-bootstrap or a [cluster] table",
+                    given.join(", "),
+                    if given.len() == 1 { "needs" } else { "need" }
+                );
+            }
         }
         Ok(config)
     }
@@ -137,4 +190,145 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     server.run_until_signal().await.context("shutting down")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use notadb::ServerConfig;
+    use notadb_cluster::{ClusterConfig, ClusterLog};
+    use std::path::PathBuf;
+
+    /// The configuration `notadb serve {flags}` runs with, or its error.
+    fn serve(flags: &[&str]) -> anyhow::Result<ServerConfig> {
+        let cli = Cli::try_parse_from(["notadb", "serve"].iter().chain(flags))?;
+        match cli.command {
+            Command::Serve(args) => args.config(),
+            other => panic!("expected the serve command, found {other:?}"),
+        }
+    }
+
+    fn cluster(flags: &[&str]) -> ClusterConfig {
+        serve(flags)
+            .expect("a valid command line")
+            .cluster
+            .expect("cluster mode")
+    }
+
+    #[test]
+    fn serve_without_cluster_flags_runs_a_single_node() {
+        assert!(serve(&[]).expect("valid").cluster.is_none());
+    }
+
+    #[test]
+    fn serve_nats_url_runs_on_jetstream() {
+        let c = cluster(&["--nats-url", "nats://n:4222", "--cluster-name", "shop"]);
+        assert_eq!(c.log, ClusterLog::JetStream);
+        assert_eq!(c.jetstream.url, "nats://n:4222");
+        assert_eq!(c.jetstream.name, "shop");
+        assert_eq!(c.kafka.topic, notadb_kafka::DEFAULT_TOPIC);
+    }
+
+    #[test]
+    fn serve_kafka_bootstrap_runs_on_kafka_and_names_the_topic() {
+        let c = cluster(&[
+            "--kafka-bootstrap",
+            "k1:9092,k2:9092",
+            "--cluster-name",
+            "shop",
+            "--checkpoint-dir",
+            "/shared/checkpoints",
+            "--groups",
+            "2",
+            "--group",
+            "1",
+        ]);
+        assert_eq!(c.log, ClusterLog::Kafka);
+        assert_eq!(c.kafka.bootstrap, "k1:9092,k2:9092");
+        assert_eq!(c.kafka.topic, "shop");
+        assert_eq!(c.name(), "shop");
+        assert_eq!(
+            c.jetstream.name, "notadb",
+            "the JetStream name is left alone"
+        );
+        assert_eq!(c.checkpoint_dir, Some(PathBuf::from("/shared/checkpoints")));
+        assert_eq!((c.groups, c.group), (2, 1));
+        c.validate().expect("a valid Kafka cluster");
+    }
+
+    #[test]
+    fn serve_kafka_topic_overrides_the_cluster_name() {
+        let c = cluster(&[
+            "--kafka-bootstrap",
+            "k:9092",
+            "--cluster-name",
+            "shop",
+            "--kafka-topic",
+            "shop-log",
+        ]);
+        assert_eq!(c.kafka.topic, "shop-log");
+    }
+
+    #[test]
+    fn serve_log_flag_wins_over_the_implied_log() {
+        let c = cluster(&[
+            "--nats-url",
+            "nats://n:4222",
+            "--kafka-bootstrap",
+            "k:9092",
+            "--log",
+            "kafka",
+            "--cluster-name",
+            "shop",
+        ]);
+        assert_eq!(c.log, ClusterLog::Kafka);
+        assert_eq!(c.kafka.topic, "shop");
+        assert_eq!(c.jetstream.url, "nats://n:4222");
+        let c = cluster(&["--kafka-bootstrap", "k:9092", "--log", "jetstream"]);
+        assert_eq!(c.log, ClusterLog::JetStream);
+        assert_eq!(c.kafka.bootstrap, "k:9092");
+        let e = serve(&["--nats-url", "nats://n:4222", "--kafka-bootstrap", "k:9092"])
+            .expect_err("two brokers and no --log");
+        assert!(e.to_string().contains("--log"), "{e}");
+        let e = serve(&["--nats-url", "n", "--log", "redis"]).expect_err("an unknown log");
+        assert!(e.to_string().contains("redis"), "{e}");
+    }
+
+    #[test]
+    fn serve_flags_override_a_cluster_table() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "[cluster]\nlog = \"kafka\"\ncheckpoint_dir = \"c\"\n[cluster.kafka]\ntopic = \"file\"\n",
+        )
+        .expect("write the config");
+        let config = path.to_str().expect("a UTF-8 path");
+        let c = cluster(&["--config", config, "--cluster-name", "flag"]);
+        assert_eq!(c.log, ClusterLog::Kafka);
+        assert_eq!(c.kafka.topic, "flag");
+        assert_eq!(c.checkpoint_dir, Some(PathBuf::from("c")));
+        let c = cluster(&["--config", config, "--nats-url", "nats://n:4222"]);
+        assert_eq!(c.log, ClusterLog::JetStream, "--nats-url implies JetStream");
+        assert_eq!(c.kafka.topic, "file");
+    }
+
+    #[test]
+    fn serve_cluster_only_flags_need_cluster_mode() {
+        for flags in [
+            &["--groups", "2"][..],
+            &["--cluster-name", "shop"],
+            &["--log", "kafka"],
+            &["--kafka-topic", "shop"],
+            &["--checkpoint-dir", "c"],
+        ] {
+            let e = serve(flags).expect_err("a cluster-only flag without cluster mode");
+            let message = e.to_string();
+            assert!(
+                message.contains(flags[0]) && message.contains("cluster mode"),
+                "{flags:?}: {message}"
+            );
+        }
+    }
 }

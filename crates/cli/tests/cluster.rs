@@ -125,10 +125,20 @@ fn key_of(i: usize) -> String {
 /// all partitions scatter to both groups and merge in key order.
 #[test]
 fn two_groups_of_two_replicas_serve_every_key_everywhere_and_converge() {
+    two_groups_of_two_replicas_serve_every_key_everywhere_and_converge_on(BrokerKind::Nats);
+}
+
+/// The same on Kafka (a tansu broker).
+#[test]
+fn kafka_two_groups_of_two_replicas_serve_every_key_everywhere_and_converge() {
+    two_groups_of_two_replicas_serve_every_key_everywhere_and_converge_on(BrokerKind::Kafka);
+}
+
+fn two_groups_of_two_replicas_serve_every_key_everywhere_and_converge_on(kind: BrokerKind) {
     serial(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let nats = start_nats(dir.path());
-        let nodes = start_two_by_two(&nats, "t_two_groups", dir.path());
+        let broker = TestBroker::start(kind, dir.path());
+        let nodes = start_two_by_two(&broker, "t_two_groups", dir.path());
         let all: Vec<&ClusterNode> = nodes.iter().collect();
         wait_members(&all, 4).await;
 
@@ -322,12 +332,22 @@ fn two_groups_of_two_replicas_serve_every_key_everywhere_and_converge() {
 /// ends with the same digest; every acknowledged write is readable from both.
 #[test]
 fn kill_9_of_a_replica_under_write_load_loses_nothing_and_it_catches_up() {
+    kill_9_of_a_replica_under_write_load_loses_nothing_and_it_catches_up_on(BrokerKind::Nats);
+}
+
+/// The same on Kafka (a tansu broker).
+#[test]
+fn kafka_kill_9_of_a_replica_under_write_load_loses_nothing_and_it_catches_up() {
+    kill_9_of_a_replica_under_write_load_loses_nothing_and_it_catches_up_on(BrokerKind::Kafka);
+}
+
+fn kill_9_of_a_replica_under_write_load_loses_nothing_and_it_catches_up_on(kind: BrokerKind) {
     const TOTAL: usize = 50_000;
     const WRITERS: usize = 64;
     serial(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let nats = start_nats(dir.path());
-        let spec = |id| NodeSpec::new(&nats.url(), "t_kill9", 1, 0, id, dir.path());
+        let broker = TestBroker::start(kind, dir.path());
+        let spec = |id| broker.spec("t_kill9", 1, 0, id, dir.path());
         let mut nodes = start_nodes(vec![spec("victim"), spec("survivor")]);
         wait_members(&[&nodes[0], &nodes[1]], 2).await;
         create_keyspace(&[&nodes[1], &nodes[0]]).await;
@@ -521,11 +541,21 @@ fn a_new_empty_replica_restores_from_a_checkpoint() {
 /// acknowledged write is there exactly once afterwards, and nothing was appended twice.
 #[test]
 fn restarting_nats_server_under_writes_loses_and_duplicates_nothing() {
+    restarting_nats_server_under_writes_loses_and_duplicates_nothing_on(BrokerKind::Nats);
+}
+
+/// The same on Kafka (a tansu broker).
+#[test]
+fn kafka_restarting_the_broker_under_writes_loses_and_duplicates_nothing() {
+    restarting_nats_server_under_writes_loses_and_duplicates_nothing_on(BrokerKind::Kafka);
+}
+
+fn restarting_nats_server_under_writes_loses_and_duplicates_nothing_on(kind: BrokerKind) {
     const WRITERS: usize = 32;
     serial(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut nats = start_nats(dir.path());
-        let spec = |id| NodeSpec::new(&nats.url(), "t_nats_restart", 1, 0, id, dir.path());
+        let mut broker = TestBroker::start(kind, dir.path());
+        let spec = |id| broker.spec("t_broker_restart", 1, 0, id, dir.path());
         let nodes = start_nodes(vec![spec("a"), spec("b")]);
         wait_members(&[&nodes[0], &nodes[1]], 2).await;
         create_keyspace(&[&nodes[0], &nodes[1]]).await;
@@ -564,10 +594,10 @@ fn restarting_nats_server_under_writes_loses_and_duplicates_nothing() {
             }));
         }
         wait_acked(&acked, 1000, Duration::from_secs(60)).await;
-        blocking(|| nats.stop()).expect("stop nats-server");
+        blocking(|| broker.stop()).expect("stop the broker");
         let stopped_at = acked.len();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        blocking(|| nats.restart()).expect("restart nats-server");
+        blocking(|| broker.restart()).expect("restart the broker");
         let restarted = Instant::now();
         let restarted_at = acked.len();
         let resumed = Instant::now();
@@ -593,7 +623,7 @@ fn restarting_nats_server_under_writes_loses_and_duplicates_nothing() {
                 .collect()
         };
         eprintln!(
-            "nats restart test: {attempts} attempts, {} acknowledged ({stopped_at} before the stop, {restarted_at} before the restart), writes flowed again {recovered_in:.1?} after the restart; errors by code {by_code:?}; one of each: {samples:?}",
+            "{kind:?} broker restart test: {attempts} attempts, {} acknowledged ({stopped_at} before the stop, {restarted_at} before the restart), writes flowed again {recovered_in:.1?} after the restart; errors by code {by_code:?}; one of each: {samples:?}",
             writes.len()
         );
         for (code, message) in &errors {
@@ -623,7 +653,7 @@ fn restarting_nats_server_under_writes_loses_and_duplicates_nothing() {
             )
         });
         eprintln!(
-            "nats restart test: both replicas applied every acknowledged write {applied_after:.1?} after nats-server was back"
+            "{kind:?} broker restart test: both replicas applied every acknowledged write {applied_after:.1?} after nats-server was back"
         );
         for node in &nodes {
             blocking(|| node_ready_or_panic(node));
@@ -744,8 +774,8 @@ fn node_ready_or_panic(node: &ClusterNode) {
 fn a_group_with_no_live_replica_fails_fast_with_unavailable() {
     serial(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let nats = start_nats(dir.path());
-        let mut nodes = start_two_by_two(&nats, "t_group_down", dir.path());
+        let broker = TestBroker::start(BrokerKind::Nats, dir.path());
+        let mut nodes = start_two_by_two(&broker, "t_group_down", dir.path());
         let all: Vec<&ClusterNode> = nodes.iter().collect();
         wait_members(&all, 4).await;
         create_keyspace(&all).await;

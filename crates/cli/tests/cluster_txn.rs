@@ -172,10 +172,20 @@ async fn bank_client(
 /// and each group's replicas reach equal digests at equal positions.
 #[test]
 fn bank_across_groups_survives_kill_9_of_the_forwarder_and_a_replica_and_a_nats_restart() {
+    bank_on(BrokerKind::Nats);
+}
+
+/// The same on Kafka (a tansu broker): the sequencer, forwarder lease and reports on Kafka.
+#[test]
+fn kafka_bank_across_groups_survives_kill_9_of_the_forwarder_and_a_replica_and_a_broker_restart() {
+    bank_on(BrokerKind::Kafka);
+}
+
+fn bank_on(kind: BrokerKind) {
     serial(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut nats = start_nats(dir.path());
-        let mut nodes = start_two_by_two(&nats, "t_txn_bank", dir.path());
+        let mut broker = TestBroker::start(kind, dir.path());
+        let mut nodes = start_two_by_two(&broker, "t_txn_bank", dir.path());
         let all: Vec<&ClusterNode> = nodes.iter().collect();
         wait_members(&all, 4).await;
         let client = nodes[0].client().await;
@@ -261,10 +271,10 @@ fn bank_across_groups_survives_kill_9_of_the_forwarder_and_a_replica_and_a_nats_
             .await
             .with_timeout(Duration::from_secs(5));
         wait_transfers(&seen, 200, "with every node back").await;
-        blocking(|| nats.stop()).expect("stop nats-server");
+        blocking(|| broker.stop()).expect("stop the broker");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        blocking(|| nats.restart()).expect("restart nats-server");
-        wait_transfers(&seen, 300, "after the nats-server restart").await;
+        blocking(|| broker.restart()).expect("restart the broker");
+        wait_transfers(&seen, 300, "after the broker restart").await;
         stop.store(true, Ordering::SeqCst);
         for t in tasks {
             t.await.expect("client task");

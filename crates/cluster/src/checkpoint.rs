@@ -1,11 +1,11 @@
-//! Checkpoints: a group's RocksDB state copied into the JetStream object store
-//! (`{name}_checkpoints`), with a manifest in the metadata bucket (`checkpoint.{group}`) naming
-//! the files, their checksums and the applied positions, so an empty replica restores the
-//! newest one and replays only the log tail.
+//! Checkpoints: a group's RocksDB state copied into [`Objects`] (the JetStream object store
+//! `{name}_checkpoints`, or the directory `checkpoint_dir` on Kafka), with a manifest in the
+//! metadata store (`checkpoint.{group}`) naming the files, their checksums and the applied
+//! positions, so an empty replica restores the newest one and replays only the log tail.
 
+use crate::control::{KvStore, Objects};
 use crate::error::{nats, ClusterError};
-use async_nats::jetstream::{kv, object_store::ObjectStore};
-use futures::StreamExt;
+use async_nats::jetstream::object_store::ObjectStore;
 use notadb_node::Node;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -78,8 +78,8 @@ async fn file_hash(path: &Path) -> Result<(u64, u64), ClusterError> {
 /// Takes a checkpoint of `node` and stores it for `group`; deletes all but the newest `keep`.
 pub(crate) async fn take(
     node: &Node,
-    meta: &kv::Store,
-    store: &ObjectStore,
+    meta: &dyn KvStore,
+    store: &dyn Objects,
     group: u16,
     keep: usize,
 ) -> Result<Manifest, ClusterError> {
@@ -122,18 +122,17 @@ pub(crate) async fn take(
         files,
     };
     meta.put(
-        manifest_key(group),
+        &manifest_key(group),
         serde_json::to_vec(&manifest).expect("serializable").into(),
     )
-    .await
-    .map_err(|e| nats("storing the checkpoint manifest", e))?;
+    .await?;
     prune(store, group, keep).await;
     Ok(manifest)
 }
 
 async fn upload(
     dir: &Path,
-    store: &ObjectStore,
+    store: &dyn Objects,
     group: u16,
     id: &str,
 ) -> Result<Vec<CheckpointFile>, ClusterError> {
@@ -153,32 +152,22 @@ async fn upload(
     for name in names {
         let path = dir.join(&name);
         let (bytes, xxh3) = file_hash(&path).await?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| io(format!("opening {}", path.display()), e))?;
-        store
-            .put(object_name(group, id, &name).as_str(), &mut file)
-            .await
-            .map_err(|e| nats(&format!("uploading {name}"), e))?;
+        store.put(&object_name(group, id, &name), &path).await?;
         files.push(CheckpointFile { name, bytes, xxh3 });
     }
     Ok(files)
 }
 
 /// Deletes the objects of all but the newest `keep` checkpoints of `group`.
-async fn prune(store: &ObjectStore, group: u16, keep: usize) {
+async fn prune(store: &dyn Objects, group: u16, keep: usize) {
     let prefix = format!("g{group}/");
     let mut ids = std::collections::BTreeMap::<String, Vec<String>>::new();
-    let Ok(mut list) = store.list().await else {
+    let Ok(list) = store.list(&prefix).await else {
         return;
     };
-    while let Some(Ok(info)) = list.next().await {
-        if let Some(rest) = info.name.strip_prefix(&prefix) {
-            if let Some((id, _)) = rest.split_once('/') {
-                ids.entry(id.to_string())
-                    .or_default()
-                    .push(info.name.clone());
-            }
+    for name in list {
+        if let Some((id, _)) = name[prefix.len()..].split_once('/') {
+            ids.entry(id.to_string()).or_default().push(name.clone());
         }
     }
     let old = ids.len().saturating_sub(keep.max(1));
@@ -192,15 +181,14 @@ async fn prune(store: &ObjectStore, group: u16, keep: usize) {
 }
 
 /// The newest checkpoint of `group`, if any.
-pub(crate) async fn newest(meta: &kv::Store, group: u16) -> Result<Option<Manifest>, ClusterError> {
-    let Some(bytes) = meta
-        .get(manifest_key(group))
-        .await
-        .map_err(|e| nats("reading the checkpoint manifest", e))?
-    else {
+pub(crate) async fn newest(
+    meta: &dyn KvStore,
+    group: u16,
+) -> Result<Option<Manifest>, ClusterError> {
+    let Some(entry) = meta.entry(&manifest_key(group)).await? else {
         return Ok(None);
     };
-    let manifest = serde_json::from_slice(&bytes)
+    let manifest = serde_json::from_slice(&entry.value)
         .map_err(|e| io("the checkpoint manifest is unreadable".into(), e))?;
     Ok(Some(manifest))
 }
@@ -209,8 +197,8 @@ pub(crate) async fn newest(meta: &kv::Store, group: u16) -> Result<Option<Manife
 /// empty replica). Files are checked against the manifest's sizes and checksums, written to a
 /// scratch directory and renamed into place only when all are good.
 pub(crate) async fn restore(
-    meta: &kv::Store,
-    store: &ObjectStore,
+    meta: &dyn KvStore,
+    store: &dyn Objects,
     group: u16,
     db_dir: &Path,
 ) -> Result<Option<Manifest>, ClusterError> {
@@ -227,20 +215,8 @@ pub(crate) async fn restore(
         .map_err(|e| io(format!("creating {}", scratch.display()), e))?;
     for file in &manifest.files {
         let name = object_name(group, &manifest.id, &file.name);
-        let mut object = store
-            .get(&name)
-            .await
-            .map_err(|e| nats(&format!("downloading {name}"), e))?;
         let path = scratch.join(&file.name);
-        let mut out = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| io(format!("creating {}", path.display()), e))?;
-        tokio::io::copy(&mut object, &mut out)
-            .await
-            .map_err(|e| io(format!("downloading {name}"), e))?;
-        out.sync_all()
-            .await
-            .map_err(|e| io(format!("syncing {}", path.display()), e))?;
+        store.get(&name, &path).await?;
         let (bytes, xxh3) = file_hash(&path).await?;
         if (bytes, xxh3) != (file.bytes, file.xxh3) {
             return Err(ClusterError::Checkpoint(format!(

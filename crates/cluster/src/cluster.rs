@@ -1,14 +1,19 @@
-//! A node running as one replica of one shard group of a cluster on NATS JetStream.
+//! A node running as one replica of one shard group of a cluster on NATS JetStream or Kafka.
 
 use crate::checkpoint::{self, Manifest};
+use crate::config::ClusterLog;
+use crate::control::{JetStreamKv, JetStreamObjects, KvStore, Objects};
 use crate::error::{nats, ClusterError};
-use crate::members::{self, Routes};
+use crate::logkv::LogKv;
+use crate::members::{self, Candidacies, Routes};
 use crate::meta::{self, ClusterDoc, KvSchemas};
+use crate::objects::DirObjects;
 use crate::txn;
 use crate::ClusterConfig;
-use async_nats::jetstream::{self, kv, object_store::ObjectStore};
+use async_nats::jetstream::{self, kv};
+use notadb_kafka::{KafkaLog, KafkaOptions};
 use notadb_log::{JetStreamLog, Log};
-use notadb_node::{Node, NodeBuilder, NodeConfig};
+use notadb_node::{Node, NodeBuilder, NodeConfig, TxnNotifier};
 use notadb_types::{PartitionId, Seq};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +23,10 @@ use tokio::task::JoinHandle;
 /// How long connecting to NATS may take at start-up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the Kafka members and reports topics keep entries: far longer than a member's
+/// TTL or a transaction's wait, short enough that a starting node reads little.
+const KAFKA_SHORT_RETENTION: Duration = Duration::from_secs(3600);
+
 /// Where other nodes and clients reach this node.
 #[derive(Clone, Debug)]
 pub struct Advertised {
@@ -25,35 +34,94 @@ pub struct Advertised {
     pub admin_addr: String,
 }
 
+/// The broker-specific parts a cluster keeps after start-up.
+enum Broker {
+    JetStream {
+        client: async_nats::Client,
+        js: Box<jetstream::Context>,
+    },
+    Kafka {
+        reports: Arc<dyn Log>,
+    },
+}
+
+/// The stores and logs a cluster runs on, opened on its broker.
+struct Backend {
+    meta: Arc<dyn KvStore>,
+    members: Arc<dyn KvStore>,
+    objects: Arc<dyn Objects>,
+    log: Arc<dyn Log>,
+    sequencer: Arc<dyn Log>,
+    notifier: Arc<dyn TxnNotifier>,
+    broker: Broker,
+}
+
 /// A node that joined a cluster: its metadata, membership and checkpoint tasks.
 pub struct Cluster {
     node: Node,
     routes: Arc<Routes>,
-    log: Arc<JetStreamLog>,
+    log: Arc<dyn Log>,
     config: ClusterConfig,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    js: jetstream::Context,
+    broker: Broker,
+    candidacies: Candidacies,
 }
 
 struct Shared {
-    meta: kv::Store,
-    members: kv::Store,
-    objects: ObjectStore,
+    meta: Arc<dyn KvStore>,
+    members: Arc<dyn KvStore>,
+    objects: Arc<dyn Objects>,
 }
 
-impl Cluster {
-    /// Joins the cluster: checks or creates its shape, restores the newest checkpoint of the
-    /// group when the data directory is empty, opens the node on the group's partitions of
-    /// the JetStream log (`customize` adds the service's keyspaces and handlers), installs
-    /// the cluster's keyspaces, and starts heartbeats, watches and checkpoints.
-    pub async fn start(
-        config: ClusterConfig,
-        node_config: NodeConfig,
-        advertised: Advertised,
-        customize: impl FnOnce(NodeBuilder) -> NodeBuilder,
-    ) -> Result<Cluster, ClusterError> {
-        config.validate().map_err(ClusterError::Config)?;
+/// The cluster's metadata store on JetStream: the bucket `{name}_meta`.
+async fn jetstream_meta(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<Arc<dyn KvStore>, ClusterError> {
+    let store = meta::bucket(
+        js,
+        kv::Config {
+            bucket: format!("{}_meta", config.jetstream.name),
+            description: "notadb cluster metadata: shape, keyspaces, checkpoints".into(),
+            history: 5,
+            num_replicas: config.jetstream.replicas,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(Arc::new(JetStreamKv(store)))
+}
+
+/// The Kafka topic `{topic}.{suffix}`: one partition, entries kept `retention` (`None`:
+/// forever).
+async fn kafka_companion(
+    config: &ClusterConfig,
+    suffix: &str,
+    retention: Option<Duration>,
+) -> Result<Arc<KafkaLog>, ClusterError> {
+    let options = KafkaOptions {
+        retention,
+        ..config.kafka.companion(suffix)
+    };
+    Ok(Arc::new(KafkaLog::connect(options, 1).await?))
+}
+
+impl Backend {
+    async fn open(
+        config: &ClusterConfig,
+        node_config: &NodeConfig,
+    ) -> Result<(Backend, ClusterDoc), ClusterError> {
+        match config.log {
+            ClusterLog::JetStream => Backend::jetstream(config, node_config).await,
+            ClusterLog::Kafka => Backend::kafka(config, node_config).await,
+        }
+    }
+
+    async fn jetstream(
+        config: &ClusterConfig,
+        node_config: &NodeConfig,
+    ) -> Result<(Backend, ClusterDoc), ClusterError> {
         let name = config.jetstream.name.clone();
         let replicas = config.jetstream.replicas;
         let client = async_nats::ConnectOptions::new()
@@ -62,34 +130,115 @@ impl Cluster {
             .await
             .map_err(|e| nats(&format!("connecting to {}", config.jetstream.url), e))?;
         let js = jetstream::new(client.clone());
-        let js_handle = js.clone();
-        let meta = meta::bucket(
-            &js,
-            kv::Config {
-                bucket: format!("{name}_meta"),
-                description: "notadb cluster metadata: shape, keyspaces, checkpoints".into(),
-                history: 5,
-                num_replicas: replicas,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let meta = jetstream_meta(&js, config).await?;
         let doc = meta::cluster_doc(
-            &meta,
+            meta.as_ref(),
             ClusterDoc::new(node_config.partitions, config.groups),
         )
         .await?;
-        let shared = Shared {
-            members: members::members_bucket(&js, &name, config.member_ttl(), replicas).await?,
-            objects: checkpoint::object_store(&js, &name, replicas).await?,
+        let members = members::members_bucket(&js, &name, config.member_ttl(), replicas).await?;
+        let objects = checkpoint::object_store(&js, &name, replicas).await?;
+        let log = JetStreamLog::connect(config.jetstream.clone(), doc.partitions).await?;
+        let sequencer = JetStreamLog::connect(
+            notadb_log::JetStreamOptions {
+                name: txn::sequencer_name(&name),
+                // The forwarder truncates it; expiring entries it has not copied would
+                // lose transactions.
+                max_age: None,
+                max_bytes: None,
+                ..config.jetstream.clone()
+            },
+            1,
+        )
+        .await?;
+        let backend = Backend {
             meta,
+            members: Arc::new(JetStreamKv(members)),
+            objects: Arc::new(JetStreamObjects(objects)),
+            log: Arc::new(log),
+            sequencer: Arc::new(sequencer),
+            notifier: Arc::new(txn::NatsNotifier {
+                client: client.clone(),
+                name,
+            }),
+            broker: Broker::JetStream {
+                client,
+                js: Box::new(js),
+            },
+        };
+        Ok((backend, doc))
+    }
+
+    async fn kafka(
+        config: &ClusterConfig,
+        node_config: &NodeConfig,
+    ) -> Result<(Backend, ClusterDoc), ClusterError> {
+        let timeout = config.kafka.request_timeout;
+        let meta_log = kafka_companion(config, "meta", None).await?;
+        let meta: Arc<dyn KvStore> =
+            Arc::new(LogKv::open(meta_log, "cluster metadata", false, timeout));
+        let doc = meta::cluster_doc(
+            meta.as_ref(),
+            ClusterDoc::new(node_config.partitions, config.groups),
+        )
+        .await?;
+        let members_log = kafka_companion(config, "members", Some(KAFKA_SHORT_RETENTION)).await?;
+        let members: Arc<dyn KvStore> =
+            Arc::new(LogKv::open(members_log, "members", true, timeout));
+        let objects: Arc<dyn Objects> = match &config.checkpoint_dir {
+            Some(dir) => Arc::new(DirObjects::open(dir)?),
+            // Validation allows no directory only when checkpoints are off; restores find
+            // none.
+            None => Arc::new(DirObjects::open(
+                &node_config.data_dir.join("checkpoints.none"),
+            )?),
+        };
+        let log = KafkaLog::connect(config.kafka.clone(), doc.partitions).await?;
+        // Kept forever: the forwarder copies every entry, and Kafka drops entries only by
+        // retention.
+        let sequencer = kafka_companion(config, "seq", None).await?;
+        let reports: Arc<dyn Log> =
+            kafka_companion(config, "reports", Some(KAFKA_SHORT_RETENTION)).await?;
+        let backend = Backend {
+            meta,
+            members,
+            objects,
+            log: Arc::new(log),
+            sequencer,
+            notifier: Arc::new(txn::LogNotifier {
+                log: reports.clone(),
+                limit: config.kafka.max_entry_bytes,
+            }),
+            broker: Broker::Kafka { reports },
+        };
+        Ok((backend, doc))
+    }
+}
+
+impl Cluster {
+    /// Joins the cluster: checks or creates its shape, restores the newest checkpoint of the
+    /// group when the data directory is empty, opens the node on the group's partitions of
+    /// the log (`customize` adds the service's keyspaces and handlers), installs the
+    /// cluster's keyspaces, and starts heartbeats, watches and checkpoints.
+    pub async fn start(
+        config: ClusterConfig,
+        node_config: NodeConfig,
+        advertised: Advertised,
+        customize: impl FnOnce(NodeBuilder) -> NodeBuilder,
+    ) -> Result<Cluster, ClusterError> {
+        config.validate().map_err(ClusterError::Config)?;
+        let (backend, doc) = Backend::open(&config, &node_config).await?;
+        let shared = Shared {
+            meta: backend.meta,
+            members: backend.members,
+            objects: backend.objects,
         };
         std::fs::create_dir_all(&node_config.data_dir).map_err(|e| {
             ClusterError::Config(format!("creating {}: {e}", node_config.data_dir.display()))
         })?;
         let restored = checkpoint::restore(
-            &shared.meta,
-            &shared.objects,
+            shared.meta.as_ref(),
+            shared.objects.as_ref(),
             config.group,
             &node_config.data_dir.join("db"),
         )
@@ -101,38 +250,21 @@ impl Cluster {
                 "restored a checkpoint"
             );
         }
-        let log = Arc::new(JetStreamLog::connect(config.jetstream.clone(), doc.partitions).await?);
-        let sequencer = Arc::new(
-            JetStreamLog::connect(
-                notadb_log::JetStreamOptions {
-                    name: txn::sequencer_name(&name),
-                    // The forwarder truncates it; expiring entries it has not copied would
-                    // lose transactions.
-                    max_age: None,
-                    max_bytes: None,
-                    ..config.jetstream.clone()
-                },
-                1,
-            )
-            .await?,
-        );
+        let log = backend.log;
         let (forwarder_held, forwarder_gate) = watch::channel(false);
         let node_id = node_config.node_id.clone();
         let builder = NodeBuilder::new(node_config)
             .log(log.clone())
-            .sequencer(sequencer)
+            .sequencer(backend.sequencer)
             .forwarder_gate(forwarder_gate)
-            .txn_notifier(Arc::new(txn::NatsNotifier {
-                client: client.clone(),
-                name: name.clone(),
-            }))
+            .txn_notifier(backend.notifier)
             .owned(doc.partitions_of(config.group))
             .schemas(Arc::new(KvSchemas {
                 meta: shared.meta.clone(),
             }))
             .truncate_log(false);
         let node = customize(builder).open().await?;
-        if let Err(e) = meta::sync_schemas(&shared.meta, &node).await {
+        if let Err(e) = meta::sync_schemas(shared.meta.as_ref(), &node).await {
             let _ = node.shutdown().await;
             return Err(e);
         }
@@ -145,38 +277,34 @@ impl Cluster {
             config,
             stop,
             tasks: Mutex::new(Vec::new()),
-            js: js_handle,
+            broker: backend.broker,
+            candidacies: Candidacies::default(),
         };
         cluster.spawn_tasks(shared, advertised);
         let started = async {
-            let reports = txn::subscribe_reports(
-                &client,
-                &name,
-                cluster.node.clone(),
-                cluster.stop.subscribe(),
-            )
-            .await?;
-            let leases = crate::lease::lease_bucket(
-                &cluster.js,
-                &name,
-                cluster.config.member_ttl(),
-                replicas,
-            )
-            .await?;
-            let forwarder = tokio::spawn(crate::lease::hold_lease(
-                leases,
-                txn::FORWARDER_LEASE.to_string(),
-                cluster.routes.self_id().to_string(),
-                cluster.config.member_ttl(),
-                forwarder_held,
-                cluster.stop.subscribe(),
-            ));
+            let reports = match &cluster.broker {
+                Broker::JetStream { client, .. } => {
+                    txn::subscribe_reports(
+                        client,
+                        &cluster.config.jetstream.name,
+                        cluster.node.clone(),
+                        cluster.stop.subscribe(),
+                    )
+                    .await?
+                }
+                Broker::Kafka { reports } => {
+                    txn::read_reports(
+                        reports.clone(),
+                        cluster.node.clone(),
+                        cluster.stop.subscribe(),
+                    )
+                    .await?
+                }
+            };
+            cluster.tasks.lock().expect("tasks lock").push(reports);
             cluster
-                .tasks
-                .lock()
-                .expect("tasks lock")
-                .extend([reports, forwarder]);
-            Ok::<(), ClusterError>(())
+                .hold_lease(txn::FORWARDER_LEASE, forwarder_held)
+                .await
         };
         if let Err(e) = started.await {
             let _ = cluster.shutdown().await;
@@ -206,6 +334,7 @@ impl Cluster {
                 advertised.grpc_addr,
                 advertised.admin_addr,
             ),
+            self.candidacies.clone(),
             self.config.heartbeat_interval(),
             self.stop.subscribe(),
         )));
@@ -244,34 +373,56 @@ impl Cluster {
 
     /// A second connection to the cluster's log, for a reader outside the apply loops (the
     /// transmitter), so it does not disturb their cached consumers.
-    pub async fn open_log(&self) -> Result<Arc<JetStreamLog>, ClusterError> {
+    pub async fn open_log(&self) -> Result<Arc<dyn Log>, ClusterError> {
         let partitions = self.node.partitioner().count();
-        Ok(Arc::new(
-            JetStreamLog::connect(self.config.jetstream.clone(), partitions).await?,
-        ))
+        Ok(match self.config.log {
+            ClusterLog::JetStream => {
+                Arc::new(JetStreamLog::connect(self.config.jetstream.clone(), partitions).await?)
+            }
+            ClusterLog::Kafka => {
+                Arc::new(KafkaLog::connect(self.config.kafka.clone(), partitions).await?)
+            }
+        })
     }
 
     /// Competes for the lease `key` (one holder in the cluster at a time) until shutdown;
     /// the receiver says whether this node holds it. See `lease.rs`.
     pub async fn lease(&self, key: &str) -> Result<watch::Receiver<bool>, ClusterError> {
-        let store = crate::lease::lease_bucket(
-            &self.js,
-            &self.config.jetstream.name,
-            self.config.member_ttl(),
-            self.config.jetstream.replicas,
-        )
-        .await?;
         let (held, rx) = watch::channel(false);
-        let task = tokio::spawn(crate::lease::hold_lease(
-            store,
-            key.to_string(),
-            self.routes.self_id().to_string(),
-            self.config.member_ttl(),
-            held,
-            self.stop.subscribe(),
-        ));
-        self.tasks.lock().expect("tasks lock").push(task);
+        self.hold_lease(key, held).await?;
         Ok(rx)
+    }
+
+    async fn hold_lease(&self, key: &str, held: watch::Sender<bool>) -> Result<(), ClusterError> {
+        let task = match &self.broker {
+            Broker::JetStream { js, .. } => {
+                let store = crate::lease::lease_bucket(
+                    js,
+                    &self.config.jetstream.name,
+                    self.config.member_ttl(),
+                    self.config.jetstream.replicas,
+                )
+                .await?;
+                tokio::spawn(crate::lease::hold_lease(
+                    store,
+                    key.to_string(),
+                    self.routes.self_id().to_string(),
+                    self.config.member_ttl(),
+                    held,
+                    self.stop.subscribe(),
+                ))
+            }
+            Broker::Kafka { .. } => tokio::spawn(crate::lease::hold_candidacy(
+                self.routes.clone(),
+                self.candidacies.clone(),
+                key.to_string(),
+                self.config.heartbeat_interval(),
+                held,
+                self.stop.subscribe(),
+            )),
+        };
+        self.tasks.lock().expect("tasks lock").push(task);
+        Ok(())
     }
 
     /// Stops heartbeats (removing this node from the members), watches and checkpoints, then
@@ -299,9 +450,9 @@ impl Cluster {
 struct Checkpointer {
     node: Node,
     routes: Arc<Routes>,
-    log: Arc<JetStreamLog>,
-    meta: kv::Store,
-    objects: ObjectStore,
+    log: Arc<dyn Log>,
+    meta: Arc<dyn KvStore>,
+    objects: Arc<dyn Objects>,
     config: ClusterConfig,
 }
 
@@ -318,8 +469,8 @@ impl Checkpointer {
             }
             match checkpoint::take(
                 &self.node,
-                &self.meta,
-                &self.objects,
+                self.meta.as_ref(),
+                self.objects.as_ref(),
                 self.config.group,
                 self.config.checkpoints_kept,
             )

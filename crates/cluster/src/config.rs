@@ -1,17 +1,66 @@
 //! The `[cluster]` table of a node's configuration.
 
+use notadb_kafka::KafkaOptions;
 use notadb_log::JetStreamOptions;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
+/// The broker a cluster runs on: its partition log, and (see `control.rs`) its metadata,
+/// membership and transaction reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterLog {
+    /// NATS JetStream: streams for the log, key-value buckets for metadata, members and
+    /// leases, the object store for checkpoints.
+    #[default]
+    JetStream,
+    /// Apache Kafka or a Kafka-protocol broker: a topic for the log, companion topics for
+    /// metadata, members and reports, a shared directory for checkpoints.
+    Kafka,
+}
+
+impl std::fmt::Display for ClusterLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClusterLog::JetStream => "jetstream",
+            ClusterLog::Kafka => "kafka",
+        })
+    }
+}
+
+impl std::str::FromStr for ClusterLog {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "jetstream" => Ok(ClusterLog::JetStream),
+            "kafka" => Ok(ClusterLog::Kafka),
+            other => Err(format!(
+                "expected a cluster log \"jetstream\" or \"kafka\", found {other:?}"
+            )),
+        }
+    }
+}
+
 /// How a node joins a cluster. Present in the config file: the node runs on NATS JetStream
-/// (log, metadata, membership, checkpoints); absent: a single node on the embedded log.
+/// or Kafka (`log`); absent: a single node on the embedded log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The NATS server and the log's streams; `jetstream.name` names the cluster (streams,
-    /// buckets and the object store all start with it).
+    /// The broker the cluster runs on: `"jetstream"` (the default) or `"kafka"`.
+    pub log: ClusterLog,
+    /// With `log = "jetstream"`: the NATS server and the log's streams; `jetstream.name`
+    /// names the cluster (streams, buckets and the object store all start with it).
     pub jetstream: JetStreamOptions,
+    /// With `log = "kafka"`: the bootstrap servers, the log's topic (which names the cluster:
+    /// companion topics start with it), topic settings and client properties passed through
+    /// (SASL, TLS).
+    pub kafka: KafkaOptions,
+    /// With `log = "kafka"`: the directory holding the cluster's checkpoints, shared by every
+    /// replica of a group (a network file system mount, or a local directory when all nodes
+    /// run on one machine). Required when checkpoints are on.
+    pub checkpoint_dir: Option<PathBuf>,
     /// Number of shard groups, fixed when the cluster is created.
     pub groups: u16,
     /// This node's shard group, below `groups`.
@@ -43,6 +92,9 @@ impl Default for ClusterConfig {
             group: 0,
             advertise_grpc_addr: None,
             advertise_admin_addr: None,
+            log: ClusterLog::default(),
+            kafka: KafkaOptions::default(),
+            checkpoint_dir: None,
             heartbeat_interval_ms: 1000,
             member_ttl_secs: 10,
             checkpoint_interval_secs: 300,
@@ -74,9 +126,34 @@ impl ClusterConfig {
                 self.member_ttl_secs, self.heartbeat_interval_ms
             ));
         }
-        self.jetstream
-            .validate()
-            .map_err(|e| format!("cluster.jetstream: {e}"))
+        match self.log {
+            ClusterLog::JetStream => self
+                .jetstream
+                .validate()
+                .map_err(|e| format!("cluster.jetstream: {e}")),
+            ClusterLog::Kafka => {
+                self.kafka
+                    .validate()
+                    .map_err(|e| format!("cluster.kafka: {e}"))?;
+                if self.checkpoint_interval_secs > 0 && self.checkpoint_dir.is_none() {
+                    return Err(
+                        "cluster.checkpoint_dir: a cluster on Kafka keeps its checkpoints \
+                                in a directory every replica of a group reaches; set it, or set \
+                                cluster.checkpoint_interval_secs = 0 to take none"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The cluster's name: the JetStream prefix or the Kafka topic.
+    pub fn name(&self) -> &str {
+        match self.log {
+            ClusterLog::JetStream => &self.jetstream.name,
+            ClusterLog::Kafka => &self.kafka.topic,
+        }
     }
 
     /// `heartbeat_interval_ms` as a duration.
@@ -111,9 +188,36 @@ mod tests {
         assert!(e.contains("cluster.group:") && e.contains("below 2"), "{e}");
         let e = bad(ClusterConfig {
             member_ttl_secs: 1,
+            log: ClusterLog::default(),
+            kafka: KafkaOptions::default(),
+            checkpoint_dir: None,
             heartbeat_interval_ms: 1000,
             ..Default::default()
         });
         assert!(e.contains("member_ttl_secs"), "{e}");
+        let e = bad(ClusterConfig {
+            log: ClusterLog::Kafka,
+            ..Default::default()
+        });
+        assert!(e.contains("cluster.checkpoint_dir"), "{e}");
+        let kafka = ClusterConfig {
+            log: ClusterLog::Kafka,
+            checkpoint_dir: Some("checkpoints".into()),
+            ..Default::default()
+        };
+        assert!(kafka.validate().is_ok());
+        assert_eq!(kafka.name(), "notadb");
+    }
+
+    #[test]
+    fn the_log_is_chosen_by_name() {
+        let config: ClusterConfig = toml::from_str(
+            "log = \"kafka\"\ncheckpoint_dir = \"c\"\n[kafka]\nbootstrap = \"k:9092\"\ntopic = \"shop\"\n",
+        )
+        .expect("parse");
+        assert_eq!(config.log, ClusterLog::Kafka);
+        assert_eq!(config.name(), "shop");
+        assert!(toml::from_str::<ClusterConfig>("log = \"redis\"").is_err());
+        assert_eq!("kafka".parse::<ClusterLog>(), Ok(ClusterLog::Kafka));
     }
 }

@@ -12,6 +12,9 @@ pub enum ClusterError {
     /// NATS or JetStream did not answer as expected.
     #[error("nats: {0}")]
     Nats(String),
+    /// A conditional write found another revision than it expected.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A checkpoint could not be stored or restored.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

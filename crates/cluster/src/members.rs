@@ -1,7 +1,9 @@
-//! Membership: every node puts a heartbeat (group, addresses, readiness, applied positions)
-//! into the `{name}_members` bucket, whose entries expire after the member TTL; every node
-//! watches the bucket to keep its routing table.
+//! Membership: every node puts a heartbeat (group, addresses, readiness, applied positions,
+//! lease candidacies) into the members store (the JetStream bucket `{name}_members`, whose
+//! entries expire after the member TTL, or the Kafka topic `{topic}.members`); every node
+//! watches the store to keep its routing table.
 
+use crate::control::{KvChange, KvStore};
 use crate::error::{nats, ClusterError};
 use crate::meta::ClusterDoc;
 use async_nats::jetstream::kv;
@@ -34,8 +36,14 @@ pub struct Member {
     pub admin_addr: String,
     pub ready: bool,
     pub partitions: Vec<MemberPartition>,
-    /// The sender's wall clock when it sent the heartbeat (display only), Unix milliseconds.
+    /// The sender's wall clock when it sent the heartbeat, Unix milliseconds: for display,
+    /// and to age heartbeats a node reads back at start-up.
     pub sent_unix_ms: u64,
+    /// The leases this node competes for, with when it began to (Unix milliseconds): on a
+    /// broker without leases of its own, the live candidate that began first holds a lease
+    /// (see `lease.rs`).
+    #[serde(default)]
+    pub candidacies: Vec<(String, u64)>,
 }
 
 impl Member {
@@ -53,6 +61,15 @@ impl Member {
     fn partition(&self, p: PartitionId) -> Option<&MemberPartition> {
         self.partitions.iter().find(|s| s.partition == p.0)
     }
+}
+
+/// How long ago, by this node's clock, a heartbeat sent at `sent_unix_ms` was sent (zero if
+/// it seems to come from the future).
+pub(crate) fn age_of(sent_unix_ms: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Duration::from_millis(now.saturating_sub(sent_unix_ms))
 }
 
 impl Member {
@@ -78,6 +95,7 @@ impl Member {
             sent_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            candidacies: Vec::new(),
         }
     }
 }
@@ -120,10 +138,32 @@ impl Routes {
 
     /// Notes a heartbeat (also this node's own, so it shows in the table at once).
     pub fn saw(&self, member: Member) {
+        self.saw_aged(member, Duration::ZERO);
+    }
+
+    /// Notes a heartbeat that arrived `age` ago (one read back at start-up): it expires
+    /// `age` sooner.
+    pub fn saw_aged(&self, member: Member, age: Duration) {
+        let at = Instant::now()
+            .checked_sub(age.min(self.ttl + Duration::from_secs(1)))
+            .unwrap_or_else(Instant::now);
         self.members
             .write()
             .expect("routes lock")
-            .insert(member.node_id.clone(), (member, Instant::now()));
+            .insert(member.node_id.clone(), (member, at));
+    }
+
+    /// The holder of lease `key` among the live members that compete for it: the one that
+    /// began competing first (ties by node id).
+    pub fn lease_holder(&self, key: &str) -> Option<String> {
+        self.live()
+            .into_iter()
+            .filter_map(|s| {
+                let since = s.member.candidacies.iter().find(|(k, _)| k == key)?.1;
+                Some((since, s.member.node_id))
+            })
+            .min()
+            .map(|(_, id)| id)
     }
 
     /// Forgets a member that left.
@@ -189,27 +229,36 @@ impl Routes {
     }
 }
 
+/// The leases this node competes for (by name, with when it began to), sent in its
+/// heartbeats.
+pub(crate) type Candidacies = std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
+
 /// Puts this node's heartbeat every `interval` until `stop`, then deletes it.
 pub(crate) async fn heartbeat_loop(
-    members: kv::Store,
+    members: std::sync::Arc<dyn KvStore>,
     routes: std::sync::Arc<Routes>,
     node: Node,
     addrs: (u16, String, String),
+    candidacies: Candidacies,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (group, grpc_addr, admin_addr) = addrs;
+    let id = node.config().node_id.clone();
     loop {
         if let Err(e) = node.refresh_log_positions().await {
             tracing::debug!(error = %e, "could not read the log's end");
         }
-        let beat = Member::of_node(&node, group, &grpc_addr, &admin_addr);
+        let mut beat = Member::of_node(&node, group, &grpc_addr, &admin_addr);
+        beat.candidacies = candidacies
+            .lock()
+            .expect("candidacies lock")
+            .iter()
+            .map(|(k, since)| (k.clone(), *since))
+            .collect();
         let bytes = serde_json::to_vec(&beat).expect("serializable");
         routes.saw(beat);
-        if let Err(e) = members
-            .put(node.config().node_id.clone(), bytes.into())
-            .await
-        {
+        if let Err(e) = members.put(&id, bytes.into()).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
         tokio::select! {
@@ -217,33 +266,52 @@ pub(crate) async fn heartbeat_loop(
             _ = tokio::time::sleep(interval) => {}
         }
     }
-    if let Err(e) = members.delete(node.config().node_id.clone()).await {
+    if let Err(e) = members.delete(&id).await {
         tracing::warn!(error = %e, "could not remove this node's heartbeat");
     }
 }
 
-/// Keeps `routes` up to date with the bucket until `stop`.
+fn saw_heartbeat(routes: &Routes, key: &str, value: &[u8], aged: bool) {
+    match serde_json::from_slice::<Member>(value) {
+        Ok(member) => {
+            let age = if aged {
+                age_of(member.sent_unix_ms)
+            } else {
+                Duration::ZERO
+            };
+            routes.saw_aged(member, age)
+        }
+        Err(e) => tracing::warn!(key, error = %e, "unreadable heartbeat"),
+    }
+}
+
+/// Keeps `routes` up to date with the store until `stop`: the heartbeats it holds (aged by
+/// their send time), then every change.
 pub(crate) async fn watch_members(
-    members: kv::Store,
+    members: std::sync::Arc<dyn KvStore>,
     routes: std::sync::Arc<Routes>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        match members.watch_all().await {
+        let watched = async {
+            let watch = members.watch(&[""]).await?;
+            for entry in members.entries("").await? {
+                saw_heartbeat(&routes, &entry.key, &entry.value, true);
+            }
+            Ok::<_, ClusterError>(watch)
+        };
+        match watched.await {
             Ok(mut watch) => loop {
                 let next = tokio::select! {
                     _ = stop.changed() => return,
                     next = watch.next() => next,
                 };
-                let Some(Ok(entry)) = next else { break };
-                match entry.operation {
-                    kv::Operation::Put => match serde_json::from_slice::<Member>(&entry.value) {
-                        Ok(member) => routes.saw(member),
-                        Err(e) => {
-                            tracing::warn!(key = entry.key, error = %e, "unreadable heartbeat")
-                        }
-                    },
-                    kv::Operation::Delete | kv::Operation::Purge => routes.left(&entry.key),
+                match next {
+                    None => break,
+                    Some(KvChange::Put(entry)) => {
+                        saw_heartbeat(&routes, &entry.key, &entry.value, false)
+                    }
+                    Some(KvChange::Deleted(key)) => routes.left(&key),
                 }
             },
             Err(e) => tracing::warn!(error = %e, "watching members failed; retrying"),
@@ -299,6 +367,7 @@ mod tests {
                 lag_seconds: 0.0,
             }],
             sent_unix_ms: 0,
+            candidacies: Vec::new(),
         }
     }
 
@@ -331,6 +400,26 @@ mod tests {
         assert_eq!(ids(&[token])[0], "current");
         routes.left("current");
         assert_eq!(ids(&[]), ["lagging", "unready"]);
+    }
+
+    #[test]
+    fn the_first_live_candidate_holds_a_lease() {
+        let routes = Routes::new(ClusterDoc::new(4, 2), Duration::from_secs(10), "me".into());
+        let candidate = |id: &str, since: u64| Member {
+            candidacies: vec![("txn.forwarder".into(), since)],
+            ..member(id, 0, true, 1, 1)
+        };
+        assert_eq!(routes.lease_holder("txn.forwarder"), None);
+        routes.saw(candidate("b", 200));
+        routes.saw(candidate("a", 300));
+        routes.saw(member("c", 0, true, 1, 1));
+        assert_eq!(routes.lease_holder("txn.forwarder").as_deref(), Some("b"));
+        routes.left("b");
+        assert_eq!(routes.lease_holder("txn.forwarder").as_deref(), Some("a"));
+        // A heartbeat read back long after it was sent is not live.
+        routes.saw_aged(candidate("z", 1), Duration::from_secs(60));
+        assert_eq!(routes.lease_holder("txn.forwarder").as_deref(), Some("a"));
+        assert_eq!(routes.lease_holder("transmitter"), None);
     }
 
     #[test]

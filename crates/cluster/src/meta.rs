@@ -1,7 +1,9 @@
-//! Cluster metadata in a JetStream key-value bucket (`{name}_meta`): the partition map,
-//! keyspace schemas whose ids are the bucket revisions that created them, and cache
-//! definitions (`cache.{name}`; a cache's id follows from its name).
+//! Cluster metadata in a [`KvStore`] (the JetStream bucket `{name}_meta`, or the Kafka topic
+//! `{topic}.meta`): the partition map, keyspace schemas whose ids are the store revisions
+//! that created them, and cache definitions (`cache.{name}`; a cache's id follows from its
+//! name).
 
+use crate::control::{KvChange, KvEntry, KvStore};
 use crate::error::{nats, ClusterError};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
@@ -9,6 +11,7 @@ use notadb_node::{CacheDef, KeyspaceDef, Node, NodeError, SchemaStore};
 use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 const CLUSTER_KEY: &str = "cluster";
@@ -75,21 +78,17 @@ pub(crate) async fn bucket(
 
 /// Writes the cluster's shape if it is new, or checks that it matches this configuration.
 pub(crate) async fn cluster_doc(
-    meta: &kv::Store,
+    meta: &dyn KvStore,
     wanted: ClusterDoc,
 ) -> Result<ClusterDoc, ClusterError> {
     let bytes = serde_json::to_vec(&wanted).expect("serializable");
-    if meta.create(CLUSTER_KEY, bytes.into()).await.is_ok() {
+    if meta.create(CLUSTER_KEY, bytes.into()).await?.is_some() {
         return Ok(wanted);
     }
-    let found = meta
-        .get(CLUSTER_KEY)
-        .await
-        .map_err(|e| nats("reading the cluster's shape", e))?
-        .ok_or_else(|| {
-            ClusterError::Nats("the cluster's shape could not be created or read".into())
-        })?;
-    let found: ClusterDoc = serde_json::from_slice(&found)
+    let found = meta.entry(CLUSTER_KEY).await?.ok_or_else(|| {
+        ClusterError::Nats("the cluster's shape could not be created or read".into())
+    })?;
+    let found: ClusterDoc = serde_json::from_slice(&found.value)
         .map_err(|e| ClusterError::Config(format!("the cluster's shape is unreadable: {e}")))?;
     if found.partitions != wanted.partitions || found.groups != wanted.groups {
         return Err(ClusterError::Config(format!(
@@ -104,14 +103,14 @@ pub(crate) async fn cluster_doc(
 /// revision that created the key is the keyspace's id, so ids are cluster-wide, never reused,
 /// and ordered like the changes.
 pub struct KvSchemas {
-    pub(crate) meta: kv::Store,
+    pub(crate) meta: Arc<dyn KvStore>,
 }
 
 fn keyspace_key(name: &str) -> String {
     format!("{KEYSPACE_PREFIX}{name}")
 }
 
-fn def_of(entry: &kv::Entry) -> Result<KeyspaceDef, NodeError> {
+fn def_of(entry: &KvEntry) -> Result<KeyspaceDef, NodeError> {
     let schema: KeyspaceSchema = serde_json::from_slice(&entry.value).map_err(|e| {
         NodeError::Internal(format!("cluster metadata {} is unreadable: {e}", entry.key))
     })?;
@@ -134,13 +133,11 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> NodeError {
 }
 
 impl KvSchemas {
-    async fn live_entry(&self, name: &str) -> Result<Option<kv::Entry>, NodeError> {
-        let entry = self
-            .meta
-            .entry(keyspace_key(name))
+    async fn live_entry(&self, name: &str) -> Result<Option<KvEntry>, NodeError> {
+        self.meta
+            .entry(&keyspace_key(name))
             .await
-            .map_err(|e| unavailable("reading a keyspace", e))?;
-        Ok(entry.filter(|e| e.operation == kv::Operation::Put))
+            .map_err(|e| unavailable("reading a keyspace", e))
     }
 }
 
@@ -154,14 +151,14 @@ impl SchemaStore for KvSchemas {
         let key = keyspace_key(&schema.name);
         let bytes = serde_json::to_vec(&schema).expect("serializable");
         match self.meta.create(&key, bytes.into()).await {
-            Ok(revision) => Ok((
+            Ok(Some(revision)) => Ok((
                 KeyspaceDef {
                     id: keyspace_id(revision)?,
                     schema,
                 },
                 true,
             )),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            Ok(None) => {
                 let existing = self.live_entry(&schema.name).await?.ok_or_else(|| {
                     NodeError::Unavailable(format!(
                         "keyspace `{}` is being created or dropped concurrently; retry",
@@ -193,7 +190,7 @@ impl SchemaStore for KvSchemas {
             .ok_or_else(|| NodeError::NotFound(format!("keyspace `{name}` does not exist")))?;
         let def = def_of(&entry)?;
         self.meta
-            .delete_expect_revision(keyspace_key(name), Some(entry.revision))
+            .delete_at(&keyspace_key(name), entry.revision)
             .await
             .map_err(|e| unavailable("dropping a keyspace", e))?;
         Ok(def)
@@ -203,8 +200,8 @@ impl SchemaStore for KvSchemas {
         let key = format!("{CACHE_PREFIX}{}", def.name);
         let bytes = serde_json::to_vec(&def).expect("serializable");
         match self.meta.create(&key, bytes.into()).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => {
                 let existing = self.live_cache(&def.name).await?.ok_or_else(|| {
                     NodeError::Unavailable(format!(
                         "cache `{}` is being created or dropped concurrently; retry",
@@ -234,7 +231,7 @@ impl SchemaStore for KvSchemas {
             .await?
             .ok_or_else(|| NodeError::NotFound(format!("cache `{name}` does not exist")))?;
         self.meta
-            .delete_expect_revision(format!("{CACHE_PREFIX}{name}"), Some(revision))
+            .delete_at(&format!("{CACHE_PREFIX}{name}"), revision)
             .await
             .map_err(|e| unavailable("dropping a cache", e))?;
         Ok(def)
@@ -245,17 +242,17 @@ impl KvSchemas {
     async fn live_cache(&self, name: &str) -> Result<Option<(CacheDef, u64)>, NodeError> {
         let entry = self
             .meta
-            .entry(format!("{CACHE_PREFIX}{name}"))
+            .entry(&format!("{CACHE_PREFIX}{name}"))
             .await
             .map_err(|e| unavailable("reading a cache", e))?;
-        match entry.filter(|e| e.operation == kv::Operation::Put) {
+        match entry {
             None => Ok(None),
             Some(e) => Ok(Some((cache_of(&e)?, e.revision))),
         }
     }
 }
 
-fn cache_of(entry: &kv::Entry) -> Result<CacheDef, NodeError> {
+fn cache_of(entry: &KvEntry) -> Result<CacheDef, NodeError> {
     serde_json::from_slice(&entry.value).map_err(|e| {
         NodeError::Internal(format!("cluster metadata {} is unreadable: {e}", entry.key))
     })
@@ -263,40 +260,16 @@ fn cache_of(entry: &kv::Entry) -> Result<CacheDef, NodeError> {
 
 /// Installs every keyspace the bucket holds into the node's catalog and removes the ones it
 /// does not; returns once the node's catalog matches the bucket.
-pub(crate) async fn sync_schemas(meta: &kv::Store, node: &Node) -> Result<(), ClusterError> {
-    let mut keys = meta
-        .keys()
-        .await
-        .map_err(|e| nats("listing keyspaces", e))?;
-    let mut names = BTreeSet::new();
+pub(crate) async fn sync_schemas(meta: &dyn KvStore, node: &Node) -> Result<(), ClusterError> {
     let mut caches = BTreeSet::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| nats("listing keyspaces", e))?;
-        if let Some(name) = key.strip_prefix(CACHE_PREFIX) {
-            let entry = meta
-                .entry(key.clone())
-                .await
-                .map_err(|e| nats("reading a cache", e))?;
-            if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
-                caches.insert(name.to_string());
-                node.install_cache(cache_of(&entry)?).await?;
-            }
-            continue;
-        }
-        let Some(name) = key.strip_prefix(KEYSPACE_PREFIX) else {
-            continue;
-        };
-        let Some(entry) = meta
-            .entry(key.clone())
-            .await
-            .map_err(|e| nats("reading a keyspace", e))?
-        else {
-            continue;
-        };
-        if entry.operation == kv::Operation::Put {
-            node.install_keyspace(def_of(&entry)?).await?;
-            names.insert(name.to_string());
-        }
+    for entry in meta.entries(CACHE_PREFIX).await? {
+        node.install_cache(cache_of(&entry)?).await?;
+        caches.insert(entry.key[CACHE_PREFIX.len()..].to_string());
+    }
+    let mut names = BTreeSet::new();
+    for entry in meta.entries(KEYSPACE_PREFIX).await? {
+        node.install_keyspace(def_of(&entry)?).await?;
+        names.insert(entry.key[KEYSPACE_PREFIX.len()..].to_string());
     }
     for info in node.list_keyspaces() {
         if !names.contains(&info.def.schema.name) {
@@ -313,23 +286,20 @@ pub(crate) async fn sync_schemas(meta: &kv::Store, node: &Node) -> Result<(), Cl
 
 /// Applies schema and cache changes to the node's catalog in bucket order until `stop`.
 pub(crate) async fn watch_schemas(
-    meta: kv::Store,
+    meta: Arc<dyn KvStore>,
     node: Node,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let watch = meta
-            .watch_many([format!("{KEYSPACE_PREFIX}>"), format!("{CACHE_PREFIX}>")])
-            .await;
-        match watch {
+        match meta.watch(&[KEYSPACE_PREFIX, CACHE_PREFIX]).await {
             Ok(mut watch) => loop {
                 let next = tokio::select! {
                     _ = stop.changed() => return,
                     next = watch.next() => next,
                 };
-                let Some(Ok(entry)) = next else { break };
-                if let Err(e) = apply_change(&node, &entry).await {
-                    tracing::error!(key = entry.key, error = %e, "could not apply a metadata change");
+                let Some(change) = next else { break };
+                if let Err(e) = apply_change(&node, &change).await {
+                    tracing::error!(?change, error = %e, "could not apply a metadata change");
                 }
             },
             Err(e) => tracing::warn!(error = %e, "watching keyspace schemas failed; retrying"),
@@ -342,20 +312,23 @@ pub(crate) async fn watch_schemas(
 }
 
 /// Installs or removes the keyspace or cache one bucket entry describes.
-async fn apply_change(node: &Node, entry: &kv::Entry) -> Result<(), NodeError> {
-    let put = entry.operation == kv::Operation::Put;
-    if let Some(name) = entry.key.strip_prefix(CACHE_PREFIX) {
-        return match put {
-            true => node.install_cache(cache_of(entry)?).await,
-            false => node.forget_cache(name).await,
+async fn apply_change(node: &Node, change: &KvChange) -> Result<(), NodeError> {
+    let (key, entry) = match change {
+        KvChange::Put(entry) => (entry.key.as_str(), Some(entry)),
+        KvChange::Deleted(key) => (key.as_str(), None),
+    };
+    if let Some(name) = key.strip_prefix(CACHE_PREFIX) {
+        return match entry {
+            Some(entry) => node.install_cache(cache_of(entry)?).await,
+            None => node.forget_cache(name).await,
         };
     }
-    let Some(name) = entry.key.strip_prefix(KEYSPACE_PREFIX) else {
+    let Some(name) = key.strip_prefix(KEYSPACE_PREFIX) else {
         return Ok(());
     };
-    match put {
-        true => node.install_keyspace(def_of(entry)?).await,
-        false => node.forget_keyspace(name).await,
+    match entry {
+        Some(entry) => node.install_keyspace(def_of(entry)?).await,
+        None => node.forget_keyspace(name).await,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`conformance`]: the suite every implementation runs.
 
 pub mod conformance;
+pub mod durations;
 mod embedded;
 mod error;
 mod frame;
@@ -19,6 +20,7 @@ mod log;
 mod meta;
 mod options;
 mod partition;
+pub mod process;
 mod read;
 mod segment;
 mod sync;
@@ -28,5 +30,5 @@ pub use embedded::EmbeddedLog;
 pub use error::LogError;
 pub use fsync::{FsyncPolicy, FsyncPolicyParseError};
 pub use jetstream::{JetStreamLog, JetStreamOptions};
-pub use log::{Log, LogBounds, LogEntry};
+pub use log::{partition_slot, Log, LogBounds, LogEntry};
 pub use options::{EmbeddedLogOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SEGMENT_BYTES};

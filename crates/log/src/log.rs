@@ -83,7 +83,7 @@ pub trait Log: Send + Sync + 'static {
 
 /// The slot of `partition` among one slot per partition, or `UnknownPartition`: how every
 /// implementation checks the partition a call names.
-pub(crate) fn partition_slot<T>(slots: &[T], partition: PartitionId) -> Result<&T, LogError> {
+pub fn partition_slot<T>(slots: &[T], partition: PartitionId) -> Result<&T, LogError> {
     slots
         .get(usize::from(partition.0))
         .ok_or(LogError::UnknownPartition {

@@ -24,7 +24,7 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// The node.
     pub node: NodeConfig,
-    /// Cluster mode on NATS JetStream; absent: a single node on the embedded log.
+    /// Cluster mode on NATS JetStream or Kafka; absent: a single node on the embedded log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
     /// Writes mapped keyspaces behind to PostgreSQL; absent: no transmitter.

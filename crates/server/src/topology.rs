@@ -62,7 +62,7 @@ impl Topology {
                             .map(|s| member_to_proto(&s.member, s.age.as_millis() as u64))
                             .collect()
                     },
-                    log: "jetstream".into(),
+                    log: cluster.config().log.to_string(),
                 }
             }
             None => {

@@ -1,9 +1,11 @@
-//! Cluster-mode nodes: real `notadb serve` processes on a real `nats-server`, with helpers to
-//! wait for readiness, read `/digest` and `/metrics`, and poll with timeouts.
+//! Cluster-mode nodes: real `notadb serve` processes on a real broker (`nats-server`, or a
+//! Kafka-protocol `tansu`), with helpers to wait for readiness, read `/digest` and
+//! `/metrics`, and poll with timeouts.
 
 pub use super::try_http_get;
 use super::{free_addr, BIN};
 use notadb_client::{proto, Client, KeyspaceSchema, Token};
+use notadb_kafka::TansuServer;
 use notadb_log::jetstream::NatsServer;
 use notadb_types::{ElementType, KeyElement, Order, PartitionId, ValueFormat};
 use std::collections::BTreeMap;
@@ -41,10 +43,76 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
+/// The broker a test cluster runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    Nats,
+    Kafka,
+}
+
+/// A running broker of a test cluster.
+pub enum TestBroker {
+    Nats(NatsServer),
+    /// A tansu broker, and the directory the cluster keeps its checkpoints in.
+    Kafka(TansuServer, PathBuf),
+}
+
+impl TestBroker {
+    /// Starts a broker of `kind` with its store (and, on Kafka, the checkpoints) under `dir`.
+    pub fn start(kind: BrokerKind, dir: &Path) -> TestBroker {
+        match kind {
+            BrokerKind::Nats => TestBroker::Nats(start_nats(dir)),
+            BrokerKind::Kafka => TestBroker::Kafka(
+                blocking(|| TansuServer::start(&dir.join("tansu"))).expect("start tansu"),
+                dir.join("checkpoints"),
+            ),
+        }
+    }
+
+    /// Node `node_id` of group `group` of the cluster `cluster` on this broker.
+    pub fn spec(
+        &self,
+        cluster: &str,
+        groups: u16,
+        group: u16,
+        node_id: &str,
+        dir: &Path,
+    ) -> NodeSpec {
+        match self {
+            TestBroker::Nats(nats) => {
+                NodeSpec::new(&nats.url(), cluster, groups, group, node_id, dir)
+            }
+            TestBroker::Kafka(tansu, checkpoints) => NodeSpec {
+                kafka: Some((tansu.bootstrap(), checkpoints.clone())),
+                ..NodeSpec::new("", cluster, groups, group, node_id, dir)
+            },
+        }
+    }
+
+    /// Stops the broker (SIGTERM, then waits).
+    pub fn stop(&mut self) -> std::io::Result<()> {
+        match self {
+            TestBroker::Nats(nats) => nats.stop(),
+            TestBroker::Kafka(tansu, _) => tansu.stop(),
+        }
+    }
+
+    /// Starts the broker again on the same port and store.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        match self {
+            TestBroker::Nats(nats) => nats.restart(),
+            TestBroker::Kafka(tansu, _) => tansu.restart(),
+        }
+    }
+}
+
 /// How one node joins its cluster.
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
+    /// The NATS server, unless `kafka` is set.
     pub nats_url: String,
+    /// On Kafka: the bootstrap servers and the checkpoint directory.
+    pub kafka: Option<(String, PathBuf)>,
     pub cluster_name: String,
     pub groups: u16,
     pub group: u16,
@@ -66,6 +134,7 @@ impl NodeSpec {
     ) -> NodeSpec {
         NodeSpec {
             nats_url: nats_url.to_string(),
+            kafka: None,
             cluster_name: cluster.to_string(),
             groups,
             group,
@@ -132,9 +201,15 @@ impl ClusterNode {
             .expect("open the node's stderr file");
         let s = &self.spec;
         let mut command = Command::new(BIN);
+        command.arg("serve");
+        match &s.kafka {
+            None => command.args(["--nats-url", &s.nats_url]),
+            Some((bootstrap, checkpoints)) => command
+                .args(["--kafka-bootstrap", bootstrap])
+                .arg("--checkpoint-dir")
+                .arg(checkpoints),
+        };
         command
-            .arg("serve")
-            .args(["--nats-url", &s.nats_url])
             .args(["--cluster-name", &s.cluster_name])
             .args(["--groups", &s.groups.to_string()])
             .args(["--group", &s.group.to_string()])
@@ -578,8 +653,8 @@ pub fn start_nodes(specs: Vec<NodeSpec>) -> Vec<ClusterNode> {
 }
 
 /// Two groups of two replicas: `g0a`, `g0b` (group 0), `g1a`, `g1b` (group 1), in that order.
-pub fn start_two_by_two(nats: &NatsServer, cluster: &str, dir: &Path) -> Vec<ClusterNode> {
-    let spec = |group, id| NodeSpec::new(&nats.url(), cluster, 2, group, id, dir);
+pub fn start_two_by_two(broker: &TestBroker, cluster: &str, dir: &Path) -> Vec<ClusterNode> {
+    let spec = |group, id| broker.spec(cluster, 2, group, id, dir);
     start_nodes(vec![
         spec(0, "g0a"),
         spec(0, "g0b"),

