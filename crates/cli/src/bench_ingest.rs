@@ -19,8 +19,12 @@ use std::time::{Duration, Instant};
 
 const KEYSPACE: &str = "bench_ingest";
 
-/// Scratch stream (JetStream) and topic (Kafka) of the raw ceilings, deleted after.
+/// Scratch stream (JetStream, deleted after) and topic (Kafka, kept unless
+/// `--delete-raw-topic`) of the raw ceilings.
 const RAW_SCRATCH: &str = "notadb_bench_raw";
+
+/// `retention.ms` of the scratch topic, so a broker that enforces retention reclaims it.
+const RAW_TOPIC_RETENTION: Duration = Duration::from_secs(3600);
 
 /// Bytes a raw publish carries beyond the value, standing in for a write's key and framing.
 const RAW_OVERHEAD_BYTES: usize = 40;
@@ -46,6 +50,12 @@ pub struct BenchIngestArgs {
     /// needs `--kafka-addr`.
     #[arg(long, requires = "kafka_addr")]
     pub kafka_bootstrap: Option<String>,
+    /// Delete the raw Kafka produce's scratch topic `notadb_bench_raw` after the run (a failed
+    /// delete is ignored). Off by default, and the topic is reused by the next run: tansu 0.6
+    /// deletes every topic of the broker when asked to delete one, which would wipe the log of
+    /// the cluster under test. Turn it on for a real Kafka broker.
+    #[arg(long, requires = "kafka_bootstrap")]
+    pub delete_raw_topic: bool,
     /// Writes per measurement.
     #[arg(long, default_value_t = 50_000)]
     pub writes: usize,
@@ -252,23 +262,27 @@ async fn raw_publish(nats_url: &str, args: &BenchIngestArgs) -> anyhow::Result<f
 }
 
 /// Raw Kafka produces with `in_flight` deliveries outstanding, on a scratch topic of one
-/// partition (created, then deleted); msgs/s.
+/// partition (created when missing, deleted after with `--delete-raw-topic`); msgs/s.
 async fn raw_produce(bootstrap: &str, args: &BenchIngestArgs) -> anyhow::Result<f64> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap);
     let admin: AdminClient<DefaultClientContext> =
         config.create().context("create the admin client")?;
     let admin_options = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
-    let topic = NewTopic::new(RAW_SCRATCH, 1, TopicReplication::Fixed(-1));
+    let retention = RAW_TOPIC_RETENTION.as_millis().to_string();
+    let topic =
+        NewTopic::new(RAW_SCRATCH, 1, TopicReplication::Fixed(-1)).set("retention.ms", &retention);
     for result in admin.create_topics([&topic], &admin_options).await? {
         match result {
-            // Left by an interrupted run: produce to it all the same.
+            // Kept by an earlier run: produce to it all the same.
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => bail!("create topic {name:?}: {code}"),
         }
     }
     let rate = produce(&config, args).await;
-    let _ = admin.delete_topics(&[RAW_SCRATCH], &admin_options).await;
+    if args.delete_raw_topic {
+        let _ = admin.delete_topics(&[RAW_SCRATCH], &admin_options).await;
+    }
     rate
 }
 

@@ -653,7 +653,7 @@ fn restarting_nats_server_under_writes_loses_and_duplicates_nothing_on(kind: Bro
             )
         });
         eprintln!(
-            "{kind:?} broker restart test: both replicas applied every acknowledged write {applied_after:.1?} after nats-server was back"
+            "{kind:?} broker restart test: both replicas applied every acknowledged write {applied_after:.1?} after the broker was back"
         );
         for node in &nodes {
             blocking(|| node_ready_or_panic(node));
