@@ -452,12 +452,24 @@ fn kill_9_of_a_replica_under_write_load_loses_nothing_and_it_catches_up_on(kind:
 /// log, becomes ready, and converges with its peer.
 #[test]
 fn a_new_empty_replica_restores_from_a_checkpoint() {
+    a_new_empty_replica_restores_from_a_checkpoint_on(BrokerKind::Nats);
+}
+
+/// The same on Kafka: the checkpoint in a shared directory, its manifest in the metadata topic.
+#[test]
+fn kafka_a_new_empty_replica_restores_from_a_checkpoint() {
+    a_new_empty_replica_restores_from_a_checkpoint_on(BrokerKind::Kafka);
+}
+
+fn a_new_empty_replica_restores_from_a_checkpoint_on(kind: BrokerKind) {
     const TOTAL: usize = 20_000;
     serial(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let nats = start_nats(dir.path());
+        let broker = TestBroker::start(kind, dir.path());
         let spec = |id| {
-            NodeSpec::new(&nats.url(), "t_checkpoint", 1, 0, id, dir.path()).checkpoints_every(1)
+            broker
+                .spec("t_checkpoint", 1, 0, id, dir.path())
+                .checkpoints_every(1)
         };
         let mut first = start_nodes(vec![spec("a")]).remove(0);
         create_keyspace(&[&first]).await;
