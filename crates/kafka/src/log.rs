@@ -409,9 +409,10 @@ fn consumer(options: &KafkaOptions) -> Result<StreamConsumer, LogError> {
             "receive.message.max.bytes",
             (2 * fetch_bytes + (1 << 20)).to_string(),
         );
-    if !options.client.contains_key("fetch.wait.max.ms") {
-        config.set("fetch.wait.max.ms", "50");
-    }
+    // `fetch.wait.max.ms` stays at librdkafka's 500 ms: a Kafka broker answers a fetch as
+    // soon as an entry arrives, so the wait only bounds idle polling. (tansu 0.6 sleeps
+    // through part of every fetch instead; with 50 ms, 32 idle readers kept it at 93% of a
+    // core. See docs/kafka.md.)
     if !options.client.contains_key("queued.max.messages.kbytes") {
         config.set("queued.max.messages.kbytes", READ_AHEAD_KIB.to_string());
     }

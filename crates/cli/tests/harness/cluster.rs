@@ -82,10 +82,21 @@ impl TestBroker {
             TestBroker::Nats(nats) => {
                 NodeSpec::new(&nats.url(), cluster, groups, group, node_id, dir)
             }
-            TestBroker::Kafka(tansu, checkpoints) => NodeSpec {
-                kafka: Some((tansu.bootstrap(), checkpoints.clone())),
-                ..NodeSpec::new("", cluster, groups, group, node_id, dir)
-            },
+            TestBroker::Kafka(tansu, checkpoints) => {
+                // tansu sleeps through part of every fetch (up to the consumer's
+                // `fetch.wait.max.ms`, 500 ms by default): a shorter wait keeps the tests'
+                // transactions, which cross the log several times, quick.
+                let config = dir.join("tansu-client.toml");
+                std::fs::write(
+                    &config,
+                    "[cluster]\nlog = \"kafka\"\n[cluster.kafka.client]\n\"fetch.wait.max.ms\" = \"100\"\n",
+                )
+                .expect("write the Kafka client settings");
+                NodeSpec {
+                    kafka: Some((tansu.bootstrap(), checkpoints.clone())),
+                    ..NodeSpec::new("", cluster, groups, group, node_id, dir).with_config(&config)
+                }
+            }
         }
     }
 
