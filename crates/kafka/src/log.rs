@@ -141,6 +141,23 @@ impl KafkaLog {
         })
     }
 
+    /// The bounds of `partition`, or `Truncated` if the broker no longer holds `from`.
+    async fn not_truncated(
+        &self,
+        partition: PartitionId,
+        from: Seq,
+    ) -> Result<LogBounds, LogError> {
+        let bounds = self.watermarks(partition).await?;
+        if from < bounds.first {
+            return Err(LogError::Truncated {
+                partition,
+                requested: from,
+                first: bounds.first,
+            });
+        }
+        Ok(bounds)
+    }
+
     /// A consumer of `partition` positioned at `from`, which the partition holds or is the next
     /// seq to be appended. Waits up to `wait` for a `from` further past the end; `None` if it
     /// was not reached.
@@ -152,14 +169,7 @@ impl KafkaLog {
     ) -> Result<Option<Cursor>, LogError> {
         let deadline = Instant::now() + wait;
         loop {
-            let bounds = self.watermarks(partition).await?;
-            if from < bounds.first {
-                return Err(LogError::Truncated {
-                    partition,
-                    requested: from,
-                    first: bounds.first,
-                });
-            }
+            let bounds = self.not_truncated(partition, from).await?;
             if from.0 <= bounds.last.0 + 1 {
                 break;
             }
@@ -211,14 +221,7 @@ impl KafkaLog {
                     e,
                     KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)
                 ) {
-                    let bounds = self.watermarks(partition).await?;
-                    if from < bounds.first {
-                        return Err(LogError::Truncated {
-                            partition,
-                            requested: from,
-                            first: bounds.first,
-                        });
-                    }
+                    self.not_truncated(partition, from).await?;
                 }
                 Err(unavailable(&format!("read partition {}", partition.0), e))
             }

@@ -97,19 +97,10 @@ impl TansuServer {
             .stderr(Stdio::null())
             .status()?;
         if status.success() {
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                if child.try_wait()?.is_some() {
-                    return Ok(());
-                }
-                thread::sleep(POLL_INTERVAL);
-            }
+            process::wait_or_kill(child, "tansu", STOP_TIMEOUT)
+        } else {
+            kill_child(child)
         }
-        tracing::warn!(
-            pid = child.id(),
-            "tansu did not stop after SIGTERM; killing it"
-        );
-        kill_child(child)
     }
 
     /// Kills the broker (SIGKILL) and waits for it to exit.

@@ -6,6 +6,8 @@ use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Kills `child` (SIGKILL) and waits for it to exit; a child that already exited is fine.
 pub fn kill_child(mut child: Child) -> io::Result<()> {
@@ -65,4 +67,21 @@ pub fn log_tail(path: &Path) -> String {
         }
         Err(e) => format!("(could not read it: {e})"),
     }
+}
+
+/// Waits up to `timeout` for `child` (sent SIGTERM by the caller) to exit, then kills it;
+/// `what` names it in the warning.
+pub fn wait_or_kill(mut child: Child, what: &str, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    tracing::warn!(
+        pid = child.id(),
+        "{what} did not stop after SIGTERM; killing it"
+    );
+    kill_child(child)
 }

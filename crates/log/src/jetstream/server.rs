@@ -108,18 +108,7 @@ impl NatsServer {
             tracing::warn!(pid = child.id(), %status, "could not send SIGTERM to nats-server; killing it");
             return kill_child(child);
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
-        tracing::warn!(
-            pid = child.id(),
-            "nats-server did not stop after SIGTERM; killing it"
-        );
-        kill_child(child)
+        process::wait_or_kill(child, "nats-server", STOP_TIMEOUT)
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit: acknowledged data that the server
