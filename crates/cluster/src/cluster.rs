@@ -187,8 +187,9 @@ impl Backend {
             Arc::new(LogKv::open(members_log, "members", true, timeout));
         let objects: Arc<dyn Objects> = match &config.checkpoint_dir {
             Some(dir) => Arc::new(DirObjects::open(dir)?),
-            // Validation allows no directory only when checkpoints are off; restores find
-            // none.
+            // Validation allows no directory only when this node takes no checkpoints. A
+            // manifest another node stored is not readable here: a restore fails naming the
+            // missing file.
             None => Arc::new(DirObjects::open(
                 &node_config.data_dir.join("checkpoints.none"),
             )?),

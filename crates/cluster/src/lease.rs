@@ -14,7 +14,8 @@
 //! naming the lease in its heartbeats, with the time it began to ([`hold_candidacy`]); the
 //! live candidate that began first holds it, by every node's routing table. A holder that
 //! dies is dropped from the tables after the member TTL and the next candidate takes over;
-//! a newcomer never displaces a live holder. Tables can disagree for a heartbeat interval
+//! a newcomer does not displace a live holder (the start times are each node's wall clock,
+//! so this holds while the clocks agree better than the gap between the starts). Tables can disagree for a heartbeat interval
 //! (one node has not yet heard of a death), so two holders can overlap briefly: the same
 //! advisory guarantee as above.
 

@@ -44,8 +44,9 @@
 //!
 //! A missing topic is created (unless `create_topic = false`) with `P` partitions,
 //! `cleanup.policy=delete`, `retention.ms` from [`KafkaOptions::retention`] (forever by
-//! default, written as the largest `retention.ms`: tansu deletes everything for `-1`), `max.message.bytes` of the entry limit plus record overhead, and the replication
-//! factor from the options (the broker's default otherwise). An existing topic keeps its
+//! default, written as the largest `retention.ms`: tansu deletes everything for `-1`),
+//! `max.message.bytes` of the entry limit plus record overhead, and the replication factor
+//! from the options (the broker's default otherwise). An existing topic keeps its
 //! configuration. [`Log::truncate_before`](notadb_log::Log::truncate_before) keeps entries:
 //! Kafka drops the oldest entries by retention; a replica that falls behind retention gets
 //! `Truncated` and must bootstrap from a checkpoint, as on JetStream with `max_age`.
