@@ -1,6 +1,7 @@
 //! Aggregates over a range: count, sum, min, max, grouped by one key element, top-k.
 
-use super::filter::{json_field, Filters};
+use super::filter::Filters;
+use super::json::field_number;
 use super::range::ResolvedRange;
 use crate::request::{AggregateFunction, Group};
 use crate::NodeError;
@@ -199,7 +200,7 @@ fn row_value(
     }
     let x = match (&plan.field, plan.function) {
         (_, AggregateFunction::Count) => 1.0,
-        (Some(path), _) => match json_field(user, path).and_then(|v| v.as_f64()) {
+        (Some(path), _) => match field_number(user, path) {
             Some(x) => x,
             None => return Ok(None),
         },

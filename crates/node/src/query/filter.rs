@@ -1,5 +1,6 @@
 //! Row filters, compiled once per request against the keyspace schema.
 
+use super::json::{raw_field, Expected, Raw};
 use crate::request::{Filter, FilterOp};
 use crate::NodeError;
 use notadb_types::{compare_elements, Element, KeyspaceSchema, ValueFormat};
@@ -12,7 +13,15 @@ use std::fmt;
 #[derive(Debug, Default)]
 pub struct Filters {
     elements: Vec<(usize, FilterOp, Element)>,
-    fields: Vec<(Vec<String>, FilterOp, Value)>,
+    fields: Vec<FieldFilter>,
+}
+
+#[derive(Debug)]
+struct FieldFilter {
+    path: Vec<String>,
+    op: FilterOp,
+    value: Value,
+    expected: Expected,
 }
 
 fn holds(op: FilterOp, ord: Ordering) -> bool {
@@ -80,11 +89,12 @@ impl Filters {
                             "filters[{i}]: ordering comparisons need a number, string or bool, found {value}"
                         )));
                     }
-                    out.fields.push((
-                        field_path(path, &format!("filters[{i}].field"))?,
-                        *op,
-                        value.clone(),
-                    ));
+                    out.fields.push(FieldFilter {
+                        path: field_path(path, &format!("filters[{i}].field"))?,
+                        op: *op,
+                        value: value.clone(),
+                        expected: Expected::new(value),
+                    });
                 }
             }
         }
@@ -104,14 +114,17 @@ impl Filters {
         })
     }
 
-    /// Whether a row's JSON value passes the field filters.
-    pub fn matches_value(&self, value: &[u8]) -> bool {
-        self.fields
-            .iter()
-            .all(|(path, op, expected)| match json_field(value, path) {
-                Some(found) => compare_json(&found, expected).is_some_and(|ord| holds(*op, ord)),
-                None => false,
-            })
+    /// Whether a row's JSON value passes the field filters (walking to each field, see
+    /// `json`).
+    pub fn matches_value(&self, doc: &[u8]) -> bool {
+        self.fields.iter().all(|f| {
+            let ord = match raw_field(doc, &f.path) {
+                Raw::Found(raw) => f.expected.compare_raw(raw),
+                Raw::Missing => None,
+                Raw::Unsure => json_field(doc, &f.path).and_then(|v| compare_json(&v, &f.value)),
+            };
+            ord.is_some_and(|ord| holds(f.op, ord))
+        })
     }
 }
 

@@ -2,5 +2,6 @@
 
 pub mod aggregate;
 pub mod filter;
+pub mod json;
 pub mod range;
 pub mod scan;
