@@ -56,8 +56,8 @@ ENV NOTADB_CONFIG=/etc/notadb/notadb.toml
 USER 10001:10001
 WORKDIR /var/lib/notadb
 VOLUME ["/var/lib/notadb"]
-# 7070 gRPC, 7071 admin HTTP (/healthz, /readyz, /metrics, /).
-EXPOSE 7070 7071
+# 7070 gRPC, 7071 admin HTTP (/healthz, /readyz, /metrics, /), 7072 the frame protocol.
+EXPOSE 7070 7071 7072
 # SIGTERM drains in-flight requests (shutdown_grace_secs, 30 s by default) before exiting:
 # give the container more than that to stop (docker stop -t 60, Kubernetes'
 # terminationGracePeriodSeconds).

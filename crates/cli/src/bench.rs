@@ -349,6 +349,7 @@ pub fn loopback_config(dir: &std::path::Path) -> anyhow::Result<notadb::ServerCo
     let mut config = notadb::ServerConfig {
         grpc_addr: "127.0.0.1:0".parse()?,
         admin_addr: "127.0.0.1:0".parse()?,
+        frame_addr: Some("127.0.0.1:0".parse()?),
         ..notadb::ServerConfig::default()
     };
     config.node.data_dir = dir.to_path_buf();

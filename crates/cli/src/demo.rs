@@ -26,6 +26,9 @@ pub struct DemoArgs {
     pub grpc_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:7071")]
     pub admin_addr: SocketAddr,
+    /// Frame protocol address (the lean API the Rust client and `notadb bench` use), or `off`.
+    #[arg(long, default_value = "127.0.0.1:7072")]
+    pub frame_addr: String,
     #[command(flatten)]
     pub size: SeedSize,
 }
@@ -60,6 +63,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         grpc_addr: args.grpc_addr,
         admin_addr: args.admin_addr,
+        frame_addr: notadb::parse_frame_addr(&args.frame_addr)
+            .map_err(|e| anyhow::anyhow!("--frame-addr: {e}"))?,
         node: NodeConfig {
             data_dir: data_dir.clone(),
             node_id: "demo".into(),

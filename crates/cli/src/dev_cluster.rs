@@ -39,8 +39,9 @@ pub struct DevClusterArgs {
     /// checkpoints; a temporary directory, removed at exit, when absent.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// gRPC port of the first node; node i listens on base + 2i (gRPC) and base + 2i + 1
-    /// (admin), so the first node is at the CLI's default address.
+    /// gRPC port of the first node; node i listens on base + 3i (gRPC), base + 3i + 1
+    /// (admin) and base + 3i + 2 (frame protocol), so the first node is at the CLI's default
+    /// addresses.
     #[arg(long, default_value_t = 7070)]
     pub base_port: u16,
     /// Seconds between checkpoints of each group.
@@ -231,10 +232,12 @@ fn start_node(
     let id = format!("g{group}r{replica}");
     let grpc_port = args
         .base_port
-        .checked_add(index * 2)
+        .checked_add(index * 3)
+        .filter(|p| *p < u16::MAX - 2)
         .context("--base-port too high for this many nodes")?;
     let grpc = format!("127.0.0.1:{grpc_port}");
     let admin = format!("127.0.0.1:{}", grpc_port + 1);
+    let frame = format!("127.0.0.1:{}", grpc_port + 2);
     let data = dir.join(&id);
     let log = std::fs::File::create(dir.join(format!("{id}.log")))
         .with_context(|| format!("creating {id}.log"))?;
@@ -254,6 +257,7 @@ fn start_node(
             &id,
         ])
         .args(["--grpc-addr", &grpc, "--admin-addr", &admin])
+        .args(["--frame-addr", &frame])
         .args([
             "--checkpoint-interval-secs",
             &args.checkpoint_interval_secs.to_string(),

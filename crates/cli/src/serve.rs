@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// Admin HTTP listen address.
     #[arg(long, env = "NOTADB_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// Frame protocol listen address (the lean API of the hot calls), or `off`.
+    #[arg(long, env = "NOTADB_FRAME_ADDR")]
+    pub frame_addr: Option<String>,
     /// Node name.
     #[arg(long, env = "NOTADB_NODE_ID")]
     pub node_id: Option<String>,
@@ -92,6 +95,10 @@ impl ServeArgs {
         }
         if let Some(v) = self.admin_addr {
             config.admin_addr = v;
+        }
+        if let Some(v) = &self.frame_addr {
+            config.frame_addr =
+                notadb::parse_frame_addr(v).map_err(|e| anyhow::anyhow!("--frame-addr: {e}"))?;
         }
         if let Some(v) = &self.node_id {
             config.node.node_id = v.clone();

@@ -65,6 +65,7 @@ async fn single_node(dir: &Path, db: &Db, caches: Vec<CacheDef>) -> (Server, Cli
     let mut config = ServerConfig {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        frame_addr: Some("127.0.0.1:0".parse().expect("addr")),
         postgres_loaders: vec![loader(db)],
         caches,
         ..ServerConfig::default()

@@ -198,6 +198,8 @@ fn demo_once_answers_the_seed_questions() {
         .arg(free_addr().to_string())
         .arg("--admin-addr")
         .arg(free_addr().to_string())
+        .arg("--frame-addr")
+        .arg(free_addr().to_string())
         .output()
         .expect("run demo");
     let stdout = ok(&output);

@@ -220,3 +220,200 @@ async fn kill_9_while_writing_loses_no_acknowledged_write() {
         &missing[..missing.len().min(10)]
     );
 }
+
+#[tokio::test]
+async fn the_frame_protocol_answers_like_grpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&dir.path().join("data"));
+    let frame = Client::connect(&node.url()).await.expect("connect");
+    let grpc = Client::connect_grpc(&node.url()).await.expect("connect");
+    assert_eq!(frame.transport(), "frame");
+    assert_eq!(grpc.transport(), "grpc");
+    frame.create_keyspace(&kv(), false).await.expect("create");
+    let mut tokens = Vec::new();
+    for i in 0..50 {
+        tokens.push(
+            frame
+                .put("kv", &[Element::I64(i)], bytes(&format!("v{i}")))
+                .await
+                .expect("put over frames"),
+        );
+    }
+    // Many calls in flight on the one connection, answered to the right callers.
+    let calls = (0..50).map(|i| {
+        let (frame, tokens) = (frame.clone(), tokens.clone());
+        async move {
+            let got = frame
+                .get("kv", &[Element::I64(i)], &tokens)
+                .await
+                .expect("get over frames")
+                .expect("found");
+            assert_eq!(notadb_client::value_bytes(&got), format!("v{i}").as_bytes());
+        }
+    });
+    futures::future::join_all(calls).await;
+    let keys: Vec<Vec<Element>> = (0..60).map(|i| vec![Element::I64(i)]).collect();
+    assert_eq!(
+        frame.multi_get("kv", &keys, &[]).await.expect("frame"),
+        grpc.multi_get("kv", &keys, &[]).await.expect("grpc"),
+    );
+    let scan = proto::ScanRequest {
+        keyspace: "kv".into(),
+        limit: 7,
+        reverse: true,
+        ..Default::default()
+    };
+    let (a, b) = (
+        frame.scan(scan.clone()).await.expect("frame"),
+        grpc.scan(scan).await.expect("grpc"),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.rows.len(), 7);
+    assert!(a.more);
+    // Errors keep their codes and messages.
+    for client in [&frame, &grpc] {
+        let err = client
+            .get("missing", &[Element::I64(1)], &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+        let err = client
+            .put("kv", &[Element::String("x".into())], bytes("v"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+        assert!(err.to_string().contains("`k`"), "{err}");
+    }
+}
+
+/// A raw frame-protocol connection.
+async fn frame_socket(client: &Client) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = client.status().await.expect("status").frame_addr;
+    assert!(!addr.is_empty(), "the node serves the frame protocol");
+    let mut socket = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(notadb_proto::frame::PREAMBLE)
+        .await
+        .expect("preamble");
+    let mut answer = [0u8; 8];
+    socket.read_exact(&mut answer).await.expect("preamble back");
+    assert_eq!(&answer, notadb_proto::frame::PREAMBLE);
+    socket
+}
+
+/// Reads frames until the server closes the connection.
+async fn frames_until_closed(
+    socket: &mut tokio::net::TcpStream,
+) -> Vec<(notadb_proto::frame::ResponseHead, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read_buf(&mut buf))
+            .await
+            .expect("the server answers in time")
+            .expect("read");
+        while let Some((head, body)) =
+            notadb_proto::frame::decode_response(&mut buf, 1 << 20).expect("valid frames")
+        {
+            frames.push((head, body.to_vec()));
+        }
+        if n == 0 {
+            return frames;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_frame_protocol_refuses_bad_input_clearly() {
+    use notadb_proto::frame::{encode_request, Method, RequestHead};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&dir.path().join("data"));
+    let client = Client::connect(&node.url()).await.expect("connect");
+    client.create_keyspace(&kv(), false).await.expect("create");
+    client
+        .put("kv", &[Element::I64(1)], bytes("one"))
+        .await
+        .expect("put");
+
+    // A request for an unknown method and one that is not a protobuf message get errors of
+    // their own; the connection goes on and answers the next request.
+    let mut socket = frame_socket(&client).await;
+    let mut out = bytes::BytesMut::new();
+    let get = proto::GetRequest {
+        keyspace: "kv".into(),
+        key: Some(notadb_client::tuple(&[Element::I64(1)])),
+        tokens: vec![],
+    };
+    let head = |id, method: u16| RequestHead {
+        id,
+        method,
+        timeout_ms: 5_000,
+    };
+    encode_request(head(1, 99), &get, &mut out);
+    encode_request(head(2, Method::Get as u16), &get, &mut out);
+    // id 3: a Get whose body is not a protobuf message.
+    out.extend_from_slice(&(10u32 + 3).to_le_bytes());
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(Method::Get as u16).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&[0xff, 0xff, 0xff]);
+    socket.write_all(&out).await.expect("write");
+    socket.shutdown().await.expect("half close");
+    let mut frames = frames_until_closed(&mut socket).await;
+    frames.sort_by_key(|(h, _)| h.id);
+    let codes: Vec<(u32, u16)> = frames.iter().map(|(h, _)| (h.id, h.code)).collect();
+    assert_eq!(
+        codes,
+        vec![
+            (1, Code::Unimplemented as u16),
+            (2, 0),
+            (3, Code::InvalidArgument as u16)
+        ]
+    );
+    let answer: proto::GetResponse = prost::Message::decode(&frames[1].1[..]).expect("decodes");
+    assert_eq!(
+        notadb_client::value_bytes(&answer.value.expect("value")),
+        b"one"
+    );
+    assert!(String::from_utf8_lossy(&frames[0].1).contains("99"));
+
+    // A frame longer than the limit closes the connection with RESOURCE_EXHAUSTED.
+    let mut socket = frame_socket(&client).await;
+    socket
+        .write_all(&(u32::MAX - 1).to_le_bytes())
+        .await
+        .expect("write");
+    let frames = frames_until_closed(&mut socket).await;
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].0.id, 0);
+    assert_eq!(frames[0].0.code, Code::ResourceExhausted as u16);
+
+    // A client that speaks something else gets an error, not a hang.
+    let addr = client.status().await.expect("status").frame_addr;
+    let mut socket = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&answer).contains("frame protocol preamble"));
+
+    // Nothing above disturbed the node.
+    let got = client
+        .get("kv", &[Element::I64(1)], &[])
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(notadb_client::value_bytes(&got), b"one");
+}

@@ -75,6 +75,7 @@ async fn start(dir: &std::path::Path, db: Option<&Db>) -> (Server, Client) {
     let mut config = ServerConfig {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        frame_addr: Some("127.0.0.1:0".parse().expect("addr")),
         postgres_loaders: db
             .map(|db| PostgresLoaderConfig {
                 name: "pg".into(),

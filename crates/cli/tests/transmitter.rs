@@ -92,6 +92,7 @@ impl Serve {
             .arg(&self.data_dir)
             .args(["--grpc-addr", &self.grpc.to_string()])
             .args(["--admin-addr", &self.admin.to_string()])
+            .args(["--frame-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -1,6 +1,7 @@
 //! The cache calls of [`Client`]: named caches, get/set/delete of one or many keys.
 
 use crate::{Client, ClientError};
+use notadb_proto::frame::Method;
 use notadb_proto::{token_from_proto, token_to_proto, tuple_to_proto, v1};
 use notadb_types::{Element, Token};
 
@@ -84,17 +85,18 @@ impl Client {
         tokens: &[Token],
         no_load: bool,
     ) -> Result<Vec<v1::CacheResult>, ClientError> {
+        let request = v1::CacheGetRequest {
+            cache: cache.into(),
+            keys,
+            tokens: tokens.iter().map(|t| token_to_proto(*t)).collect(),
+            no_load,
+        };
+        let mut grpc = self.cache.clone();
         Ok(self
-            .cache
-            .clone()
-            .cache_get(self.request(v1::CacheGetRequest {
-                cache: cache.into(),
-                keys,
-                tokens: tokens.iter().map(|t| token_to_proto(*t)).collect(),
-                no_load,
-            }))
+            .hot(Method::CacheGet, request, |r| async move {
+                grpc.cache_get(r).await
+            })
             .await?
-            .into_inner()
             .results)
     }
 
@@ -128,12 +130,12 @@ impl Client {
                 .collect(),
             ttl_ms,
         };
+        let mut grpc = self.cache.clone();
         tokens(
-            self.cache
-                .clone()
-                .cache_set(self.request(request))
-                .await?
-                .into_inner(),
+            self.hot(Method::CacheSet, request, |r| async move {
+                grpc.cache_set(r).await
+            })
+            .await?,
         )
     }
 
@@ -147,12 +149,12 @@ impl Client {
             cache: cache.into(),
             keys,
         };
+        let mut grpc = self.cache.clone();
         tokens(
-            self.cache
-                .clone()
-                .cache_del(self.request(request))
-                .await?
-                .into_inner(),
+            self.hot(Method::CacheDel, request, |r| async move {
+                grpc.cache_del(r).await
+            })
+            .await?,
         )
     }
 }

@@ -12,10 +12,13 @@
 //! ```
 
 mod cache;
+mod frame;
 mod routing;
 mod txn;
 
 pub use cache::{cache_key, cache_tuple_key};
+use frame::{FrameClient, FrameError};
+use notadb_proto::frame::Method;
 use notadb_proto::tuple_from_proto;
 pub use notadb_proto::v1 as proto;
 use notadb_proto::v1::cache_client::CacheClient;
@@ -90,6 +93,14 @@ pub struct Client {
     txn: TransactionsClient<Channel>,
     timeout: Option<Duration>,
     routing: Option<Arc<Routing>>,
+    /// The node's frame protocol endpoint, when it offers one: the hot calls go there.
+    frame: Option<Arc<FrameClient>>,
+}
+
+impl std::fmt::Debug for FrameClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrameClient({})", self.addr())
+    }
 }
 
 impl std::fmt::Debug for Routing {
@@ -101,9 +112,49 @@ impl std::fmt::Debug for Routing {
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// Where to reach a node's frame listener: its advertised address, with the host the client
+/// used for gRPC when the node listens on every interface.
+fn frame_target(grpc_url: &str, advertised: &str) -> Option<String> {
+    if advertised.is_empty() {
+        return None;
+    }
+    match advertised.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let authority = grpc_url.split("://").nth(1).unwrap_or(grpc_url);
+            let authority = authority.split('/').next().unwrap_or(authority);
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host);
+            Some(format!("{host}:{}", a.port()))
+        }
+        _ => Some(advertised.to_string()),
+    }
+}
+
 impl Client {
-    /// Connects to `addr` (`http://host:port` or `host:port`).
+    /// Connects to `addr` (`http://host:port` or `host:port`). When the node serves the frame
+    /// protocol (its `Status` says where), the hot calls (reads, writes, cache calls) use it
+    /// and everything else uses gRPC; `connect_grpc` uses gRPC alone.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        let mut client = Client::connect_grpc(addr).await?;
+        let status = client
+            .node
+            .clone()
+            .status(client.request(v1::StatusRequest {}))
+            .await?
+            .into_inner();
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        client.frame = frame_target(&url, &status.frame_addr)
+            .map(|target| Arc::new(FrameClient::new(target, MAX_MESSAGE_BYTES)));
+        Ok(client)
+    }
+
+    /// Connects to `addr` and speaks gRPC only (the portable API every language has).
+    pub async fn connect_grpc(addr: &str) -> Result<Client, ClientError> {
         let url = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -130,7 +181,41 @@ impl Client {
             node: NodeClient::new(channel),
             timeout: None,
             routing: None,
+            frame: None,
         })
+    }
+
+    /// The transport of the hot calls: `"frame"` or `"grpc"`.
+    pub fn transport(&self) -> &'static str {
+        if self.frame.is_some() {
+            "frame"
+        } else {
+            "grpc"
+        }
+    }
+
+    /// Sends a hot call over the frame protocol when the node offers it (and it can be
+    /// reached), else over gRPC with `grpc`.
+    pub(crate) async fn hot<M, T, F, Fut>(
+        &self,
+        method: Method,
+        message: M,
+        grpc: F,
+    ) -> Result<T, ClientError>
+    where
+        M: prost::Message,
+        T: prost::Message + Default,
+        F: FnOnce(Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        if let Some(frame) = &self.frame {
+            match frame.call(method, &message, self.timeout).await {
+                Ok(answer) => return Ok(answer),
+                Err(FrameError::Call(status)) => return Err(status.into()),
+                Err(FrameError::NotConnected) => {}
+            }
+        }
+        Ok(grpc(self.request(message)).await?.into_inner())
     }
 
     /// Connects to `addr` and routes reads straight to a ready replica of the shard group
@@ -164,12 +249,14 @@ impl Client {
     /// replica is unavailable) to the node the client connected to.
     async fn call<M, T, F, Fut>(
         &self,
+        method: Method,
         partition: Option<PartitionId>,
         message: M,
         send: F,
     ) -> Result<T, ClientError>
     where
-        M: Clone,
+        M: Clone + prost::Message,
+        T: prost::Message + Default,
         F: Fn(DataClient<Channel>, Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
@@ -180,9 +267,8 @@ impl Client {
                 Err(status) => return Err(status.into()),
             }
         }
-        Ok(send(self.data.clone(), self.request(message))
-            .await?
-            .into_inner())
+        self.hot(method, message, |r| send(self.data.clone(), r))
+            .await
     }
 
     fn key_partition(&self, keyspace: &str, key: &[Element]) -> Option<PartitionId> {
@@ -279,12 +365,10 @@ impl Client {
             key: Some(tuple_to_proto(key)),
             value: Some(value),
         };
+        let mut data = self.data.clone();
         Self::token(
-            self.data
-                .clone()
-                .put(self.request(request))
-                .await?
-                .into_inner(),
+            self.hot(Method::Put, request, |r| async move { data.put(r).await })
+                .await?,
         )
     }
 
@@ -304,12 +388,14 @@ impl Client {
             keyspace: keyspace.into(),
             key: Some(tuple_to_proto(key)),
         };
+        let mut data = self.data.clone();
         Self::token(
-            self.data
-                .clone()
-                .delete(self.request(request))
-                .await?
-                .into_inner(),
+            self.hot(
+                Method::Delete,
+                request,
+                |r| async move { data.delete(r).await },
+            )
+            .await?,
         )
     }
 
@@ -323,23 +409,26 @@ impl Client {
             keyspace: keyspace.into(),
             range: Some(range),
         };
+        let mut data = self.data.clone();
         Self::token(
-            self.data
-                .clone()
-                .delete_range(self.request(request))
-                .await?
-                .into_inner(),
+            self.hot(Method::DeleteRange, request, |r| async move {
+                data.delete_range(r).await
+            })
+            .await?,
         )
     }
 
     /// An atomic batch of mutations in one partition.
     pub async fn write(&self, mutations: Vec<v1::Mutation>) -> Result<Token, ClientError> {
+        let mut data = self.data.clone();
+        let request = v1::WriteRequest { mutations };
         Self::token(
-            self.data
-                .clone()
-                .write(self.request(v1::WriteRequest { mutations }))
-                .await?
-                .into_inner(),
+            self.hot(
+                Method::Write,
+                request,
+                |r| async move { data.write(r).await },
+            )
+            .await?,
         )
     }
 
@@ -357,7 +446,12 @@ impl Client {
         };
         let p = self.key_partition(keyspace, key);
         let r = self
-            .call(p, request, |mut c, r| async move { c.get(r).await })
+            .call(
+                Method::Get,
+                p,
+                request,
+                |mut c, r| async move { c.get(r).await },
+            )
             .await?;
         Ok(if r.found { r.value } else { None })
     }
@@ -389,7 +483,9 @@ impl Client {
             _ => None,
         };
         let r = self
-            .call(p, request, |mut c, r| async move { c.multi_get(r).await })
+            .call(Method::MultiGet, p, request, |mut c, r| async move {
+                c.multi_get(r).await
+            })
             .await?;
         Ok(r.results
             .into_iter()
@@ -401,8 +497,10 @@ impl Client {
     pub async fn scan(&self, request: v1::ScanRequest) -> Result<v1::ScanResponse, ClientError> {
         let prefix = request.range.as_ref().and_then(|r| r.prefix.as_ref());
         let p = self.prefix_partition(&request.keyspace, prefix);
-        self.call(p, request, |mut c, r| async move { c.scan(r).await })
-            .await
+        self.call(Method::Scan, p, request, |mut c, r| async move {
+            c.scan(r).await
+        })
+        .await
     }
 
     /// An aggregate.
@@ -412,8 +510,10 @@ impl Client {
     ) -> Result<v1::AggregateResponse, ClientError> {
         let prefix = request.range.as_ref().and_then(|r| r.prefix.as_ref());
         let p = self.prefix_partition(&request.keyspace, prefix);
-        self.call(p, request, |mut c, r| async move { c.aggregate(r).await })
-            .await
+        self.call(Method::Aggregate, p, request, |mut c, r| async move {
+            c.aggregate(r).await
+        })
+        .await
     }
 
     /// Calls a registered query handler.
@@ -437,7 +537,9 @@ impl Client {
             .as_ref()
             .and_then(|r| r.prefix_partition(keyspace, partition_key));
         let r = self
-            .call(p, request, |mut c, r| async move { c.query(r).await })
+            .call(Method::Query, p, request, |mut c, r| async move {
+                c.query(r).await
+            })
             .await?;
         serde_json::from_str(&r.result_json)
             .map_err(|e| ClientError::Invalid(format!("result_json: {e}")))

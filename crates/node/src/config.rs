@@ -25,6 +25,9 @@ pub struct NodeConfig {
     pub block_cache_mb: usize,
     /// RocksDB memtable budget for the whole instance, MiB.
     pub write_buffer_mb: usize,
+    /// Flush memtables to table files once nothing was applied for this many seconds
+    /// (reads of table files cost less than a large memtable's); 0: only when full.
+    pub flush_idle_secs: u64,
     /// Embedded log fsync policy: `always`, `never` or `interval:<ms>ms`.
     pub log_fsync: String,
     /// Embedded log segment size, MiB.
@@ -59,6 +62,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             block_cache_mb: storage.block_cache_bytes >> 20,
             write_buffer_mb: storage.write_buffer_bytes >> 20,
+            flush_idle_secs: 5,
             log_fsync: "always".into(),
             log_segment_mb: 64,
             log_retain_entries: 10_000,
@@ -102,6 +106,11 @@ impl NodeConfig {
             // A log entry holds at most one write batch plus framing.
             max_entry_bytes: self.limits.max_batch_bytes + (64 << 10),
         })
+    }
+
+    /// `flush_idle_secs` as a duration; `None` when idle flushes are off.
+    pub fn flush_idle(&self) -> Option<Duration> {
+        (self.flush_idle_secs > 0).then(|| Duration::from_secs(self.flush_idle_secs))
     }
 
     /// `log_truncate_interval_secs` as a duration.

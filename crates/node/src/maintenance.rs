@@ -42,6 +42,51 @@ pub async fn truncate_loop(node: Node) {
     }
 }
 
+/// Memtable bytes below which an idle flush is not worth a table file.
+const IDLE_FLUSH_MIN_BYTES: u64 = 1 << 20;
+
+/// Flushes the memtables to table files once no partition has applied anything for
+/// `flush_idle_secs`: after a bulk load, reads then search hash-indexed blocks behind bloom
+/// filters instead of a large skip list. Housekeeping, not apply: the data does not change.
+pub async fn idle_flush_loop(node: Node) {
+    let idle_for = node.config().flush_idle();
+    let Some(idle_for) = idle_for else {
+        return;
+    };
+    let tick = (idle_for / 4).max(std::time::Duration::from_millis(100));
+    let applied = |node: &Node| -> u64 {
+        node.inner
+            .partitions
+            .iter()
+            .map(|s| s.applied().0)
+            .fold(0u64, u64::wrapping_add)
+    };
+    let mut last = applied(&node);
+    let mut quiet_since = tokio::time::Instant::now();
+    let mut flushed = true;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = applied(&node);
+        if now != last {
+            (last, quiet_since, flushed) = (now, tokio::time::Instant::now(), false);
+            continue;
+        }
+        if flushed || quiet_since.elapsed() < idle_for {
+            continue;
+        }
+        flushed = true;
+        let storage = node.inner.storage.clone();
+        if storage.memtable_bytes() < IDLE_FLUSH_MIN_BYTES {
+            continue;
+        }
+        match tokio::task::spawn_blocking(move || storage.flush()).await {
+            Ok(Ok(())) => tracing::debug!("flushed memtables after writes went quiet"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "idle memtable flush failed"),
+            Err(e) => tracing::warn!(error = %e, "idle memtable flush task failed"),
+        }
+    }
+}
+
 /// Reports the hits cache reads noted, every `TOUCH_INTERVAL` (see `Node::report_touches`).
 pub async fn touch_loop(node: Node) {
     loop {

@@ -191,6 +191,23 @@ pub(crate) struct NodeInner {
     pub sequencer: Option<Arc<dyn Log>>,
     pub forwarder_gate: Option<watch::Receiver<bool>>,
     pub txn_waiters: Arc<TxnWaiters>,
+    /// Counters of reads by where they ran, registered once.
+    pub read_metrics: ReadMetrics,
+}
+
+/// Reads by where they ran: on the serving thread from memory, or on the blocking pool.
+pub(crate) struct ReadMetrics {
+    pub memory: metrics::Counter,
+    pub blocking: metrics::Counter,
+}
+
+impl ReadMetrics {
+    fn new() -> ReadMetrics {
+        ReadMetrics {
+            memory: metrics::counter!("notadb_reads_total", "path" => "memory"),
+            blocking: metrics::counter!("notadb_reads_total", "path" => "blocking"),
+        }
+    }
 }
 
 /// A running node. Cheap to clone.
@@ -363,6 +380,7 @@ impl Node {
                 sequencer,
                 forwarder_gate: b.forwarder_gate,
                 txn_waiters: Arc::new(TxnWaiters::new(b.txn_notifier)),
+                read_metrics: ReadMetrics::new(),
                 config,
             }),
         };
@@ -384,6 +402,7 @@ impl Node {
         if b.truncate_log {
             node.spawn(crate::maintenance::truncate_loop(node.clone()));
         }
+        node.spawn(crate::maintenance::idle_flush_loop(node.clone()));
         node.spawn(crate::maintenance::touch_loop(node.clone()));
         match node.finish_open(b.keyspaces, b.caches).await {
             Ok(()) => Ok(node),

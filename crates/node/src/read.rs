@@ -82,11 +82,11 @@ impl Node {
             let view = inner.storage.memory_view();
             let result = f(&inner, &view, now);
             if !view.would_block() {
-                metrics::counter!("notadb_reads_total", "path" => "memory").increment(1);
+                inner.read_metrics.memory.increment(1);
                 return result;
             }
         }
-        metrics::counter!("notadb_reads_total", "path" => "blocking").increment(1);
+        inner.read_metrics.blocking.increment(1);
         tokio::task::spawn_blocking(move || {
             let view = inner.storage.view();
             f(&inner, &view, now)

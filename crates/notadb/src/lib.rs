@@ -25,7 +25,8 @@ pub use notadb_client as client;
 pub use notadb_log as log;
 pub use notadb_node::*;
 pub use notadb_server::{
-    wait_for_signal, PostgresLoader, PostgresLoaderConfig, Server, ServerConfig, ServerError,
+    parse_frame_addr, wait_for_signal, PostgresLoader, PostgresLoaderConfig, Server, ServerConfig,
+    ServerError,
 };
 pub use notadb_transmitter as transmitter;
 pub use notadb_types as types;

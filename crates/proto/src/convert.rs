@@ -19,35 +19,45 @@ impl fmt::Display for ConvertError {
 
 impl std::error::Error for ConvertError {}
 
-/// A typed element from its message; `field` names it in errors.
-pub fn element_from_proto(element: &v1::Element, field: &str) -> Result<Element, ConvertError> {
+/// A typed element from its message; `None` when it has no value.
+fn element_of(element: &v1::Element) -> Option<Element> {
     use v1::element::Kind;
-    match &element.kind {
-        Some(Kind::Bytes(b)) => Ok(Element::Bytes(b.clone())),
-        Some(Kind::String(s)) => Ok(Element::String(s.clone())),
-        Some(Kind::I64(v)) => Ok(Element::I64(*v)),
-        Some(Kind::F64(v)) => Ok(Element::F64(*v)),
-        Some(Kind::Bool(v)) => Ok(Element::Bool(*v)),
-        Some(Kind::TimestampMicros(v)) => Ok(Element::Timestamp(*v)),
-        None => Err(ConvertError(format!("{field}: element has no value"))),
-    }
+    Some(match element.kind.as_ref()? {
+        Kind::Bytes(b) => Element::Bytes(b.clone()),
+        Kind::String(s) => Element::String(s.clone()),
+        Kind::I64(v) => Element::I64(*v),
+        Kind::F64(v) => Element::F64(*v),
+        Kind::Bool(v) => Element::Bool(*v),
+        Kind::TimestampMicros(v) => Element::Timestamp(*v),
+    })
 }
 
-/// The message of a typed element.
+/// A typed element from its message; `field` names it in errors.
+pub fn element_from_proto(element: &v1::Element, field: &str) -> Result<Element, ConvertError> {
+    element_of(element).ok_or_else(|| ConvertError(format!("{field}: element has no value")))
+}
+
+/// The message of an element.
 pub fn element_to_proto(element: &Element) -> v1::Element {
+    element_into_proto(element.clone())
+}
+
+/// The message of an element, taking its bytes rather than copying them.
+pub fn element_into_proto(element: Element) -> v1::Element {
     use v1::element::Kind;
     let kind = match element {
-        Element::Bytes(b) => Kind::Bytes(b.clone()),
-        Element::String(s) => Kind::String(s.clone()),
-        Element::I64(v) => Kind::I64(*v),
-        Element::F64(v) => Kind::F64(*v),
-        Element::Bool(v) => Kind::Bool(*v),
-        Element::Timestamp(v) => Kind::TimestampMicros(*v),
+        Element::Bytes(b) => Kind::Bytes(b),
+        Element::String(s) => Kind::String(s),
+        Element::I64(v) => Kind::I64(v),
+        Element::F64(v) => Kind::F64(v),
+        Element::Bool(v) => Kind::Bool(v),
+        Element::Timestamp(v) => Kind::TimestampMicros(v),
     };
     v1::Element { kind: Some(kind) }
 }
 
-/// A tuple from its message; an absent tuple is empty.
+/// A typed tuple from its message (absent: the empty tuple); `field` names it in errors (the
+/// label is only built for an error).
 pub fn tuple_from_proto(
     tuple: Option<&v1::Tuple>,
     field: &str,
@@ -59,7 +69,9 @@ pub fn tuple_from_proto(
         .elements
         .iter()
         .enumerate()
-        .map(|(i, e)| element_from_proto(e, &format!("{field}[{i}]")))
+        .map(|(i, e)| {
+            element_of(e).ok_or_else(|| ConvertError(format!("{field}[{i}]: element has no value")))
+        })
         .collect()
 }
 
@@ -67,6 +79,13 @@ pub fn tuple_from_proto(
 pub fn tuple_to_proto(tuple: &[Element]) -> v1::Tuple {
     v1::Tuple {
         elements: tuple.iter().map(element_to_proto).collect(),
+    }
+}
+
+/// The message of a tuple, taking its elements' bytes rather than copying them.
+pub fn tuple_into_proto(tuple: Vec<Element>) -> v1::Tuple {
+    v1::Tuple {
+        elements: tuple.into_iter().map(element_into_proto).collect(),
     }
 }
 

@@ -10,6 +10,8 @@ use std::path::Path;
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7070";
 /// Default admin HTTP listen address.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:7071";
+/// Default frame protocol listen address.
+pub const DEFAULT_FRAME_ADDR: &str = "127.0.0.1:7072";
 
 /// Everything `notadb serve` reads: a TOML file, then `NOTADB_*` environment variables and
 /// flags on top (the binary applies those).
@@ -20,6 +22,12 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`, `/`).
     pub admin_addr: SocketAddr,
+    /// Frame protocol address: the lean API of the hot calls the Rust client uses when the
+    /// server offers it (`notadb_proto::frame`); `"off"` serves gRPC only.
+    #[serde(with = "optional_addr")]
+    pub frame_addr: Option<SocketAddr>,
+    /// Requests one frame connection keeps in flight before it stops reading.
+    pub frame_max_in_flight: usize,
     /// Longest a shutdown waits for in-flight requests, seconds.
     pub shutdown_grace_secs: u64,
     /// The node.
@@ -43,6 +51,8 @@ impl Default for ServerConfig {
         ServerConfig {
             grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default address"),
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
+            frame_addr: Some(DEFAULT_FRAME_ADDR.parse().expect("valid default address")),
+            frame_max_in_flight: crate::frame::DEFAULT_MAX_IN_FLIGHT,
             shutdown_grace_secs: 30,
             node: NodeConfig::default(),
             cluster: None,
@@ -60,6 +70,33 @@ impl ServerConfig {
             .map_err(|e| format!("reading config {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
     }
+}
+
+/// An address, or `"off"` for none.
+mod optional_addr {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        super::parse_frame_addr(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A frame protocol address as the file and the flags give it: an address, or `"off"`.
+pub fn parse_frame_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| {
+        format!("expected an address such as 127.0.0.1:7072, or \"off\", found `{text}`: {e}")
+    })
 }
 
 #[cfg(test)]
@@ -81,6 +118,18 @@ mod tests {
         );
         let err = toml::from_str::<ServerConfig>("[node]\npartitionz = 8\n").unwrap_err();
         assert!(err.to_string().contains("partitionz"), "{err}");
+    }
+
+    #[test]
+    fn the_frame_listener_can_be_turned_off() {
+        let off: ServerConfig = toml::from_str("frame_addr = \"off\"\n").expect("valid");
+        assert_eq!(off.frame_addr, None);
+        let on: ServerConfig = toml::from_str("frame_addr = \"0.0.0.0:9002\"\n").expect("valid");
+        assert_eq!(on.frame_addr.map(|a| a.port()), Some(9002));
+        let err = toml::from_str::<ServerConfig>("frame_addr = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("\"off\""), "{err}");
+        let text = toml::to_string(&off).expect("serializes");
+        assert!(text.contains("frame_addr = \"off\""), "{text}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod admin;
 mod config;
 mod convert;
+mod frame;
 mod grpc;
 pub mod metrics;
 mod pg_loader;
@@ -14,7 +15,9 @@ mod status;
 mod topology;
 mod transmit;
 
-pub use config::{ServerConfig, DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR};
+pub use config::{
+    parse_frame_addr, ServerConfig, DEFAULT_ADMIN_ADDR, DEFAULT_FRAME_ADDR, DEFAULT_GRPC_ADDR,
+};
 pub use pg_loader::{PostgresLoader, PostgresLoaderConfig};
 pub use server::{wait_for_signal, Server, ServerError};
 pub use status::to_status;

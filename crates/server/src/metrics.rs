@@ -12,6 +12,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets. Between scrapes the recorder
+/// keeps every raw sample; folding them bounds its memory at any request rate.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the recorder once per process and returns its handle. When another recorder is
 /// already installed (an embedding program's), metrics go there and this page stays empty.
 pub fn handle() -> &'static PrometheusHandle {
@@ -25,6 +29,16 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!(
                 "a metrics recorder is already installed; /metrics shows only what this one sees"
             );
+        }
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("notadb-metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no metrics upkeep thread: histograms grow until scraped");
         }
         handle
     })

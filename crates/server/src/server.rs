@@ -3,7 +3,7 @@
 use crate::grpc::{CacheService, DataService, KeyspacesService, NodeService, TxnService};
 use crate::route::Router;
 use crate::topology::Topology;
-use crate::{admin, metrics, ServerConfig};
+use crate::{admin, frame, metrics, ServerConfig};
 use notadb_cluster::{Advertised, Cluster, ClusterError};
 use notadb_node::{Node, NodeBuilder, NodeError};
 use notadb_proto::v1::cache_server::CacheServer;
@@ -46,7 +46,9 @@ pub struct Server {
     cluster: Option<Arc<Cluster>>,
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
+    frame_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    frame: Option<JoinHandle<()>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     admin: JoinHandle<std::io::Result<()>>,
     grace: Duration,
@@ -80,6 +82,19 @@ impl Server {
                 addr: config.admin_addr,
                 source,
             })?;
+        let frame_listener = match config.frame_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let frame_addr = frame_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| ServerError::Other(e.to_string()))?;
         let grpc_addr = grpc_listener
             .local_addr()
             .map_err(|e| ServerError::Other(e.to_string()))?;
@@ -134,6 +149,7 @@ impl Server {
             cluster: cluster.clone(),
             grpc_addr: grpc_addr.to_string(),
             admin_addr: admin_addr.to_string(),
+            frame_addr: frame_addr.map(|a| a.to_string()),
             transmitter: transmitter.as_ref().map(|(t, _)| t.clone()),
         };
         let router = Arc::new(Router::new(node.clone(), cluster.clone()));
@@ -143,15 +159,19 @@ impl Server {
             .register_encoded_file_descriptor_set(notadb_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServerError::Other(format!("reflection: {e}")))?;
+        let services = Arc::new(frame::Services {
+            data: Arc::new(DataService::new(node.clone(), router.clone())),
+            cache: Arc::new(CacheService::new(node.clone(), router)),
+        });
         let grpc = tonic::transport::Server::builder()
             .add_service(reflection)
             .add_service(
-                DataServer::new(DataService::new(node.clone(), router.clone()))
+                DataServer::from_arc(services.data.clone())
                     .max_decoding_message_size(max_request)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
             .add_service(
-                CacheServer::new(CacheService::new(node.clone(), router))
+                CacheServer::from_arc(services.cache.clone())
                     .max_decoding_message_size(max_request)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             )
@@ -167,16 +187,25 @@ impl Server {
                 stopped(stop.subscribe()),
             );
         let grpc = tokio::spawn(grpc);
+        let frame = frame_listener.map(|listener| {
+            let limits = frame::Limits {
+                max_frame_bytes: max_request,
+                max_in_flight: config.frame_max_in_flight.max(1),
+            };
+            tokio::spawn(frame::serve(listener, services, limits, stop.subscribe()))
+        });
         let admin = axum::serve(admin_listener, admin::router(topology))
             .with_graceful_shutdown(stopped(stop.subscribe()));
         let admin = tokio::spawn(async move { admin.await });
-        tracing::info!(%grpc_addr, %admin_addr, "notadb serving");
+        tracing::info!(%grpc_addr, %admin_addr, frame_addr = ?frame_addr, "notadb serving");
         Ok(Server {
             node,
             cluster,
             grpc_addr,
             admin_addr,
+            frame_addr,
             stop,
+            frame,
             grpc,
             admin,
             grace,
@@ -200,6 +229,11 @@ impl Server {
         self.grpc_addr
     }
 
+    /// Where the frame protocol listens, when it does.
+    pub fn frame_addr(&self) -> Option<SocketAddr> {
+        self.frame_addr
+    }
+
     /// Where the admin HTTP endpoints listen.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
@@ -219,6 +253,14 @@ impl Server {
                 // No request may reach the node after its log is flushed below.
                 grpc.abort();
                 let _ = grpc.await;
+            }
+        }
+        if let Some(mut frame) = self.frame {
+            // Connections answer what they have in flight, then close.
+            if tokio::time::timeout(self.grace, &mut frame).await.is_err() {
+                tracing::warn!("frame connections did not finish within the grace period");
+                frame.abort();
+                let _ = frame.await;
             }
         }
         let _ = tokio::time::timeout(self.grace, self.admin).await;

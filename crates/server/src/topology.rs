@@ -13,6 +13,8 @@ pub struct Topology {
     pub cluster: Option<Arc<Cluster>>,
     pub grpc_addr: String,
     pub admin_addr: String,
+    /// Where the frame protocol listens, if it does.
+    pub frame_addr: Option<String>,
     /// The node's transmitter, if one is configured.
     pub transmitter: Option<notadb_transmitter::Transmitter>,
 }

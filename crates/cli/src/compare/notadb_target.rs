@@ -66,6 +66,8 @@ impl NotadbTarget {
                     .arg(&addr)
                     .arg("--admin-addr")
                     .arg(format!("127.0.0.1:{}", free_port()?))
+                    .arg("--frame-addr")
+                    .arg(format!("127.0.0.1:{}", free_port()?))
                     .env("RUST_LOG", "warn")
                     .stdout(std::process::Stdio::null())
                     .kill_on_drop(true)

@@ -232,7 +232,8 @@ impl ClusterNode {
             .arg("--data-dir")
             .arg(&s.data_dir)
             .args(["--grpc-addr", &self.grpc.to_string()])
-            .args(["--admin-addr", &self.admin.to_string()]);
+            .args(["--admin-addr", &self.admin.to_string()])
+            .args(["--frame-addr", "127.0.0.1:0"]);
         if let Some(path) = &s.config {
             command.arg("--config").arg(path);
         }

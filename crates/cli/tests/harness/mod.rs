@@ -86,6 +86,7 @@ impl Node {
             .arg(grpc.to_string())
             .arg("--admin-addr")
             .arg(admin.to_string())
+            .args(["--frame-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

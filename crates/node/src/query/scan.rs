@@ -88,7 +88,15 @@ pub fn scan_partition(
 /// A partition cut short knows nothing past its last row, so the result stops there: rows of
 /// other partitions beyond the earliest such cut are dropped (and `more` is set). The result
 /// is therefore always a prefix of the full ordered answer.
-pub fn merge(parts: Vec<PartitionRows>, limit: usize, reverse: bool) -> (Vec<Row>, bool) {
+pub fn merge(mut parts: Vec<PartitionRows>, limit: usize, reverse: bool) -> (Vec<Row>, bool) {
+    if parts.len() == 1 {
+        // One partition's rows are already in order and within the limit.
+        let part = parts.pop().expect("one part");
+        let mut rows: Vec<Row> = part.rows.into_iter().map(|(_, row)| row).collect();
+        let more = part.more || rows.len() > limit;
+        rows.truncate(limit);
+        return (rows, more);
+    }
     let mut more = parts.iter().any(|p| p.more);
     let cut: Option<Vec<u8>> = parts
         .iter()

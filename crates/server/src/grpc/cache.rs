@@ -1,7 +1,6 @@
 //! The `Cache` service: named caches, reads that load their misses on the owning group's
 //! loader replica, and writes appended to the keys' partitions.
 
-use super::observe;
 use crate::convert;
 use crate::route::Router;
 use crate::status::{convert_status, to_status};
@@ -199,7 +198,7 @@ impl Cache for CacheService {
         &self,
         request: Request<CreateCacheRequest>,
     ) -> Result<Response<CreateCacheResponse>, Status> {
-        observe("CreateCache", async {
+        observe!("CreateCache", async {
             let r = request.into_inner();
             let settings = r
                 .settings
@@ -221,7 +220,7 @@ impl Cache for CacheService {
         &self,
         request: Request<DropCacheRequest>,
     ) -> Result<Response<DropCacheResponse>, Status> {
-        observe("DropCache", async {
+        observe!("DropCache", async {
             self.node
                 .drop_cache(&request.get_ref().name)
                 .await
@@ -235,7 +234,7 @@ impl Cache for CacheService {
         &self,
         _request: Request<ListCachesRequest>,
     ) -> Result<Response<ListCachesResponse>, Status> {
-        observe("ListCaches", async {
+        observe!("ListCaches", async {
             let caches = self
                 .node
                 .list_caches()
@@ -257,7 +256,7 @@ impl Cache for CacheService {
         &self,
         request: Request<CacheGetRequest>,
     ) -> Result<Response<CacheGetResponse>, Status> {
-        observe("CacheGet", async {
+        observe!("CacheGet", async {
             let metadata = request.metadata().clone();
             let r = request.into_inner();
             let consistency = convert::consistency(&r.tokens, &metadata)?;
@@ -333,7 +332,7 @@ impl Cache for CacheService {
         &self,
         request: Request<CacheSetRequest>,
     ) -> Result<Response<CacheWriteResponse>, Status> {
-        observe("CacheSet", async {
+        observe!("CacheSet", async {
             let r = request.into_inner();
             let keys: Vec<CacheKey> = r
                 .entries
@@ -362,7 +361,7 @@ impl Cache for CacheService {
         &self,
         request: Request<CacheDelRequest>,
     ) -> Result<Response<CacheWriteResponse>, Status> {
-        observe("CacheDel", async {
+        observe!("CacheDel", async {
             let r = request.into_inner();
             let keys = self.keys(&r.cache, &r.keys, "keys")?;
             let tokens = self

@@ -1,4 +1,3 @@
-use super::observe;
 use crate::convert;
 use crate::route::{Route, Router};
 use crate::status::{convert_status, to_status};
@@ -7,7 +6,7 @@ use notadb_node::{merge_aggregates, merge_scans, Consistency, Mutation, Node, No
 use notadb_proto::v1::data_server::Data;
 use notadb_proto::v1::*;
 use notadb_proto::{
-    element_from_proto, element_to_proto, token_to_proto, tuple_from_proto, tuple_to_proto,
+    element_from_proto, element_to_proto, token_to_proto, tuple_from_proto, tuple_into_proto,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,7 +87,7 @@ impl DataService {
 #[tonic::async_trait]
 impl Data for DataService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<WriteResponse>, Status> {
-        observe("Put", async {
+        observe!("Put", async {
             self.write(
                 vec![convert::put(request.get_ref(), "")?],
                 false,
@@ -103,7 +102,7 @@ impl Data for DataService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        observe("Delete", async {
+        observe!("Delete", async {
             self.write(
                 vec![convert::delete(request.get_ref(), "")?],
                 false,
@@ -118,7 +117,7 @@ impl Data for DataService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        observe("DeleteRange", async {
+        observe!("DeleteRange", async {
             self.write(
                 vec![convert::delete_range(request.get_ref(), "")?],
                 false,
@@ -133,7 +132,7 @@ impl Data for DataService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        observe("Write", async {
+        observe!("Write", async {
             self.write(
                 convert::mutations(request.get_ref())?,
                 true,
@@ -145,7 +144,7 @@ impl Data for DataService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        observe("Get", async {
+        observe!("Get", async {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let key = convert::key(r.key.as_ref(), "key")?;
@@ -181,7 +180,7 @@ impl Data for DataService {
         &self,
         request: Request<MultiGetRequest>,
     ) -> Result<Response<MultiGetResponse>, Status> {
-        observe("MultiGet", async {
+        observe!("MultiGet", async {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let keys = r
@@ -251,7 +250,7 @@ impl Data for DataService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        observe("Scan", async {
+        observe!("Scan", async {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let scan = convert::scan(r)?;
@@ -301,7 +300,7 @@ impl Data for DataService {
                 .rows
                 .into_iter()
                 .map(|row| Row {
-                    key: Some(tuple_to_proto(&row.key)),
+                    key: Some(tuple_into_proto(row.key)),
                     value: Some(convert::value_to_proto(format, row.value)),
                 })
                 .collect();
@@ -317,7 +316,7 @@ impl Data for DataService {
         &self,
         request: Request<AggregateRequest>,
     ) -> Result<Response<AggregateResponse>, Status> {
-        observe("Aggregate", async {
+        observe!("Aggregate", async {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let mut aggregate = convert::aggregate(r)?;
@@ -388,7 +387,7 @@ impl Data for DataService {
         &self,
         request: Request<QueryRequest>,
     ) -> Result<Response<QueryResponse>, Status> {
-        observe("Query", async {
+        observe!("Query", async {
             let r = request.get_ref();
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let partition_key = convert::key(r.partition_key.as_ref(), "partition_key")?;

@@ -1,4 +1,3 @@
-use super::observe;
 use crate::status::{convert_status, to_status};
 use notadb_node::{KeyspaceInfo as NodeKeyspaceInfo, Node};
 use notadb_proto::v1::keyspaces_server::Keyspaces;
@@ -32,7 +31,7 @@ impl Keyspaces for KeyspacesService {
         &self,
         request: Request<CreateKeyspaceRequest>,
     ) -> Result<Response<CreateKeyspaceResponse>, Status> {
-        observe("CreateKeyspace", async {
+        observe!("CreateKeyspace", async {
             let r = request.into_inner();
             let schema = r
                 .schema
@@ -55,7 +54,7 @@ impl Keyspaces for KeyspacesService {
         &self,
         _request: Request<ListKeyspacesRequest>,
     ) -> Result<Response<ListKeyspacesResponse>, Status> {
-        observe("ListKeyspaces", async {
+        observe!("ListKeyspaces", async {
             let keyspaces = self.node.list_keyspaces().into_iter().map(info).collect();
             Ok(Response::new(ListKeyspacesResponse { keyspaces }))
         })
@@ -66,7 +65,7 @@ impl Keyspaces for KeyspacesService {
         &self,
         request: Request<DescribeKeyspaceRequest>,
     ) -> Result<Response<DescribeKeyspaceResponse>, Status> {
-        observe("DescribeKeyspace", async {
+        observe!("DescribeKeyspace", async {
             let k = self
                 .node
                 .describe_keyspace(&request.get_ref().name)
@@ -82,7 +81,7 @@ impl Keyspaces for KeyspacesService {
         &self,
         request: Request<DropKeyspaceRequest>,
     ) -> Result<Response<DropKeyspaceResponse>, Status> {
-        observe("DropKeyspace", async {
+        observe!("DropKeyspace", async {
             self.node
                 .drop_keyspace(&request.get_ref().name)
                 .await

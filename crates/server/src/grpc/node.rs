@@ -1,4 +1,3 @@
-use super::observe;
 use crate::Topology;
 use notadb_proto::v1::node_server::Node as NodeApi;
 use notadb_proto::v1::*;
@@ -28,7 +27,7 @@ impl NodeApi for NodeService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        observe("Status", async {
+        observe!("Status", async {
             let node = &self.topology.node;
             let s = node.status();
             Ok(Response::new(StatusResponse {
@@ -52,6 +51,7 @@ impl NodeApi for NodeService {
                     .transmitter
                     .as_ref()
                     .map(crate::transmit::status_to_proto),
+                frame_addr: self.topology.frame_addr.clone().unwrap_or_default(),
             }))
         })
         .await
@@ -61,14 +61,14 @@ impl NodeApi for NodeService {
         &self,
         _request: Request<ClusterRequest>,
     ) -> Result<Response<ClusterResponse>, Status> {
-        observe("Cluster", async { Ok(Response::new(self.topology.view())) }).await
+        observe!("Cluster", async { Ok(Response::new(self.topology.view())) }).await
     }
 
     async fn transmitter_flush(
         &self,
         request: Request<TransmitterFlushRequest>,
     ) -> Result<Response<TransmitterFlushResponse>, Status> {
-        observe("TransmitterFlush", async {
+        observe!("TransmitterFlush", async {
             let Some(t) = &self.topology.transmitter else {
                 return Err(Status::failed_precondition(
                     "this node has no transmitter: add a [transmitter] table to its config",

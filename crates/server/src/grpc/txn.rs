@@ -1,6 +1,5 @@
 //! The `Transactions` service: runs registered procedures as deterministic transactions.
 
-use super::observe;
 use crate::status::{convert_status, to_status};
 use notadb_node::{Access, Node, Outcome, TxnKeyRequest, TxnRequest};
 use notadb_proto::tuple_from_proto;
@@ -50,7 +49,7 @@ impl Transactions for TxnService {
         &self,
         request: Request<TransactRequest>,
     ) -> Result<Response<TransactResponse>, Status> {
-        observe("Transact", async {
+        observe!("Transact", async {
             let r = request.into_inner();
             let mut keys = Vec::with_capacity(r.keys.len());
             for (i, k) in r.keys.iter().enumerate() {
@@ -108,7 +107,7 @@ impl Transactions for TxnService {
         &self,
         _request: Request<ListProceduresRequest>,
     ) -> Result<Response<ListProceduresResponse>, Status> {
-        observe("ListProcedures", async {
+        observe!("ListProcedures", async {
             Ok(Response::new(ListProceduresResponse {
                 names: self.node.procedure_names(),
             }))
