@@ -75,14 +75,12 @@ pub async fn idle_flush_loop(node: Node) {
             continue;
         }
         flushed = true;
-        let storage = node.inner.storage.clone();
-        if storage.memtable_bytes() < IDLE_FLUSH_MIN_BYTES {
+        if node.inner.storage.memtable_bytes() < IDLE_FLUSH_MIN_BYTES {
             continue;
         }
-        match tokio::task::spawn_blocking(move || storage.flush()).await {
-            Ok(Ok(())) => tracing::debug!("flushed memtables after writes went quiet"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "idle memtable flush failed"),
-            Err(e) => tracing::warn!(error = %e, "idle memtable flush task failed"),
+        match node.flush_memtables().await {
+            Ok(()) => tracing::debug!("flushed memtables after writes went quiet"),
+            Err(e) => tracing::warn!(error = %e, "idle memtable flush failed"),
         }
     }
 }

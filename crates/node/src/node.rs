@@ -842,6 +842,14 @@ impl Node {
             && self.inner.partitions.iter().all(|s| !s.is_failed())
     }
 
+    /// Writes the memtables out to table files and waits for it (what the node does by itself
+    /// once writes go quiet, see `flush_idle_secs`). Nothing visible changes.
+    pub async fn flush_memtables(&self) -> Result<(), NodeError> {
+        let storage = self.inner.storage.clone();
+        tokio::task::spawn_blocking(move || storage.flush()).await??;
+        Ok(())
+    }
+
     /// Stops the apply loops and makes the log and storage durable.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         self.inner.shutdown.send_replace(true);

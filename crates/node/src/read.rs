@@ -527,6 +527,7 @@ impl PreparedScan {
             max_bytes: self.max_bytes / self.partitions.len().max(1),
             reverse: self.reverse,
             now_micros: now,
+            keep_keys: self.partitions.len() > 1,
         };
         let parts = self
             .partitions

@@ -84,11 +84,25 @@ pub fn decode_element(
     let mask = mask(order);
     match ty {
         ElementType::Bytes | ElementType::String => {
-            let mut bytes = Vec::new();
-            let used = walk_escaped(input, mask, |run| match order {
-                Order::Asc => bytes.extend_from_slice(run),
-                Order::Desc => bytes.extend(run.iter().map(|b| !b)),
-            })?;
+            let content = |run: &[u8]| -> Vec<u8> {
+                match order {
+                    Order::Asc => run.to_vec(),
+                    Order::Desc => run.iter().map(|b| !b).collect(),
+                }
+            };
+            // Most elements hold no zero byte: the first 0x00 is the terminator's, and the
+            // content is copied in one piece.
+            let first = input.iter().position(|&b| b == mask);
+            let (bytes, used) = match first {
+                Some(zero) if input.get(zero + 1).map(|b| b ^ mask) == Some(TERMINATOR) => {
+                    (content(&input[..zero]), zero + 2)
+                }
+                _ => {
+                    let mut bytes = Vec::new();
+                    let used = walk_escaped(input, mask, |run| bytes.extend(content(run)))?;
+                    (bytes, used)
+                }
+            };
             let value = if ty == ElementType::Bytes {
                 Element::Bytes(bytes)
             } else {

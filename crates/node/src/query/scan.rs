@@ -18,10 +18,12 @@ pub struct ScanPlan<'a> {
     pub max_bytes: usize,
     pub reverse: bool,
     pub now_micros: i64,
+    /// Keep each row's encoded key, for merging with other partitions' rows.
+    pub keep_keys: bool,
 }
 
-/// Rows of one partition with their encoded keys (for merging), and whether the limit or the
-/// byte budget cut the scan short.
+/// Rows of one partition with their encoded keys (for merging; empty when the plan does not
+/// keep them), and whether the limit or the byte budget cut the scan short.
 pub struct PartitionRows {
     pub rows: Vec<(Vec<u8>, Row)>,
     pub more: bool,
@@ -33,7 +35,7 @@ pub fn scan_partition(
     plan: &ScanPlan<'_>,
     p: PartitionId,
 ) -> Result<PartitionRows, NodeError> {
-    let mut rows = Vec::new();
+    let mut rows = Vec::with_capacity(plan.limit.min(64));
     if plan.range.is_empty() || plan.limit == 0 {
         return Ok(PartitionRows { rows, more: false });
     }
@@ -64,7 +66,11 @@ pub fn scan_partition(
                 if plan.filters.matches_key(&key) {
                     bytes += encoded.len() + user.len();
                     rows.push((
-                        encoded.to_vec(),
+                        if plan.keep_keys {
+                            encoded.to_vec()
+                        } else {
+                            Vec::new()
+                        },
                         Row {
                             key,
                             value: user.to_vec(),
