@@ -38,17 +38,19 @@ pub fn top_available(ctx: &QueryContext<'_>, args: &Value) -> Result<Value, Node
     let mut prefix = ctx.partition_key().to_vec();
     prefix.push(Element::String(product.into()));
     let mut top = Vec::with_capacity(limit);
-    for row in ctx.scan("items", &KeyRange::prefix(prefix), false)? {
-        if top.len() == limit {
-            break;
-        }
+    let mut rows = ctx.scan("items", &KeyRange::prefix(prefix), false)?;
+    while top.len() < limit {
+        let Some(row) = rows.next_raw() else { break };
         let row = row?;
+        // Rows are borrowed: only `available` is read until a row is chosen.
+        if row.field("available") != Some(Value::Bool(true)) {
+            continue;
+        }
+        let key = row.key()?;
         let value = row
             .json()
             .map_err(|e| NodeError::Internal(format!("item value: {e}")))?;
-        if value["available"] == json!(true) {
-            top.push(json!({"item_id": row.key[3].to_json(), "score": row.key[2].to_json(), "item": value}));
-        }
+        top.push(json!({"item_id": key[3].to_json(), "score": key[2].to_json(), "item": value}));
     }
     Ok(Value::Array(top))
 }

@@ -1,5 +1,6 @@
-//! `notadb bench`: the seed questions, point `Get` and `Put` against a running node over gRPC
-//! with N concurrent clients; prints ops/s and latency percentiles as a markdown table.
+//! `notadb bench`: the seed questions, point `Get` and `Put` against a running node with N
+//! concurrent clients; prints ops/s, the servers' CPU time per request and latency
+//! percentiles as a markdown table.
 
 use crate::load::{progress, send_writes};
 use crate::seed;
@@ -166,10 +167,46 @@ struct Measured {
     errors: u64,
     histogram: Histogram<u64>,
     elapsed: Duration,
+    /// CPU time the measured nodes' processes used in the window, microseconds.
+    server_cpu_micros: u64,
+}
+
+/// CPU time the processes of `nodes` have used so far, microseconds (from their `Status`).
+async fn servers_cpu(nodes: &[Client]) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for node in nodes {
+        total += node
+            .status()
+            .await
+            .context("reading a node's CPU time")?
+            .cpu_micros;
+    }
+    Ok(total)
+}
+
+/// The nodes whose CPU time a run accounts: every ready member of the cluster `addr` is in
+/// (requests forwarded or routed to other nodes cost there), or just `addr`.
+async fn measured_nodes(addr: &str) -> anyhow::Result<Vec<Client>> {
+    let entry = Client::connect_grpc(addr).await?;
+    let members: Vec<String> = match entry.cluster().await {
+        Ok(c) if !c.members.is_empty() => c
+            .members
+            .into_iter()
+            .filter(|m| m.ready)
+            .map(|m| m.grpc_addr)
+            .collect(),
+        _ => return Ok(vec![entry]),
+    };
+    let mut nodes = Vec::new();
+    for m in members {
+        nodes.push(Client::connect_grpc(&m).await?);
+    }
+    Ok(nodes)
 }
 
 async fn measure(
     addr: &str,
+    nodes: &[Client],
     workload: &'static str,
     clients: usize,
     args: &BenchArgs,
@@ -220,11 +257,16 @@ async fn measure(
             Ok::<_, anyhow::Error>((ops, errors, histogram))
         });
     }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_from = servers_cpu(nodes).await?;
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_to = servers_cpu(nodes).await?;
     let mut total = Measured {
         ops: 0,
         errors: 0,
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
         elapsed: args.duration,
+        server_cpu_micros: cpu_to.saturating_sub(cpu_from),
     };
     while let Some(done) = tasks.join_next().await {
         let (ops, errors, h) = done??;
@@ -293,23 +335,34 @@ pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
             .multi_get(KV, &[kv_key(0)], &tokens)
             .await?;
     }
-    println!("\n| workload | clients | ops/s | p50 ms | p99 ms | p999 ms | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let nodes = measured_nodes(addr).await?;
+    println!(
+        "\nclient transport: {}; server CPU: {} node process(es), user + system time in the \
+         measured window",
+        client.transport(),
+        nodes.len()
+    );
+    println!(
+        "\n| workload | clients | ops/s | server CPU µs/op | server cores | p50 ms | p99 ms | p999 ms | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for workload in &workloads {
         for &n in &clients {
-            match measure(addr, workload, n, &args).await {
+            match measure(addr, &nodes, workload, n, &args).await {
                 Ok(m) => {
                     let q = |p: f64| m.histogram.value_at_quantile(p) as f64 / 1000.0;
                     println!(
-                        "| {workload} | {n} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+                        "| {workload} | {n} | {:.0} | {:.1} | {:.2} | {:.3} | {:.3} | {:.3} | {} |",
                         m.ops as f64 / m.elapsed.as_secs_f64(),
+                        m.server_cpu_micros as f64 / m.ops.max(1) as f64,
+                        m.server_cpu_micros as f64 / m.elapsed.as_micros() as f64,
                         q(0.5),
                         q(0.99),
                         q(0.999),
                         m.errors
                     );
                 }
-                Err(e) => println!("| {workload} | {n} | skipped: {e} | | | | |"),
+                Err(e) => println!("| {workload} | {n} | skipped: {e} | | | | | | |"),
             }
         }
     }

@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
     // Right after a load the rows are in memtables; a serving node flushes them to table
     // files once writes go quiet.
     run(&mut group, "top10_available_items/memtable");
-    runtime.block_on(node.flush_memtables()).expect("flush");
+    runtime.block_on(node.settle_storage()).expect("flush");
     run(&mut group, "top10_available_items/table_files");
     group.finish();
     runtime.block_on(node.shutdown()).expect("shutdown");

@@ -25,8 +25,9 @@ pub struct NodeConfig {
     pub block_cache_mb: usize,
     /// RocksDB memtable budget for the whole instance, MiB.
     pub write_buffer_mb: usize,
-    /// Flush memtables to table files once nothing was applied for this many seconds
-    /// (reads of table files cost less than a large memtable's); 0: only when full.
+    /// Flush memtables to table files and compact level 0 once nothing was applied for this
+    /// many seconds (reads of table files cost less than a large memtable's, and a seek
+    /// then searches one file per level); 0: only when full.
     pub flush_idle_secs: u64,
     /// Embedded log fsync policy: `always`, `never` or `interval:<ms>ms`.
     pub log_fsync: String,

@@ -45,9 +45,10 @@ pub async fn truncate_loop(node: Node) {
 /// Memtable bytes below which an idle flush is not worth a table file.
 const IDLE_FLUSH_MIN_BYTES: u64 = 1 << 20;
 
-/// Flushes the memtables to table files once no partition has applied anything for
-/// `flush_idle_secs`: after a bulk load, reads then search hash-indexed blocks behind bloom
-/// filters instead of a large skip list. Housekeeping, not apply: the data does not change.
+/// Flushes the memtables to table files and compacts level 0 (`Node::settle_storage`) once
+/// no partition has applied anything for `flush_idle_secs`: after a bulk load, point reads
+/// then search hash-indexed blocks behind bloom filters instead of a large skip list, and a
+/// range read seeks one file per level. Housekeeping, not apply: the data does not change.
 pub async fn idle_flush_loop(node: Node) {
     let idle_for = node.config().flush_idle();
     let Some(idle_for) = idle_for else {
@@ -63,7 +64,8 @@ pub async fn idle_flush_loop(node: Node) {
     };
     let mut last = applied(&node);
     let mut quiet_since = tokio::time::Instant::now();
-    let mut flushed = true;
+    // Once after start too: a restarted node may find level-0 files to compact.
+    let mut flushed = false;
     loop {
         tokio::time::sleep(tick).await;
         let now = applied(&node);
@@ -75,12 +77,13 @@ pub async fn idle_flush_loop(node: Node) {
             continue;
         }
         flushed = true;
-        if node.inner.storage.memtable_bytes() < IDLE_FLUSH_MIN_BYTES {
+        let storage = &node.inner.storage;
+        if storage.memtable_bytes() < IDLE_FLUSH_MIN_BYTES && storage.level0_files() <= 1 {
             continue;
         }
-        match node.flush_memtables().await {
-            Ok(()) => tracing::debug!("flushed memtables after writes went quiet"),
-            Err(e) => tracing::warn!(error = %e, "idle memtable flush failed"),
+        match node.settle_storage().await {
+            Ok(()) => tracing::debug!("flushed and compacted level 0 after writes went quiet"),
+            Err(e) => tracing::warn!(error = %e, "idle flush and compaction failed"),
         }
     }
 }

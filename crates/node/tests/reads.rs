@@ -320,6 +320,72 @@ async fn deletes_and_range_deletes_apply_in_log_order() {
     assert_eq!(ids(&rows), ["i8", "i4", "i3", "i2", "i1", "i0"]);
 }
 
+/// `Rows::next_raw` sees the rows `Rows` iterates, in either direction, and reads a field
+/// without the rest of the value.
+#[tokio::test]
+async fn handlers_read_borrowed_rows_and_single_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pick = |ctx: &QueryContext<'_>,
+                args: &serde_json::Value|
+     -> Result<serde_json::Value, NodeError> {
+        let reverse = args["reverse"].as_bool().unwrap_or(false);
+        let range = KeyRange::prefix(ctx.partition_key().to_vec());
+        let owned: Vec<Row> = ctx
+            .scan("items", &range, reverse)?
+            .collect::<Result<_, _>>()?;
+        let mut rows = ctx.scan("items", &range, reverse)?;
+        let mut borrowed = Vec::new();
+        let mut available = Vec::new();
+        while let Some(row) = rows.next_raw() {
+            let row = row?;
+            borrowed.push(row.to_row()?);
+            if row.field("available") == Some(serde_json::json!(true)) {
+                available.push(row.key()?[3].to_json());
+            }
+            assert_eq!(row.field("missing"), None);
+            assert_eq!(
+                row.field("price"),
+                row.json().expect("json").get("price").cloned()
+            );
+        }
+        assert!(rows.next_raw().is_none(), "stays ended");
+        assert_eq!(owned, borrowed);
+        Ok(serde_json::json!(available))
+    };
+    let node = NodeBuilder::new(config(dir.path()))
+        .keyspace(items())
+        .handler("pick", pick)
+        .open()
+        .await
+        .expect("open");
+    let token = node
+        .write(vec![
+            item("s1", "a", 3.0, "x", true),
+            item("s1", "a", 2.0, "y", false),
+            item("s1", "b", 1.0, "z", true),
+        ])
+        .await
+        .expect("write");
+    let other = node
+        .write(vec![item("s2", "a", 1.0, "w", true)])
+        .await
+        .expect("write");
+    let c = Consistency::tokens(vec![token, other]);
+    for (reverse, want) in [(false, ["x", "z"]), (true, ["z", "x"])] {
+        let got = node
+            .query(
+                "pick",
+                "items",
+                vec![s("s1")],
+                serde_json::json!({ "reverse": reverse }),
+                &c,
+            )
+            .await
+            .expect("query");
+        assert_eq!(got, serde_json::json!(want), "reverse {reverse}");
+    }
+}
+
 #[tokio::test]
 async fn query_handlers_run_on_the_owning_partition() {
     let dir = tempfile::tempdir().expect("tempdir");

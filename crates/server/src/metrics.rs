@@ -66,3 +66,14 @@ pub fn refresh(node: &Node) {
     metrics::gauge!("notadb_rocksdb_memory_bytes", "kind" => "table_readers")
         .set(memory.table_readers as f64);
 }
+
+/// CPU time (user and system) this process has used, in microseconds (`getrusage`).
+pub fn process_cpu_micros() -> u64 {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
+}

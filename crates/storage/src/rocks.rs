@@ -359,6 +359,25 @@ impl RocksStorage {
         Ok((seq, hasher.digest()))
     }
 
+    /// Table files in level 0 of the data column family: each is searched by every read
+    /// (they overlap), so a seek costs one search per file.
+    pub fn level0_files(&self) -> u64 {
+        self.db
+            .property_int_value_cf(self.data_cf(), "rocksdb.num-files-at-level0")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Compacts level 0 of the data column family into the levels below, leaving files
+    /// already in the last level alone: afterwards a seek searches one file per level.
+    pub fn compact_level0(&self) {
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Skip);
+        self.db
+            .compact_range_cf_opt(self.data_cf(), None::<&[u8]>, None::<&[u8]>, &opts);
+    }
+
     /// Runs a full compaction of the data column family (tests and maintenance).
     pub fn compact(&self) {
         self.db

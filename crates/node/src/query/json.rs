@@ -85,13 +85,14 @@ fn value_end(doc: &[u8], i: usize) -> Option<usize> {
 }
 
 /// Walks `doc` to the value at `path` (member names, outermost first).
-pub fn raw_field<'a>(doc: &'a [u8], path: &[String]) -> Raw<'a> {
-    walk(doc, path).unwrap_or(Raw::Unsure)
+pub fn raw_field<'a, S: AsRef<str>>(doc: &'a [u8], path: &[S]) -> Raw<'a> {
+    walk(doc, path.iter().map(AsRef::as_ref)).unwrap_or(Raw::Unsure)
 }
 
-fn walk<'a>(doc: &'a [u8], path: &[String]) -> Option<Raw<'a>> {
+fn walk<'a, 'p>(doc: &'a [u8], path: impl Iterator<Item = &'p str>) -> Option<Raw<'a>> {
     let mut i = ws(doc, 0);
-    for (depth, name) in path.iter().enumerate() {
+    let mut path = path.peekable();
+    while let Some(name) = path.next() {
         match doc.get(i)? {
             b'{' => {}
             // A scalar or an array has no members (and an array is never walked into).
@@ -109,7 +110,7 @@ fn walk<'a>(doc: &'a [u8], path: &[String]) -> Option<Raw<'a>> {
                 let matches = if escaped {
                     // Rare: a member name with escapes is decoded to compare.
                     let key: String = serde_json::from_slice(&doc[i..key_end]).ok()?;
-                    key == *name
+                    key == name
                 } else {
                     &doc[i + 1..key_end - 1] == name.as_bytes()
                 };
@@ -135,7 +136,7 @@ fn walk<'a>(doc: &'a [u8], path: &[String]) -> Option<Raw<'a>> {
         let Some((start, end)) = found else {
             return Some(Raw::Missing);
         };
-        if depth + 1 == path.len() {
+        if path.peek().is_none() {
             return Some(Raw::Found(&doc[start..end]));
         }
         i = start;
@@ -204,6 +205,18 @@ impl Expected {
                 super::filter::compare_json(&parsed, &self.value())
             }
             _ => None,
+        }
+    }
+}
+
+/// The value at the dot-separated `path` in `doc`, parsed; `None` when there is none.
+pub fn field_value(doc: &[u8], path: &str) -> Option<Value> {
+    match walk(doc, path.split('.')) {
+        Some(Raw::Found(raw)) => serde_json::from_slice(raw).ok(),
+        Some(Raw::Missing) => None,
+        Some(Raw::Unsure) | None => {
+            let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+            super::filter::json_field(doc, &path)
         }
     }
 }

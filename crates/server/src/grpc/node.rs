@@ -52,6 +52,7 @@ impl NodeApi for NodeService {
                     .as_ref()
                     .map(crate::transmit::status_to_proto),
                 frame_addr: self.topology.frame_addr.clone().unwrap_or_default(),
+                cpu_micros: crate::metrics::process_cpu_micros(),
             }))
         })
         .await
