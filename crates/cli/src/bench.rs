@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// of sending everything to `--addr`, which forwards what it does not own.
     #[arg(long)]
     pub routed: bool,
+    /// Send every call over gRPC instead of the frame protocol (to compare the two).
+    #[arg(long)]
+    pub grpc: bool,
 }
 
 /// A keyspace of byte values under one string key element `k` (the get, put and ingest
@@ -215,6 +218,8 @@ async fn measure(
     for _ in 0..clients {
         let client = if args.routed {
             Client::connect_routed(addr).await?
+        } else if args.grpc {
+            Client::connect_grpc(addr).await?
         } else {
             Client::connect(addr).await?
         };
@@ -339,7 +344,11 @@ pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "\nclient transport: {}; server CPU: {} node process(es), user + system time in the \
          measured window",
-        client.transport(),
+        if args.grpc {
+            "grpc"
+        } else {
+            client.transport()
+        },
         nodes.len()
     );
     println!(
