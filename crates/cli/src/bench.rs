@@ -18,14 +18,17 @@ use std::time::{Duration, Instant};
 const KV: &str = "bench_kv";
 /// Value size of the point workloads, bytes.
 const VALUE_BYTES: usize = 100;
-const WORKLOADS: [&str; 6] = [
+const WORKLOADS: [&str; 7] = [
     "q1-scan",
     "q1-query",
     "q2-aggregate",
     "q2-query",
     "get",
+    "multi-get",
     "put",
 ];
+/// Keys of one `multi-get` request.
+const MULTI_GET_KEYS: usize = 100;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -38,7 +41,8 @@ pub struct BenchArgs {
     /// Unmeasured time before each measurement.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
-    /// Workloads, comma separated: q1-scan, q1-query, q2-aggregate, q2-query, get, put, or all.
+    /// Workloads, comma separated: q1-scan, q1-query, q2-aggregate, q2-query, get,
+    /// multi-get (100 keys), put, or all.
     #[arg(long, default_value = "all")]
     pub workloads: String,
     /// Keys loaded into `bench_kv` for get/put.
@@ -154,6 +158,12 @@ async fn call(
             .get(KV, &kv_key(rng.random_range(0..args.kv_keys)), &[])
             .await
             .map(drop),
+        "multi-get" => {
+            let keys: Vec<Vec<Element>> = (0..MULTI_GET_KEYS)
+                .map(|_| kv_key(rng.random_range(0..args.kv_keys)))
+                .collect();
+            client.multi_get(KV, &keys, &[]).await.map(drop)
+        }
         "put" => {
             let v = value(rng);
             client
@@ -315,7 +325,11 @@ pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
         bail!("--kv-keys: at least {}", seed::CATALOG_ITEMS);
     }
     let client = Client::connect(addr).await?;
-    if workloads.iter().any(|w| *w == "get" || *w == "put") && !args.no_load {
+    if workloads
+        .iter()
+        .any(|w| ["get", "multi-get", "put"].contains(w))
+        && !args.no_load
+    {
         client
             .create_keyspace(&string_keyed_bytes(KV), true)
             .await?;

@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Admin address shown in the cluster status.
     #[arg(long, env = "NOTADB_ADVERTISE_ADMIN_ADDR")]
     pub advertise_admin_addr: Option<String>,
+    /// Frame protocol address smart clients reach this node at.
+    #[arg(long, env = "NOTADB_ADVERTISE_FRAME_ADDR")]
+    pub advertise_frame_addr: Option<String>,
     /// Seconds between checkpoints of the shard group (0: never).
     #[arg(long, env = "NOTADB_CHECKPOINT_INTERVAL_SECS")]
     pub checkpoint_interval_secs: Option<u64>,
@@ -149,6 +152,9 @@ impl ServeArgs {
             }
             if let Some(v) = &self.advertise_admin_addr {
                 cluster.advertise_admin_addr = Some(v.clone());
+            }
+            if let Some(v) = &self.advertise_frame_addr {
+                cluster.advertise_frame_addr = Some(v.clone());
             }
             if let Some(v) = self.checkpoint_interval_secs {
                 cluster.checkpoint_interval_secs = v;

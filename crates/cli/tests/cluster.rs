@@ -189,10 +189,22 @@ fn two_groups_of_two_replicas_serve_every_key_everywhere_and_converge_on(kind: B
                 .map(|n| n.metric("notadb_forwarded_requests_total"))
                 .sum()
         };
+        let frame_connections = |nodes: &[ClusterNode]| -> Vec<f64> {
+            nodes
+                .iter()
+                .map(|n| n.metric("notadb_frame_connections_total"))
+                .collect()
+        };
         let routed = Client::connect_routed(&nodes[0].url())
             .await
             .expect("connect_routed");
         assert!(routed.is_routed());
+        let members = routed.cluster().await.expect("cluster").members;
+        assert!(
+            members.iter().all(|m| !m.frame_addr.is_empty()),
+            "every member advertises its frame address: {members:?}"
+        );
+        let connections_before = frame_connections(&nodes);
         let before = forwarded(&nodes);
         for (i, (k, token)) in written.iter().enumerate() {
             let value = routed
@@ -207,6 +219,18 @@ fn two_groups_of_two_replicas_serve_every_key_everywhere_and_converge_on(kind: B
             0.0,
             "routed gets go straight to an owner replica"
         );
+        // ... over frame connections to replicas of both groups.
+        let opened: Vec<f64> = frame_connections(&nodes)
+            .iter()
+            .zip(&connections_before)
+            .map(|(after, before)| after - before)
+            .collect();
+        for g in 0..2 {
+            assert!(
+                opened[2 * g] + opened[2 * g + 1] >= 1.0,
+                "routed gets reached group {g} over the frame protocol: {opened:?}"
+            );
+        }
         let all_tokens = newest_tokens(written.iter().map(|(_, t)| t));
         let expected: Vec<(String, serde_json::Value)> = written
             .iter()

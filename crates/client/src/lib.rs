@@ -114,7 +114,7 @@ const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// Where to reach a node's frame listener: its advertised address, with the host the client
 /// used for gRPC when the node listens on every interface.
-fn frame_target(grpc_url: &str, advertised: &str) -> Option<String> {
+pub(crate) fn frame_target(grpc_url: &str, advertised: &str) -> Option<String> {
     if advertised.is_empty() {
         return None;
     }
@@ -239,8 +239,8 @@ impl Client {
         self.routing.is_some()
     }
 
-    /// A client for a ready replica owning `p`, when routing knows one.
-    fn owner(&self, p: Option<PartitionId>) -> Option<DataClient<Channel>> {
+    /// A ready replica owning `p`, when routing knows one.
+    fn owner(&self, p: Option<PartitionId>) -> Option<routing::Owner> {
         let routing = self.routing.as_ref()?;
         routing.replica(routing.group_of(p?)?)
     }
@@ -261,10 +261,29 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         if let Some(owner) = self.owner(partition) {
-            match send(owner, self.request(message.clone())).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) if status.code() == Code::Unavailable => {}
-                Err(status) => return Err(status.into()),
+            // Over the replica's frame connection when it has one, else (or when it cannot
+            // be reached) over gRPC; an unavailable replica sends the call to `addr`.
+            let status = match owner
+                .frame
+                .as_deref()
+                .map(|f| f.call(method, &message, self.timeout))
+            {
+                Some(call) => match call.await {
+                    Ok(answer) => return Ok(answer),
+                    Err(FrameError::Call(status)) => Some(status),
+                    Err(FrameError::NotConnected) => None,
+                },
+                None => None,
+            };
+            let status = match status {
+                Some(status) => status,
+                None => match send(owner.data, self.request(message.clone())).await {
+                    Ok(response) => return Ok(response.into_inner()),
+                    Err(status) => status,
+                },
+            };
+            if status.code() != Code::Unavailable {
+                return Err(status.into());
             }
         }
         self.hot(method, message, |r| send(self.data.clone(), r))

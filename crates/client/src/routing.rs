@@ -2,6 +2,7 @@
 //! replicas) and the keyspace schemas, so a request goes straight to a replica that owns its
 //! partition instead of through a forwarding node.
 
+use crate::frame::FrameClient;
 use notadb_proto::v1::data_client::DataClient;
 use notadb_proto::v1::keyspaces_client::KeyspacesClient;
 use notadb_proto::v1::node_client::NodeClient;
@@ -22,8 +23,9 @@ struct Table {
     partitioner: Option<Partitioner>,
     /// `assignment[p]`: the shard group of partition `p`.
     assignment: Vec<u32>,
-    /// Per group: gRPC addresses of its ready replicas.
-    replicas: HashMap<u32, Vec<String>>,
+    /// Per group: its ready replicas' gRPC addresses, and where they serve the frame
+    /// protocol (when they do).
+    replicas: HashMap<u32, Vec<(String, Option<String>)>>,
     schemas: HashMap<String, KeyspaceSchema>,
 }
 
@@ -31,6 +33,7 @@ struct Table {
 pub(crate) struct Routing {
     table: RwLock<Table>,
     channels: Mutex<HashMap<String, Channel>>,
+    frames: Mutex<HashMap<String, Arc<FrameClient>>>,
     next: AtomicUsize,
     max_message_bytes: usize,
 }
@@ -46,6 +49,7 @@ impl Routing {
         let routing = Arc::new(Routing {
             table: RwLock::new(Table::default()),
             channels: Mutex::new(HashMap::new()),
+            frames: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
             max_message_bytes,
         });
@@ -80,12 +84,13 @@ impl Routing {
             .list_keyspaces(v1::ListKeyspacesRequest {})
             .await?
             .into_inner();
-        let mut replicas: HashMap<u32, Vec<String>> = HashMap::new();
+        let mut replicas: HashMap<u32, Vec<(String, Option<String>)>> = HashMap::new();
         for m in cluster.members.iter().filter(|m| m.ready) {
+            let frame = crate::frame_target(&m.grpc_addr, &m.frame_addr);
             replicas
                 .entry(m.group)
                 .or_default()
-                .push(m.grpc_addr.clone());
+                .push((m.grpc_addr.clone(), frame));
         }
         let schemas = list
             .keyspaces
@@ -133,13 +138,21 @@ impl Routing {
         table.assignment.get(usize::from(p.0)).copied()
     }
 
-    /// A data client for a ready replica of `group` (round-robin), if one is known.
-    pub(crate) fn replica(&self, group: u32) -> Option<DataClient<Channel>> {
-        let addr = {
+    /// A ready replica of `group` (round-robin), if one is known: its gRPC data client and
+    /// its frame connection when it serves the frame protocol.
+    pub(crate) fn replica(&self, group: u32) -> Option<Owner> {
+        let (addr, frame_addr) = {
             let table = self.table.read().expect("routing lock");
             let replicas = table.replicas.get(&group).filter(|r| !r.is_empty())?;
             replicas[self.next.fetch_add(1, Ordering::Relaxed) % replicas.len()].clone()
         };
+        let frame = frame_addr.map(|target| {
+            let mut frames = self.frames.lock().expect("frame lock");
+            frames
+                .entry(target.clone())
+                .or_insert_with(|| Arc::new(FrameClient::new(target, self.max_message_bytes)))
+                .clone()
+        });
         let channel = {
             let mut channels = self.channels.lock().expect("channel lock");
             match channels.get(&addr) {
@@ -155,10 +168,17 @@ impl Routing {
                 }
             }
         };
-        Some(
-            DataClient::new(channel)
+        Some(Owner {
+            data: DataClient::new(channel)
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes),
-        )
+            frame,
+        })
     }
+}
+
+/// A replica a routed call goes to.
+pub(crate) struct Owner {
+    pub(crate) data: DataClient<Channel>,
+    pub(crate) frame: Option<Arc<FrameClient>>,
 }

@@ -32,6 +32,8 @@ const KAFKA_SHORT_RETENTION: Duration = Duration::from_secs(3600);
 pub struct Advertised {
     pub grpc_addr: String,
     pub admin_addr: String,
+    /// The frame protocol's address, when the node serves it.
+    pub frame_addr: Option<String>,
 }
 
 /// The broker-specific parts a cluster keeps after start-up.
@@ -330,11 +332,7 @@ impl Cluster {
             shared.members,
             self.routes.clone(),
             self.node.clone(),
-            (
-                self.config.group,
-                advertised.grpc_addr,
-                advertised.admin_addr,
-            ),
+            (self.config.group, advertised),
             self.candidacies.clone(),
             self.config.heartbeat_interval(),
             self.stop.subscribe(),

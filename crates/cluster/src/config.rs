@@ -69,6 +69,9 @@ pub struct ClusterConfig {
     pub advertise_grpc_addr: Option<String>,
     /// Admin address shown in the cluster status; default: the listen address.
     pub advertise_admin_addr: Option<String>,
+    /// Frame protocol address smart clients reach this node at; default: the listen address
+    /// (an unspecified host, `0.0.0.0`, stands for the host of the gRPC address).
+    pub advertise_frame_addr: Option<String>,
     /// How often the node publishes its heartbeat (readiness, applied positions), milliseconds.
     pub heartbeat_interval_ms: u64,
     /// A member whose last heartbeat is older than this is gone, seconds.
@@ -92,6 +95,7 @@ impl Default for ClusterConfig {
             group: 0,
             advertise_grpc_addr: None,
             advertise_admin_addr: None,
+            advertise_frame_addr: None,
             log: ClusterLog::default(),
             kafka: KafkaOptions::default(),
             checkpoint_dir: None,

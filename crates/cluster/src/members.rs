@@ -34,6 +34,9 @@ pub struct Member {
     pub group: u16,
     pub grpc_addr: String,
     pub admin_addr: String,
+    /// Where it serves the frame protocol; empty when it does not (or is older).
+    #[serde(default)]
+    pub frame_addr: String,
     pub ready: bool,
     pub partitions: Vec<MemberPartition>,
     /// The sender's wall clock when it sent the heartbeat, Unix milliseconds: for display,
@@ -74,13 +77,14 @@ pub(crate) fn age_of(sent_unix_ms: u64) -> Duration {
 
 impl Member {
     /// The heartbeat `node`, serving `group` at these addresses, would send now.
-    pub fn of_node(node: &Node, group: u16, grpc_addr: &str, admin_addr: &str) -> Member {
+    pub fn of_node(node: &Node, group: u16, at: &crate::Advertised) -> Member {
         let status = node.status();
         Member {
             node_id: status.node_id,
             group,
-            grpc_addr: grpc_addr.to_string(),
-            admin_addr: admin_addr.to_string(),
+            grpc_addr: at.grpc_addr.clone(),
+            admin_addr: at.admin_addr.clone(),
+            frame_addr: at.frame_addr.clone().unwrap_or_default(),
             ready: status.ready,
             partitions: status
                 .partitions
@@ -238,18 +242,18 @@ pub(crate) async fn heartbeat_loop(
     members: std::sync::Arc<dyn KvStore>,
     routes: std::sync::Arc<Routes>,
     node: Node,
-    addrs: (u16, String, String),
+    addrs: (u16, crate::Advertised),
     candidacies: Candidacies,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let (group, grpc_addr, admin_addr) = addrs;
+    let (group, at) = addrs;
     let id = node.config().node_id.clone();
     loop {
         if let Err(e) = node.refresh_log_positions().await {
             tracing::debug!(error = %e, "could not read the log's end");
         }
-        let mut beat = Member::of_node(&node, group, &grpc_addr, &admin_addr);
+        let mut beat = Member::of_node(&node, group, &at);
         beat.candidacies = candidacies
             .lock()
             .expect("candidacies lock")
@@ -358,6 +362,7 @@ mod tests {
             node_id: id.into(),
             group,
             grpc_addr: format!("{id}:7070"),
+            frame_addr: String::new(),
             admin_addr: format!("{id}:7071"),
             ready,
             partitions: vec![MemberPartition {

@@ -131,6 +131,10 @@ impl Server {
                         .advertise_admin_addr
                         .clone()
                         .unwrap_or_else(|| admin_addr.to_string()),
+                    frame_addr: cluster
+                        .advertise_frame_addr
+                        .clone()
+                        .or_else(|| frame_addr.map(|a| a.to_string())),
                 };
                 let cluster = Cluster::start(cluster, config.node, advertised, customize).await?;
                 (cluster.node().clone(), Some(Arc::new(cluster)))

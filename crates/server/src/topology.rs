@@ -25,6 +25,7 @@ fn member_to_proto(m: &Member, age_ms: u64) -> v1::Member {
         group: u32::from(m.group),
         grpc_addr: m.grpc_addr.clone(),
         admin_addr: m.admin_addr.clone(),
+        frame_addr: m.frame_addr.clone(),
         ready: m.ready,
         partitions: m
             .partitions
@@ -71,8 +72,11 @@ impl Topology {
                 let me = notadb_cluster::Member::of_node(
                     &self.node,
                     0,
-                    &self.grpc_addr,
-                    &self.admin_addr,
+                    &notadb_cluster::Advertised {
+                        grpc_addr: self.grpc_addr.clone(),
+                        admin_addr: self.admin_addr.clone(),
+                        frame_addr: self.frame_addr.clone(),
+                    },
                 );
                 v1::ClusterResponse {
                     node_id: self.node.config().node_id.clone(),

@@ -94,8 +94,11 @@ impl<'a> ReadView<'a> {
             .map_err(|e| self.error(e))
     }
 
-    /// The stored values of many keys of one keyspace, in order, in one batched RocksDB
-    /// lookup (one pass over the memtables and each table file).
+    /// The stored values of many keys of one keyspace, in order, one point lookup each.
+    ///
+    /// Not RocksDB's batched `MultiGet`: measured here, it read data blocks from the table
+    /// files even under the memory-only read tier and left them out of the block cache, so
+    /// every call paid `pread`s and checksums (2.4 µs per key against about 1 µs for gets).
     pub fn multi_get(
         &self,
         ks: KeyspaceId,
@@ -104,14 +107,14 @@ impl<'a> ReadView<'a> {
         if !self.spend(keys.len() as u32) {
             return Err(StorageError::WouldBlock);
         }
-        let keys: Vec<Vec<u8>> = keys
-            .iter()
-            .map(|(p, k)| layout::data_key(*p, ks, k))
-            .collect();
-        self.db
-            .batched_multi_get_cf_opt(self.data, &keys, false, &self.get_options)
-            .into_iter()
-            .map(|r| r.map_err(|e| self.error(e)))
+        let mut key = Vec::new();
+        keys.iter()
+            .map(|(p, k)| {
+                layout::write_data_key(&mut key, *p, ks, k);
+                self.db
+                    .get_pinned_cf_opt(self.data, &key, &self.get_options)
+                    .map_err(|e| self.error(e))
+            })
             .collect()
     }
 
@@ -276,7 +279,16 @@ mod tests {
             Err(StorageError::WouldBlock)
         ));
         assert!(view.would_block());
+        let (k1, k2) = (4u32.to_be_bytes(), 5u32.to_be_bytes());
+        assert!(matches!(
+            s.memory_view().multi_get(KS, &[(P, &k1[..]), (P, &k2[..])]),
+            Err(StorageError::WouldBlock)
+        ));
         let ordinary = s.view();
+        let both = ordinary
+            .multi_get(KS, &[(P, &k1[..]), (P, &500u32.to_be_bytes()[..])])
+            .expect("multi_get");
+        assert!(both[0].is_some() && both[1].is_none());
         assert!(ordinary
             .get(P, KS, &3u32.to_be_bytes())
             .expect("get")

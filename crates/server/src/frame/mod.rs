@@ -29,6 +29,7 @@ pub async fn serve(
 ) {
     let mut connections = JoinSet::new();
     let mut stopped = stop.clone();
+    let accepted_total = metrics::counter!("notadb_frame_connections_total");
     loop {
         tokio::select! {
             biased;
@@ -36,6 +37,7 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    accepted_total.increment(1);
                     let (services, stop) = (services.clone(), stop.clone());
                     connections.spawn(async move {
                         if let Err(e) = connection::serve(stream, services, limits, stop).await {
