@@ -357,15 +357,19 @@ fn bank_on(kind: BrokerKind) {
     });
 }
 
-/// Every balance, by plain gets once the load has stopped.
+/// Every balance, by plain gets once the load has stopped. Right after the faults a group
+/// may have no replica its peers see as ready yet (a restarted one still catching up): a
+/// get then fails with `UNAVAILABLE`, and is tried again, as the audits are.
 async fn client_balances(client: &Client, tokens: &[Token]) -> Vec<i64> {
     let mut out = Vec::new();
     for a in 0..ACCOUNTS {
-        let value = client
-            .get(KS, &[Element::I64(a)], tokens)
-            .await
-            .expect("get a balance")
-            .unwrap_or_else(|| panic!("account {a} has no balance"));
+        let value = wait_until_async(
+            &format!("a get of account {a}"),
+            Duration::from_secs(60),
+            || async move { client.get(KS, &[Element::I64(a)], tokens).await },
+        )
+        .await
+        .unwrap_or_else(|| panic!("account {a} has no balance"));
         out.push(i64_of(notadb_client::value_bytes(&value)));
     }
     out
