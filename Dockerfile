@@ -27,8 +27,8 @@ ENV CARGO_TARGET_DIR=/cargo-target
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/cargo-target,sharing=locked \
-    cargo build --release --locked -p notadb-cli --bin notadb \
-    && install -m 0755 /cargo-target/release/notadb /usr/local/bin/notadb
+    cargo build --profile dist --locked -p notadb-cli --bin notadb \
+    && install -m 0755 /cargo-target/dist/notadb /usr/local/bin/notadb
 
 
 FROM debian:bookworm-slim
