@@ -112,6 +112,15 @@ impl std::fmt::Debug for Routing {
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// `addr` as a URL: `host:port` gets `http://`.
+fn grpc_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 /// Where to reach a node's frame listener: its advertised address, with the host the client
 /// used for gRPC when the node listens on every interface.
 pub(crate) fn frame_target(grpc_url: &str, advertised: &str) -> Option<String> {
@@ -143,11 +152,7 @@ impl Client {
             .status(client.request(v1::StatusRequest {}))
             .await?
             .into_inner();
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
+        let url = grpc_url(addr);
         client.frame = frame_target(&url, &status.frame_addr)
             .map(|target| Arc::new(FrameClient::new(target, MAX_MESSAGE_BYTES)));
         Ok(client)
@@ -155,11 +160,7 @@ impl Client {
 
     /// Connects to `addr` and speaks gRPC only (the portable API every language has).
     pub async fn connect_grpc(addr: &str) -> Result<Client, ClientError> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
+        let url = grpc_url(addr);
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::Invalid(format!("address `{addr}`: {e}")))?
             .tcp_nodelay(true)
@@ -208,10 +209,29 @@ impl Client {
         F: FnOnce(Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        if let Some(frame) = &self.frame {
+        Ok(self
+            .over(self.frame.as_deref(), method, message, grpc)
+            .await?)
+    }
+
+    /// Sends a call over `frame` when there is one and it is connected, else over gRPC.
+    async fn over<M, T, F, Fut>(
+        &self,
+        frame: Option<&FrameClient>,
+        method: Method,
+        message: M,
+        grpc: F,
+    ) -> Result<T, tonic::Status>
+    where
+        M: prost::Message,
+        T: prost::Message + Default,
+        F: FnOnce(Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        if let Some(frame) = frame {
             match frame.call(method, &message, self.timeout).await {
                 Ok(answer) => return Ok(answer),
-                Err(FrameError::Call(status)) => return Err(status.into()),
+                Err(FrameError::Call(status)) => return Err(status),
                 Err(FrameError::NotConnected) => {}
             }
         }
@@ -261,29 +281,17 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         if let Some(owner) = self.owner(partition) {
-            // Over the replica's frame connection when it has one, else (or when it cannot
-            // be reached) over gRPC; an unavailable replica sends the call to `addr`.
-            let status = match owner
-                .frame
-                .as_deref()
-                .map(|f| f.call(method, &message, self.timeout))
+            // An unavailable replica sends the call to `addr`.
+            let data = owner.data;
+            match self
+                .over(owner.frame.as_deref(), method, message.clone(), |r| {
+                    send(data, r)
+                })
+                .await
             {
-                Some(call) => match call.await {
-                    Ok(answer) => return Ok(answer),
-                    Err(FrameError::Call(status)) => Some(status),
-                    Err(FrameError::NotConnected) => None,
-                },
-                None => None,
-            };
-            let status = match status {
-                Some(status) => status,
-                None => match send(owner.data, self.request(message.clone())).await {
-                    Ok(response) => return Ok(response.into_inner()),
-                    Err(status) => status,
-                },
-            };
-            if status.code() != Code::Unavailable {
-                return Err(status.into());
+                Ok(answer) => return Ok(answer),
+                Err(status) if status.code() == Code::Unavailable => {}
+                Err(status) => return Err(status.into()),
             }
         }
         self.hot(method, message, |r| send(self.data.clone(), r))

@@ -248,8 +248,13 @@ impl RocksStorage {
 
     /// Bytes the data column family's memtables hold.
     pub fn memtable_bytes(&self) -> u64 {
+        self.data_property("rocksdb.cur-size-all-mem-tables")
+    }
+
+    /// An integer property of the data column family; 0 when RocksDB has none.
+    fn data_property(&self, name: &str) -> u64 {
         self.db
-            .property_int_value_cf(self.data_cf(), "rocksdb.cur-size-all-mem-tables")
+            .property_int_value_cf(self.data_cf(), name)
             .ok()
             .flatten()
             .unwrap_or(0)
@@ -297,11 +302,7 @@ impl RocksStorage {
 
     /// Estimated number of keys in the data column family.
     pub fn approximate_keys(&self) -> u64 {
-        self.db
-            .property_int_value_cf(self.data_cf(), "rocksdb.estimate-num-keys")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
+        self.data_property("rocksdb.estimate-num-keys")
     }
 
     /// Memory held by memtables, the block cache and table readers.
@@ -362,11 +363,7 @@ impl RocksStorage {
     /// Table files in level 0 of the data column family: each is searched by every read
     /// (they overlap), so a seek costs one search per file.
     pub fn level0_files(&self) -> u64 {
-        self.db
-            .property_int_value_cf(self.data_cf(), "rocksdb.num-files-at-level0")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
+        self.data_property("rocksdb.num-files-at-level0")
     }
 
     /// Compacts level 0 of the data column family into the levels below, leaving files
