@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark: makes PostgreSQL, Redis and a JetStream nats-server answer on
 # loopback (installing and starting them when missing), builds notadb, and runs
-# `notadb bench compare` (which starts its own notadb node). Arguments go to the command,
+# `notadb-bench compare` (which starts its own notadb node). Arguments go to the command,
 # e.g. `--out bench-results --duration 5s`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +23,5 @@ if [ -z "${NOTADB_BENCH_NATS_URL:-}" ]; then
   fi
   export NOTADB_BENCH_NATS_URL="nats://127.0.0.1:4222"
 fi
-cargo build --release --workspace --bin notadb
-"$CARGO_TARGET_DIR/release/notadb" bench compare "$@"
+cargo build --release --workspace --bin notadb --bin notadb-bench
+"$CARGO_TARGET_DIR/release/notadb-bench" compare "$@"

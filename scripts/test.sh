@@ -9,7 +9,7 @@ source scripts/setup.sh
 source scripts/nats.sh
 # The Kafka log tests start their own tansu broker on free loopback ports.
 source scripts/kafka.sh
-# `notadb bench compare` is tested against real PostgreSQL and Redis servers on loopback.
+# `notadb-bench compare` is tested against real PostgreSQL and Redis servers on loopback.
 source scripts/postgres.sh
 source scripts/redis.sh
 cargo test --release --workspace --all-targets

@@ -1,9 +1,6 @@
 //! Command-line arguments and dispatch.
 
-use crate::{
-    bench, bench_cache, bench_ingest, bench_transmit, bench_txn, cache, compare, data, demo,
-    dev_cluster, keyspace, load, serve, transmitter, txn,
-};
+use crate::{cache, data, demo, dev_cluster, keyspace, load, serve, transmitter, txn};
 use clap::{Parser, Subcommand};
 
 /// notadb: a framework and server for distributed stateful services.
@@ -65,39 +62,6 @@ pub enum Command {
     /// The transmitter to PostgreSQL: expected tables, waiting for writes to arrive.
     #[command(subcommand)]
     Transmitter(transmitter::TransmitterCommand),
-    /// Run the workload benchmark against a running node (start one with `notadb demo`), or
-    /// `bench compare`: the same work side by side on notadb, PostgreSQL, Redis and NATS KV.
-    Bench(BenchCommand),
-    /// Measure a cluster's ingest: acknowledged writes/s and apply lag on every replica, beside
-    /// raw JetStream publishing (start one with `notadb dev-cluster`).
-    BenchIngest(bench_ingest::BenchIngestArgs),
-    /// Measure the transmitter: rows/s into PostgreSQL draining a backlog and write-to-visible
-    /// latency, beside hand-written batched upserts (the ceiling) in the same run.
-    BenchTransmit(bench_transmit::BenchTransmitArgs),
-    /// Measure the cache: hit-path gets and sets (single and batched) beside Redis, and
-    /// loader misses beside the same SELECT sent straight to PostgreSQL, in one run.
-    BenchCache(bench_cache::BenchCacheArgs),
-    /// Measure transactions end to end: bank transfers on notadb (embedded log, SCA on and
-    /// off, and JetStream) beside PostgreSQL `SERIALIZABLE` with retries, over contention
-    /// and multi-partition share, in one run; writes a table and plots.
-    BenchTxn(bench_txn::BenchTxnArgs),
-}
-
-/// `notadb bench [compare]`.
-#[derive(clap::Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct BenchCommand {
-    #[command(subcommand)]
-    pub command: Option<BenchSubcommand>,
-    #[command(flatten)]
-    pub args: bench::BenchArgs,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BenchSubcommand {
-    /// Load one data set into notadb, PostgreSQL, Redis and NATS KV and run the same workloads
-    /// against each with the same concurrency; writes markdown, JSON and SVG plots.
-    Compare(compare::CompareArgs),
 }
 
 /// Runs a parsed command line.
@@ -126,14 +90,5 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => data::status(&connect().await?).await,
         Command::Txn(cmd) => txn::run(&connect().await?, cmd).await,
         Command::Transmitter(cmd) => transmitter::run(&connect().await?, cmd).await,
-        Command::Bench(BenchCommand {
-            command: Some(BenchSubcommand::Compare(args)),
-            ..
-        }) => compare::run(args).await,
-        Command::Bench(BenchCommand { args, .. }) => bench::run(&cli.addr, args).await,
-        Command::BenchIngest(args) => bench_ingest::run(&cli.addr, args).await,
-        Command::BenchTransmit(args) => bench_transmit::run(args).await,
-        Command::BenchCache(args) => bench_cache::run(args).await,
-        Command::BenchTxn(args) => bench_txn::run(args).await,
     }
 }

@@ -26,7 +26,7 @@ pub struct DemoArgs {
     pub grpc_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:7071")]
     pub admin_addr: SocketAddr,
-    /// Frame protocol address (the lean API the Rust client and `notadb bench` use), or `off`.
+    /// Frame protocol address (the lean API the Rust client and `notadb-bench run` use), or `off`.
     #[arg(long, default_value = "127.0.0.1:7072")]
     pub frame_addr: String,
     #[command(flatten)]

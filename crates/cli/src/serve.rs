@@ -75,7 +75,7 @@ pub struct ServeArgs {
     #[arg(long, env = "NOTADB_CHECKPOINT_INTERVAL_SECS")]
     pub checkpoint_interval_secs: Option<u64>,
     /// Register the example handlers `top_available` and `most_viewed` (the seed questions;
-    /// `notadb bench compare` starts its node with them).
+    /// `notadb-bench compare` starts its node with them).
     #[arg(long)]
     pub with_examples: bool,
 }

@@ -1,4 +1,4 @@
-//! `notadb bench-cache`: notadb's cache beside Redis (hits) and PostgreSQL (misses), in one
+//! `notadb-bench cache`: notadb's cache beside Redis (hits) and PostgreSQL (misses), in one
 //! run, with the same keys, value size and client concurrency.
 //!
 //! 1. Hits: `cache_get` / `cache_set` of one key vs Redis `GET` / `SET`.
@@ -7,15 +7,18 @@
 //! 3. Misses: every get a key no call asked for before, in a cache with a PostgreSQL loader, vs
 //!    the loader's `SELECT` sent straight to PostgreSQL.
 //!
-//! The hit paths pick keys uniformly from `keys` preloaded ones. `concurrency` tasks each call
-//! in a closed loop for `seconds`; they share `connections` gRPC channels, Redis multiplexed
-//! connections or PostgreSQL connections, task `t` using connection `t mod connections`.
+//! The hit paths pick keys uniformly from `keys` preloaded ones. `clients` tasks each call in
+//! a closed loop for `duration`; they share `connections` notadb connections, Redis
+//! multiplexed connections or PostgreSQL connections, task `t` using connection
+//! `t mod connections`. The notadb node is a process of its own (`notadb serve`), so each
+//! row's server CPU time per request is the serving process's alone.
 
-use crate::bench::{fresh_database, pg_connect};
+use crate::cpu::{self, Meter, Placement, Window};
+use crate::node::StartedNode;
+use crate::run::{fresh_database, pg_connect};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
-use notadb::{PostgresLoaderConfig, Server};
 use notadb_client::{cache_key, proto as v1, Client, Token};
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
@@ -45,7 +48,7 @@ const MISS_CACHE_BYTES: u64 = 256 << 20;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Args, Debug)]
-pub struct BenchCacheArgs {
+pub struct CacheArgs {
     /// A PostgreSQL database URL the benchmark may create its database from.
     #[arg(long, env = "NOTADB_POSTGRES_URL")]
     pub postgres_url: String,
@@ -63,13 +66,13 @@ pub struct BenchCacheArgs {
     pub value_bytes: usize,
     /// Client tasks, each calling in a closed loop.
     #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
+    pub clients: usize,
     /// gRPC channels, Redis connections and PostgreSQL connections the tasks share.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Measured seconds of each measurement.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
+    /// Measured time of each measurement.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
     /// Keys per batched call.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
@@ -226,30 +229,34 @@ impl Targets {
     }
 }
 
-/// One measurement: requests, keys they handled, request latency in microseconds.
+/// One measurement: requests, keys they handled, request latency in microseconds, and the
+/// server's CPU time.
 struct Measured {
     calls: u64,
     keys: u64,
     latency: Histogram<u64>,
     secs: f64,
+    server_cpu_micros: Option<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
-/// Runs `concurrency` tasks, each sending `call` in a closed loop until `seconds` have passed.
-/// Any error fails the measurement.
+/// Runs `clients` tasks, each sending `call` in a closed loop for `duration`, reading the
+/// server's CPU time with `meter` before and after. Any error fails the measurement.
 async fn drive(
     targets: &Arc<Targets>,
     call: Call,
-    concurrency: usize,
-    seconds: f64,
+    meter: &Meter,
+    clients: usize,
+    duration: Duration,
 ) -> anyhow::Result<Measured> {
+    let cpu = Window::start(meter).await?;
     let started = Instant::now();
-    let end = started + Duration::from_secs_f64(seconds);
+    let end = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..concurrency {
+    for task in 0..clients {
         let targets = targets.clone();
         tasks.spawn(async move {
             let (mut latency, mut calls, mut keys) = (histogram(), 0u64, 0u64);
@@ -276,6 +283,7 @@ async fn drive(
         keys,
         latency,
         secs,
+        server_cpu_micros: cpu.used().await?,
     })
 }
 
@@ -283,8 +291,8 @@ async fn drive(
 /// peer row above it.
 fn table(rows: &[(&str, String, usize, bool, Measured)]) -> String {
     let mut out = String::from(
-        "| path | system | keys/request | requests/s | keys/s | p50 ms | p99 ms | notadb ÷ peer |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|\n",
+        "| path | system | keys/request | requests/s | keys/s | server CPU µs/request | p50 ms | p99 ms | notadb ÷ peer |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut peer_keys_per_s = 0.0;
     for (path, system, per_call, peer, m) in rows {
@@ -297,8 +305,11 @@ fn table(rows: &[(&str, String, usize, bool, Measured)]) -> String {
         };
         let ms = |q: f64| m.latency.value_at_quantile(q) as f64 / 1000.0;
         let calls_per_s = m.calls as f64 / m.secs;
+        let cpu = m.server_cpu_micros.map_or("n/a".into(), |c| {
+            format!("{:.1}", c as f64 / m.calls.max(1) as f64)
+        });
         out += &format!(
-            "| {path} | {system} | {per_call} | {calls_per_s:.0} | {keys_per_s:.0} | {:.2} | {:.2} | {ratio} |\n",
+            "| {path} | {system} | {per_call} | {calls_per_s:.0} | {keys_per_s:.0} | {cpu} | {:.2} | {:.2} | {ratio} |\n",
             ms(0.5),
             ms(0.99),
         );
@@ -306,14 +317,16 @@ fn table(rows: &[(&str, String, usize, bool, Measured)]) -> String {
     out
 }
 
-pub async fn run(args: BenchCacheArgs) -> anyhow::Result<()> {
+pub async fn run(placement: &Placement, args: CacheArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.keys > 0 && args.value_bytes > 0 && args.concurrency > 0 && args.connections > 0,
-        "--keys, --value-bytes, --concurrency and --connections must be above 0"
+        args.keys > 0 && args.value_bytes > 0 && args.clients > 0 && args.connections > 0,
+        "--keys, --value-bytes, --clients and --connections must be above 0"
     );
     anyhow::ensure!(
-        (1..=PRELOAD_BATCH).contains(&args.batch) && args.seconds > 0.0 && args.source_rows > 0,
-        "--batch takes 1 to {PRELOAD_BATCH} keys; --seconds and --source-rows must be above 0"
+        (1..=PRELOAD_BATCH).contains(&args.batch)
+            && !args.duration.is_zero()
+            && args.source_rows > 0,
+        "--batch takes 1 to {PRELOAD_BATCH} keys; --duration and --source-rows must be above 0"
     );
     let url = create_source(&args).await?;
     let sql = format!("SELECT v FROM {TABLE} WHERE k = $1");
@@ -329,17 +342,22 @@ pub async fn run(args: BenchCacheArgs) -> anyhow::Result<()> {
         .await?
         .get(0);
 
-    let dir = tempfile::tempdir()?;
-    let mut config = crate::bench::loopback_config(dir.path())?;
-    config.node.log_fsync = args.log_fsync.clone();
-    config.postgres_loaders = vec![PostgresLoaderConfig {
-        name: LOADER.into(),
-        url,
-        sql,
-    }];
-    let partitions = config.node.partitions;
-    let server = Server::start(config, |b| b).await?;
-    let addr = format!("http://{}", server.grpc_addr());
+    let config = format!(
+        "[node]\nlog_fsync = {fsync:?}\n\n[[postgres_loaders]]\nname = {LOADER:?}\nurl = {url:?}\nsql = {sql:?}\n",
+        fsync = args.log_fsync,
+    );
+    let node = StartedNode::start(&config, placement).await?;
+    let addr = node.addr.clone();
+    let partitions = Client::connect_grpc(&addr)
+        .await?
+        .status()
+        .await?
+        .partition_count;
+    let meters = [
+        Meter::Notadb(vec![Client::connect_grpc(&addr).await?]),
+        Meter::Named(&[cpu::REDIS]),
+        Meter::Named(&[cpu::POSTGRES]),
+    ];
     let redis_client = redis::Client::open(args.redis_url.as_str())?;
     let (mut notadb, mut redis) = (Vec::new(), Vec::new());
     for _ in 0..args.connections {
@@ -370,7 +388,14 @@ pub async fn run(args: BenchCacheArgs) -> anyhow::Result<()> {
                 continue;
             }
             let system = system.replace("{n}", &args.connections.to_string());
-            let m = drive(&targets, call, args.concurrency, args.seconds).await?;
+            let meter = match call {
+                Call::RedisGet | Call::RedisSet | Call::RedisMget | Call::RedisSetPipeline => {
+                    &meters[1]
+                }
+                Call::SelectOne | Call::Select => &meters[2],
+                _ => &meters[0],
+            };
+            let m = drive(&targets, call, meter, args.clients, args.duration).await?;
             eprintln!("{path}, {system}: {} requests", m.calls);
             let per_call = m.keys.checked_div(m.calls).unwrap_or(0) as usize;
             rows.push((path, system, per_call, peer, m));
@@ -381,16 +406,19 @@ pub async fn run(args: BenchCacheArgs) -> anyhow::Result<()> {
     let all: Vec<String> = (0..args.keys as u64).map(key).collect();
     let del = redis::cmd("DEL").arg(all).clone();
     let cleanup = del.query_async::<()>(&mut targets.redis[0].clone()).await;
-    server.shutdown().await?;
+    drop(node);
     result?;
     cleanup?;
 
     let doc = format!(
-        "## notadb cache beside Redis and PostgreSQL\n\n```sh\nnotadb bench-cache\n```\n\n\
-         Machine: {cores} cores; the clients, the notadb node (in the benchmark's process), \
-         Redis {redis_version} and PostgreSQL {pg_version} all run on them, over loopback.\n\n\
+        "## notadb cache beside Redis and PostgreSQL\n\n```sh\nnotadb-bench cache\n```\n\n\
+         Machine: {cores} cores; the clients, the notadb node (`notadb serve`, its own \
+         process), Redis {redis_version} and PostgreSQL {pg_version} run on them, over \
+         loopback; {placement}. Server CPU µs/request: user + system time of the serving \
+         process(es) over the requests (notadb: the node, which for misses leaves out the \
+         loader's PostgreSQL work; peers: every redis-server or postgres process here).\n\n\
          Settings: {} keys picked uniformly, {}-byte values, {} client tasks in closed loops \
-         for {} s per measurement (no warm-up), sharing {n} gRPC channels / {n} Redis \
+         for {:.1} s per measurement (no warm-up), sharing {n} notadb connections / {n} Redis \
          multiplexed connections / {n} PostgreSQL connections (task t uses connection t mod \
          {n}); batches of {}; latencies are per request. notadb: one node, {partitions} \
          partitions, embedded log with fsync `{}`; a set returns once appended to the log. \
@@ -400,14 +428,15 @@ pub async fn run(args: BenchCacheArgs) -> anyhow::Result<()> {
          rows run the same prepared statement.\n\n{}",
         args.keys,
         args.value_bytes,
-        args.concurrency,
-        args.seconds,
+        args.clients,
+        args.duration.as_secs_f64(),
         args.batch,
         args.log_fsync,
         args.source_rows,
         table(&rows),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         n = args.connections,
+        placement = placement.describe(),
     );
     println!("{doc}");
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -418,7 +447,7 @@ pub async fn run(args: BenchCacheArgs) -> anyhow::Result<()> {
 }
 
 /// Creates the benchmark database and the loader's table; returns the database's URL.
-async fn create_source(args: &BenchCacheArgs) -> anyhow::Result<String> {
+async fn create_source(args: &CacheArgs) -> anyhow::Result<String> {
     let url = fresh_database(&args.postgres_url, &args.database).await?;
     eprintln!("filling {TABLE} with {} rows…", args.source_rows);
     let db = pg_connect(&url).await?;
@@ -440,7 +469,7 @@ async fn create_source(args: &BenchCacheArgs) -> anyhow::Result<String> {
 
 /// Creates the two caches, sets every key in notadb and Redis, then checks that notadb answers
 /// all of them as hits.
-async fn preload(args: &BenchCacheArgs, targets: &Targets) -> anyhow::Result<()> {
+async fn preload(args: &CacheArgs, targets: &Targets) -> anyhow::Result<()> {
     let client = &targets.notadb[0];
     let entry_bytes = (key(0).len() + args.value_bytes) as u64 + ENTRY_OVERHEAD_BYTES;
     for (name, capacity_bytes, loader) in [

@@ -1,4 +1,4 @@
-//! `notadb bench-txn`: the bank workload end to end over gRPC, on notadb (embedded log, with
+//! `notadb-bench txn`: the bank workload end to end over gRPC, on notadb (embedded log, with
 //! SCA on and off, and on NATS JetStream) and, in the same run, as PostgreSQL `SERIALIZABLE`
 //! transactions with client retries.
 //!
@@ -11,12 +11,12 @@
 //!
 //! Rows: contention from 1 in 10,000 to 1 in 10 at the base multi-partition share, for each
 //! system (SCA on and off on the embedded log); then the multi-partition share from 0 to 100%
-//! at the lowest contention, on notadb. `clients` tasks run closed loops of `seconds` each,
+//! at the lowest contention, on notadb. `clients` tasks run closed loops of `duration` each,
 //! sharing `connections` gRPC channels (PostgreSQL: a connection per task). Latency is per
 //! committed transaction, retries included. Writes the table and SVG plots.
 
-use crate::bench::{fresh_database, loopback_config, pg_connect};
 use crate::compare::svg::{line_chart, Series};
+use crate::run::{fresh_database, loopback_config, pg_connect};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -36,7 +36,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const PRELOAD_BATCH: usize = 1_000;
 
 #[derive(Args, Debug)]
-pub struct BenchTxnArgs {
+pub struct TxnArgs {
     /// A PostgreSQL database URL the benchmark may create its database from (no PostgreSQL
     /// rows without it).
     #[arg(long, env = "NOTADB_POSTGRES_URL")]
@@ -68,9 +68,9 @@ pub struct BenchTxnArgs {
     /// gRPC channels the tasks share.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
-    /// Measured seconds per row.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
+    /// Measured time per row.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
     /// Partitions of the notadb node.
     #[arg(long, default_value_t = 8)]
     pub partitions: u16,
@@ -200,15 +200,15 @@ async fn notadb_transfer(
     }
 }
 
-/// Runs `clients` tasks on `target` for `seconds`.
+/// Runs `clients` tasks on `target` for `duration`.
 async fn drive(
     target: &Arc<Target>,
     w: &Workload,
     clients: usize,
-    seconds: f64,
+    duration: Duration,
 ) -> anyhow::Result<Measured> {
     let started = Instant::now();
-    let end = started + Duration::from_secs_f64(seconds);
+    let end = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..clients {
         let (target, w) = (target.clone(), w.clone());
@@ -329,7 +329,7 @@ struct Row {
 /// Starts a notadb server (embedded log, or a one-node cluster on `nats`), creates and loads
 /// the accounts.
 async fn start_notadb(
-    args: &BenchTxnArgs,
+    args: &TxnArgs,
     dir: &std::path::Path,
     sca: bool,
     nats: Option<&str>,
@@ -399,10 +399,10 @@ async fn start_postgres(
     Ok((url, version))
 }
 
-pub async fn run(args: BenchTxnArgs) -> anyhow::Result<()> {
+pub async fn run(args: TxnArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.clients > 0 && args.seconds > 0.0 && !args.contention.is_empty(),
-        "--clients, --seconds and --contention must be above 0 / not empty"
+        args.clients > 0 && !args.duration.is_zero() && !args.contention.is_empty(),
+        "--clients, --duration and --contention must be above 0 / not empty"
     );
     anyhow::ensure!(
         args.contention.iter().all(|&n| n >= 2),
@@ -459,7 +459,7 @@ pub async fn run(args: BenchTxnArgs) -> anyhow::Result<()> {
             );
         }
         for (hot, multi) in plan {
-            let m = drive(&target, &workload(hot, multi), args.clients, args.seconds).await?;
+            let m = drive(&target, &workload(hot, multi), args.clients, args.duration).await?;
             eprintln!(
                 "{system}, 1 in {hot}, {multi}% multi: {} committed",
                 m.committed
@@ -502,7 +502,7 @@ pub async fn run(args: BenchTxnArgs) -> anyhow::Result<()> {
                 &target,
                 &workload(hot, args.multi),
                 args.clients,
-                args.seconds,
+                args.duration,
             )
             .await?;
             eprintln!(
@@ -520,7 +520,7 @@ pub async fn run(args: BenchTxnArgs) -> anyhow::Result<()> {
     write_report(&args, &rows, &notes)
 }
 
-fn write_report(args: &BenchTxnArgs, rows: &[Row], notes: &[String]) -> anyhow::Result<()> {
+fn write_report(args: &TxnArgs, rows: &[Row], notes: &[String]) -> anyhow::Result<()> {
     let mut table = String::from(
         "| system | contention | multi-partition share (asked, committed) | committed/s | aborts per commit | p50 ms | p99 ms |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
@@ -637,7 +637,7 @@ fn write_report(args: &BenchTxnArgs, rows: &[Row], notes: &[String]) -> anyhow::
         images += &format!("![{name}]({name})\n");
     }
     let doc = format!(
-        "## Transactions end to end: notadb beside PostgreSQL SERIALIZABLE\n\n```sh\nnotadb bench-txn {}\n```\n\n\
+        "## Transactions end to end: notadb beside PostgreSQL SERIALIZABLE\n\n```sh\nnotadb-bench txn {}\n```\n\n\
          Machine: {cores} cores; the clients, notadb (in the benchmark's process) and the peers share them, over loopback.\n\n\
          Workload: bank transfers of 1 between two accounts; {partitions} partitions, one branch of accounts each; \
          \"1 in N\": both accounts among the first N of their branch; {clients} client tasks in closed loops for {secs} s per row \
@@ -648,7 +648,7 @@ fn write_report(args: &BenchTxnArgs, rows: &[Row], notes: &[String]) -> anyhow::
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         partitions = args.partitions,
         clients = args.clients,
-        secs = args.seconds,
+        secs = args.duration.as_secs_f64(),
         conns = args.connections,
         notes = notes.join(" "),
     );

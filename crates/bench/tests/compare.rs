@@ -1,9 +1,16 @@
-//! `notadb bench compare` end to end on a tiny data set: the real binary against a node it
-//! starts, real PostgreSQL and Redis (started by `scripts/test.sh`) and its own nats-server.
+//! `notadb-bench compare` end to end on a tiny data set: the real binary against a node it
+//! starts (the `notadb` binary beside it, which `cargo test --workspace` builds), real
+//! PostgreSQL and Redis (started by `scripts/test.sh`) and its own nats-server.
 
-mod harness;
+const BIN: &str = env!("CARGO_BIN_EXE_notadb-bench");
 
-use harness::BIN;
+/// A loopback address nothing listens on.
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
 use notadb_log::jetstream::NatsServer;
 use serde_json::Value;
 use std::process::{Command, Output};
@@ -34,11 +41,11 @@ const TINY: &[&str] = &[
 
 fn compare(args: &[&str]) -> Output {
     Command::new(BIN)
-        .args(["bench", "compare"])
+        .arg("compare")
         .args(TINY)
         .args(args)
         .output()
-        .expect("run notadb bench compare")
+        .expect("run notadb-bench compare")
 }
 
 fn peer_url(var: &str) -> String {
@@ -129,11 +136,24 @@ fn every_system_answers_alike_and_the_report_has_tables_json_and_plots() {
         for w in windows {
             assert!(w["ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
             assert_eq!(w["errors"], 0, "{row}");
+            // Every system runs on this machine, so each window has its server CPU time
+            // (peers' in clock ticks, which a short window may not reach).
+            let cpu = w["server_cpu_us_per_op"].as_f64();
+            assert!(cpu.is_some_and(|c| c >= 0.0), "no server CPU time: {row}");
             assert!(
                 w["p50_ms"].as_f64().unwrap() <= w["p99_ms"].as_f64().unwrap(),
                 "{row}"
             );
         }
+    }
+    for system in ["notadb", "postgres", "redis", "nats-kv"] {
+        let cpu: f64 = rows
+            .iter()
+            .filter(|r| r["variant"]["system"] == system)
+            .flat_map(|r| r["result"]["Ok"]["windows"].as_array().unwrap())
+            .map(|w| w["server_cpu_us_per_op"].as_f64().unwrap())
+            .sum();
+        assert!(cpu > 0.0, "{system} used no CPU time in any window");
     }
     let has = |system: &str, workload: &str, phase: &str| {
         rows.iter().any(|r| {
@@ -172,6 +192,7 @@ fn every_system_answers_alike_and_the_report_has_tables_json_and_plots() {
         "### Scaling with concurrency",
         "### Scaling with data",
         "÷ best peer",
+        "server CPU µs/op",
         "q1-throughput-vs-clients.svg",
     ] {
         assert!(md.contains(needle), "results.md lacks {needle}:\n{md}");
@@ -185,7 +206,7 @@ fn every_system_answers_alike_and_the_report_has_tables_json_and_plots() {
 fn a_peer_that_does_not_answer_is_skipped_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let dead = format!("redis://{}", harness::free_addr());
+    let dead = format!("redis://{}", free_addr());
     let output = compare(&[
         "--out",
         out.to_str().unwrap(),

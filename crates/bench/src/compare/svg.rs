@@ -1,5 +1,7 @@
-//! Line charts as standalone SVG: categorical x axis, linear y axis from zero, one line per
-//! series with a legend. Small on purpose: the report needs lines, ticks and labels only.
+//! Line charts as standalone SVG: categorical x axis, one line per series with a legend. The
+//! y axis is linear from zero, or logarithmic when the values span more than
+//! `LOG_SCALE_RATIO` (peers 30x apart stay readable). Small on purpose: the report needs
+//! lines, ticks and labels only.
 
 use std::fmt::Write;
 
@@ -13,6 +15,68 @@ const COLORS: [&str; 10] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf",
 ];
+
+/// Largest over smallest positive value beyond which the y axis is logarithmic.
+const LOG_SCALE_RATIO: f64 = 20.0;
+
+/// How values map to the plot's height.
+#[derive(Debug, PartialEq)]
+enum Scale {
+    /// From 0 to `top`, ticks every `step`.
+    Linear { top: f64, step: f64 },
+    /// From 10^`lo` to 10^`hi`, ticks at 1, 2 and 5 times each power of ten.
+    Log { lo: i32, hi: i32 },
+}
+
+impl Scale {
+    fn of(values: impl Iterator<Item = f64> + Clone) -> Scale {
+        let max = values.clone().fold(0.0, f64::max);
+        let min = values.filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
+        if max > 0.0 && max / min > LOG_SCALE_RATIO {
+            return Scale::Log {
+                lo: min.log10().floor() as i32,
+                hi: max.log10().ceil() as i32,
+            };
+        }
+        let step = tick_step(if max > 0.0 { max } else { 1.0 });
+        Scale::Linear {
+            top: (max / step).ceil().max(1.0) * step,
+            step,
+        }
+    }
+
+    /// Where `v` sits, 0 at the bottom and 1 at the top (log: values at or below zero at 0).
+    fn fraction(&self, v: f64) -> f64 {
+        match *self {
+            Scale::Linear { top, .. } => v / top,
+            Scale::Log { lo, hi } if v > 0.0 => {
+                ((v.log10() - lo as f64) / (hi - lo).max(1) as f64).max(0.0)
+            }
+            Scale::Log { .. } => 0.0,
+        }
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        match *self {
+            Scale::Linear { top, step } => {
+                let mut ticks = Vec::new();
+                let mut v = 0.0;
+                while v <= top + step / 2.0 {
+                    ticks.push(v);
+                    v += step;
+                }
+                ticks
+            }
+            Scale::Log { lo, hi } => (lo..=hi)
+                .flat_map(|p| {
+                    let base = 10f64.powi(p);
+                    let each: &[f64] = if p == hi { &[1.0] } else { &[1.0, 2.0, 5.0] };
+                    each.iter().map(move |m| m * base).collect::<Vec<_>>()
+                })
+                .collect(),
+        }
+    }
+}
 
 /// One line: a name and a value (or a gap) per x category.
 pub struct Series {
@@ -55,13 +119,16 @@ pub fn line_chart(
     xs: &[String],
     series: &[Series],
 ) -> String {
-    let max = series
-        .iter()
-        .flat_map(|s| s.values.iter().flatten())
-        .copied()
-        .fold(0.0, f64::max);
-    let step = tick_step(if max > 0.0 { max } else { 1.0 });
-    let top_value = (max / step).ceil().max(1.0) * step;
+    let scale = Scale::of(
+        series
+            .iter()
+            .flat_map(|s| s.values.iter().flatten())
+            .copied(),
+    );
+    let y_title = match scale {
+        Scale::Log { .. } => format!("{y_title} (log scale)"),
+        Scale::Linear { .. } => y_title.to_string(),
+    };
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x_at = |i: usize| {
@@ -71,7 +138,7 @@ pub fn line_chart(
             LEFT + plot_w * i as f64 / (xs.len() - 1) as f64
         }
     };
-    let y_at = |v: f64| TOP + plot_h * (1.0 - v / top_value);
+    let y_at = |v: f64| TOP + plot_h * (1.0 - scale.fraction(v));
     let mut svg = String::new();
     let w = &mut svg;
     let _ = writeln!(
@@ -85,8 +152,7 @@ pub fn line_chart(
         LEFT + plot_w / 2.0,
         escape(title)
     );
-    let mut v = 0.0;
-    while v <= top_value + step / 2.0 {
+    for v in scale.ticks() {
         let y = y_at(v);
         let _ = writeln!(
             w,
@@ -100,7 +166,6 @@ pub fn line_chart(
             y + 4.0,
             label(v)
         );
-        v += step;
     }
     for (i, x) in xs.iter().enumerate() {
         let _ = writeln!(
@@ -135,7 +200,7 @@ pub fn line_chart(
         r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#,
         TOP + plot_h / 2.0,
         TOP + plot_h / 2.0,
-        escape(y_title)
+        escape(&y_title)
     );
     for (k, s) in series.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
@@ -188,6 +253,35 @@ mod tests {
         assert_eq!(tick_step(100.0), 20.0);
         assert_eq!(tick_step(7.0), 2.0);
         assert_eq!(tick_step(43_000.0), 10_000.0);
+    }
+
+    #[test]
+    fn wide_ranges_get_a_log_axis() {
+        let linear = Scale::of([10.0, 200.0].into_iter());
+        assert_eq!(
+            linear,
+            Scale::Linear {
+                top: 200.0,
+                step: 50.0
+            }
+        );
+        let log = Scale::of([3_000.0, 150_000.0, 0.0].into_iter());
+        assert_eq!(log, Scale::Log { lo: 3, hi: 6 });
+        assert_eq!(log.fraction(1_000.0), 0.0);
+        assert!((log.fraction(100_000.0) - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(log.ticks().first(), Some(&1_000.0));
+        assert_eq!(log.ticks().last(), Some(&1_000_000.0));
+        let svg = line_chart(
+            "t",
+            "clients",
+            "ops/s",
+            &["1".into(), "4".into()],
+            &[Series {
+                name: "a".into(),
+                values: vec![Some(3_000.0), Some(150_000.0)],
+            }],
+        );
+        assert!(svg.contains("ops/s (log scale)"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `notadb bench-transmit`: how fast the transmitter writes into PostgreSQL, beside the best
+//! `notadb-bench transmit`: how fast the transmitter writes into PostgreSQL, beside the best
 //! batched upsert a hand-written client reaches on the same machine in the same run.
 //!
 //! 1. Ceiling: `connections` clients write the rows as `UNNEST` upserts of `batch` rows, with
@@ -8,7 +8,7 @@
 //! 3. Latency: one write at a time; from the write's call until its row is visible in
 //!    PostgreSQL (polled every 0.5 ms).
 
-use crate::bench::{fresh_database, pg_connect};
+use crate::run::{fresh_database, pg_connect};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const TABLE: &str = "bench_items";
 
 #[derive(Args, Debug)]
-pub struct BenchTransmitArgs {
+pub struct TransmitArgs {
     /// A PostgreSQL database URL the benchmark may create its database from.
     #[arg(long, env = "NOTADB_POSTGRES_URL")]
     pub postgres_url: String,
@@ -41,9 +41,9 @@ pub struct BenchTransmitArgs {
     /// Writes timed one at a time for the write-to-visible latency.
     #[arg(long, default_value_t = 500)]
     pub latency_writes: usize,
-    /// The transmitter's batch delay, milliseconds.
-    #[arg(long, default_value_t = 5)]
-    pub batch_delay_ms: u64,
+    /// The transmitter's batch delay.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub batch_delay: std::time::Duration,
     /// Write the markdown table here too.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -57,7 +57,7 @@ fn key_of(i: usize) -> String {
     format!("k{i:09}")
 }
 
-pub async fn run(args: BenchTransmitArgs) -> anyhow::Result<()> {
+pub async fn run(args: TransmitArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.rows > 0 && args.batch > 0 && args.connections > 0,
         "--rows, --batch and --connections must be above 0"
@@ -77,14 +77,14 @@ pub async fn run(args: BenchTransmitArgs) -> anyhow::Result<()> {
     db.batch_execute(&format!("TRUNCATE {TABLE}")).await?;
 
     let dir = tempfile::tempdir()?;
-    let mut config = crate::bench::loopback_config(dir.path())?;
+    let mut config = crate::run::loopback_config(dir.path())?;
     config.node.log_retain_entries = u64::MAX / 2;
     config.node.log_fsync = "never".into();
     eprintln!("loading {} writes into a node's log…", args.rows);
     let server = Server::start(config.clone(), |b| b).await?;
     server
         .node()
-        .create_keyspace(crate::bench::string_keyed_json(TABLE), true)
+        .create_keyspace(crate::run::string_keyed_json(TABLE), true)
         .await?;
     let tokens = load(server.node(), args.rows).await?;
     server.shutdown().await?;
@@ -93,7 +93,7 @@ pub async fn run(args: BenchTransmitArgs) -> anyhow::Result<()> {
         url: url.clone(),
         connections: args.connections,
         batch_max_rows: args.batch,
-        batch_max_delay_ms: args.batch_delay_ms,
+        batch_max_delay_ms: args.batch_delay.as_millis() as u64,
         tables: vec![TableMapping {
             keyspace: TABLE.into(),
             table: TABLE.into(),
@@ -144,7 +144,7 @@ pub async fn run(args: BenchTransmitArgs) -> anyhow::Result<()> {
         b = args.batch,
         c = args.connections,
         n = args.rows,
-        d = args.batch_delay_ms,
+        d = args.batch_delay.as_millis(),
         ceil = ceiling,
         pct = drain / ceiling * 100.0,
         p50 = latency.value_at_quantile(0.5) as f64 / 1000.0,
@@ -159,7 +159,7 @@ pub async fn run(args: BenchTransmitArgs) -> anyhow::Result<()> {
 
 /// Rows per second of `connections` clients each upserting its share in `batch`-row
 /// transactions.
-async fn ceiling(url: &str, args: &BenchTransmitArgs) -> anyhow::Result<f64> {
+async fn ceiling(url: &str, args: &TransmitArgs) -> anyhow::Result<f64> {
     let sql = format!(
         "INSERT INTO {TABLE} AS t (k, name, qty, notadb_seq) \
          SELECT u.k, u.name, u.qty, u.seq FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[]) AS u(k, name, qty, seq) \

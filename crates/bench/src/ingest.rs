@@ -1,4 +1,4 @@
-//! `notadb bench-ingest`: end-to-end ingest of a cluster beside its broker's raw publishing in
+//! `notadb-bench ingest`: end-to-end ingest of a cluster beside its broker's raw publishing in
 //! the same run, on JetStream, on Kafka or on both: acknowledged writes per second, and the lag
 //! from acknowledgement until every replica of the owning group applied the write.
 
@@ -36,7 +36,7 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Args, Debug)]
-pub struct BenchIngestArgs {
+pub struct IngestArgs {
     /// NATS server of the JetStream cluster at `--addr` (for the raw JetStream ceiling). The
     /// JetStream cluster is measured when this is given, or when `--kafka-addr` is not (then
     /// at nats://127.0.0.1:4222): `--kafka-addr` without `--nats-url` measures Kafka only.
@@ -59,15 +59,16 @@ pub struct BenchIngestArgs {
     /// Writes per measurement.
     #[arg(long, default_value_t = 50_000)]
     pub writes: usize,
-    /// Writes (and raw publishes or produces) in flight.
+    /// Writes (and raw publishes or produces) in flight: the concurrent clients of this
+    /// open-ended load.
     #[arg(long, default_value_t = 256)]
-    pub in_flight: usize,
+    pub clients: usize,
     /// Value size, bytes.
     #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
-    /// Seconds of the paced run that measures apply lag at half the measured maximum rate.
-    #[arg(long, default_value_t = 10)]
-    pub lag_secs: u64,
+    /// Length of the paced run that measures apply lag at half the measured maximum rate.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lag_duration: std::time::Duration,
     /// Client connections per cluster, spread over every member of the cluster (any node
     /// appends any write); 1 sends everything through the address given (`--addr` or
     /// `--kafka-addr`).
@@ -75,7 +76,7 @@ pub struct BenchIngestArgs {
     pub connections: usize,
 }
 
-impl BenchIngestArgs {
+impl IngestArgs {
     /// The NATS server of the JetStream cluster, `None` when the run measures Kafka only.
     fn jetstream_nats_url(&self) -> Option<&str> {
         match (&self.nats_url, &self.kafka_addr) {
@@ -115,7 +116,7 @@ struct ClusterRun {
     lag: Histogram<u64>,
 }
 
-pub async fn run(addr: &str, args: BenchIngestArgs) -> anyhow::Result<()> {
+pub async fn run(addr: &str, args: IngestArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     if let Some(nats_url) = args.jetstream_nats_url() {
         let raw = raw_publish(nats_url, &args)
@@ -153,7 +154,7 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-fn print_table(args: &BenchIngestArgs, runs: &[BrokerRun]) {
+fn print_table(args: &IngestArgs, runs: &[BrokerRun]) {
     println!("| measurement | writes | writes/s | p50 | p99 |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     for run in runs {
@@ -165,11 +166,11 @@ fn print_table(args: &BenchIngestArgs, runs: &[BrokerRun]) {
         } = run;
         println!(
             "| raw {broker} {raw_what}, {} in flight (ceiling) | {} | {raw:.0} | | |",
-            args.in_flight, args.writes
+            args.clients, args.writes
         );
         println!(
             "| notadb on {broker}: Put acknowledged, {} in flight over {} connection(s) | {} | {:.0} ({:.0}% of raw {broker}) | {:.2} ms | {:.2} ms |",
-            args.in_flight,
+            args.clients,
             c.connections,
             args.writes,
             c.max.rate,
@@ -181,7 +182,7 @@ fn print_table(args: &BenchIngestArgs, runs: &[BrokerRun]) {
             "| notadb on {broker}: apply lag on every replica at {:.0} writes/s (half the maximum) | {} | {:.0} | {:.2} ms | {:.2} ms |",
             c.lag_rate,
             c.lag.len(),
-            c.lag.len() as f64 / args.lag_secs as f64,
+            c.lag.len() as f64 / args.lag_duration.as_secs_f64(),
             ms(c.lag.value_at_quantile(0.5)),
             ms(c.lag.value_at_quantile(0.99))
         );
@@ -189,10 +190,10 @@ fn print_table(args: &BenchIngestArgs, runs: &[BrokerRun]) {
 }
 
 /// The cluster reached at `addr`: unpaced ingest, then apply lag at half its rate.
-async fn measure_cluster(addr: &str, args: &BenchIngestArgs) -> anyhow::Result<ClusterRun> {
+async fn measure_cluster(addr: &str, args: &IngestArgs) -> anyhow::Result<ClusterRun> {
     let client = Client::connect(addr).await?;
     client
-        .create_keyspace(&crate::bench::string_keyed_bytes(KEYSPACE), true)
+        .create_keyspace(&crate::run::string_keyed_bytes(KEYSPACE), true)
         .await?;
     let cluster = client.cluster().await?;
     let mut writers = vec![client.clone()];
@@ -213,7 +214,7 @@ async fn measure_cluster(addr: &str, args: &BenchIngestArgs) -> anyhow::Result<C
             .push(Client::connect(&m.grpc_addr).await?);
     }
     let lag_rate = max.rate / 2.0;
-    let paced_writes = (lag_rate * args.lag_secs as f64) as usize;
+    let paced_writes = (lag_rate * args.lag_duration.as_secs_f64()) as usize;
     let lag = paced_lag(
         &writers,
         args,
@@ -231,8 +232,8 @@ async fn measure_cluster(addr: &str, args: &BenchIngestArgs) -> anyhow::Result<C
     })
 }
 
-/// Raw JetStream publishes with `in_flight` acks outstanding, on a scratch stream; msgs/s.
-async fn raw_publish(nats_url: &str, args: &BenchIngestArgs) -> anyhow::Result<f64> {
+/// Raw JetStream publishes with `clients` acks outstanding, on a scratch stream; msgs/s.
+async fn raw_publish(nats_url: &str, args: &IngestArgs) -> anyhow::Result<f64> {
     let nats = async_nats::connect(nats_url).await?;
     let js = async_nats::jetstream::new(nats);
     let subject = format!("{RAW_SCRATCH}.x");
@@ -247,7 +248,7 @@ async fn raw_publish(nats_url: &str, args: &BenchIngestArgs) -> anyhow::Result<f
     let started = Instant::now();
     let mut acks = futures::stream::FuturesUnordered::new();
     for _ in 0..args.writes {
-        if acks.len() >= args.in_flight {
+        if acks.len() >= args.clients {
             acks.next().await.expect("pending ack")?;
         }
         let ack = js.publish(subject.clone(), payload.clone()).await?;
@@ -261,9 +262,9 @@ async fn raw_publish(nats_url: &str, args: &BenchIngestArgs) -> anyhow::Result<f
     Ok(rate)
 }
 
-/// Raw Kafka produces with `in_flight` deliveries outstanding, on a scratch topic of one
+/// Raw Kafka produces with `clients` deliveries outstanding, on a scratch topic of one
 /// partition (created when missing, deleted after with `--delete-raw-topic`); msgs/s.
-async fn raw_produce(bootstrap: &str, args: &BenchIngestArgs) -> anyhow::Result<f64> {
+async fn raw_produce(bootstrap: &str, args: &IngestArgs) -> anyhow::Result<f64> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap);
     let admin: AdminClient<DefaultClientContext> =
@@ -287,7 +288,7 @@ async fn raw_produce(bootstrap: &str, args: &BenchIngestArgs) -> anyhow::Result<
 }
 
 /// The produces of [`raw_produce`], with an idempotent `acks=all` producer.
-async fn produce(config: &ClientConfig, args: &BenchIngestArgs) -> anyhow::Result<f64> {
+async fn produce(config: &ClientConfig, args: &IngestArgs) -> anyhow::Result<f64> {
     let producer: FutureProducer = config
         .clone()
         .set("acks", "all")
@@ -311,7 +312,7 @@ async fn produce(config: &ClientConfig, args: &BenchIngestArgs) -> anyhow::Resul
     let started = Instant::now();
     let mut deliveries = futures::stream::FuturesUnordered::new();
     for _ in 0..args.writes {
-        if deliveries.len() >= args.in_flight {
+        if deliveries.len() >= args.clients {
             delivered(deliveries.next().await.expect("pending delivery"))?;
         }
         deliveries.push(producer.send_result(record()).map_err(|(e, _)| e)?);
@@ -336,10 +337,10 @@ struct Ingest {
     latency: Histogram<u64>,
 }
 
-/// `writes` puts with `in_flight` outstanding, optionally paced to `rate` per second.
+/// `writes` puts with `clients` outstanding, optionally paced to `rate` per second.
 async fn ingest(
     clients: &[Client],
-    args: &BenchIngestArgs,
+    args: &IngestArgs,
     writes: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<Ingest> {
@@ -351,7 +352,7 @@ async fn ingest(
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        if pending.len() >= args.in_flight {
+        if pending.len() >= args.clients {
             let us = pending.next().await.expect("pending write")?;
             latency.record(us)?;
         }
@@ -378,7 +379,7 @@ async fn ingest(
 /// answered a read carrying its token (so it had applied it), microseconds.
 async fn paced_lag(
     clients: &[Client],
-    args: &BenchIngestArgs,
+    args: &IngestArgs,
     writes: usize,
     rate: f64,
     assignment: &[u32],
@@ -392,7 +393,7 @@ async fn paced_lag(
     for i in 0..writes {
         let due = started + Duration::from_secs_f64(i as f64 / rate.max(1.0));
         tokio::time::sleep_until(due.into()).await;
-        while pending.len() >= args.in_flight {
+        while pending.len() >= args.clients {
             lag.record(pending.next().await.expect("pending")?)?;
         }
         let client = clients[i % clients.len()].clone();

@@ -3,10 +3,11 @@
 
 use super::dataset::Dataset;
 use super::workload::{Op, Params, Target, Variant, Workload};
-use crate::load::progress;
+use crate::cpu::{self, Meter};
 use anyhow::anyhow;
 use async_nats::jetstream::{self, kv};
 use futures::{FutureExt, StreamExt};
+use notadb_cli::load::progress;
 use std::time::Duration;
 
 /// The bucket the benchmark owns (replaced at the first load).
@@ -94,6 +95,10 @@ impl Target for NatsKvTarget {
         }
         bar.finish();
         Ok(())
+    }
+
+    async fn cpu_meter(&self) -> anyhow::Result<Meter> {
+        Ok(Meter::Named(&[cpu::NATS]))
     }
 
     async fn connect(&self, variant: &Variant, data: &Dataset) -> anyhow::Result<Op> {

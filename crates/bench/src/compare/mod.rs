@@ -1,4 +1,4 @@
-//! `notadb bench compare`: the same data set and the same work against notadb, PostgreSQL,
+//! `notadb-bench compare`: the same data set and the same work against notadb, PostgreSQL,
 //! Redis and NATS KV in one run, with the same client concurrency and key distributions;
 //! writes markdown tables, a JSON file with every figure, and SVG plots.
 //!
@@ -18,12 +18,13 @@ mod report;
 pub(crate) mod svg;
 mod workload;
 
-use crate::seed::SeedSize;
+use crate::cpu::Placement;
 use anyhow::{bail, Context};
 use clap::Args;
 use dataset::Dataset;
 use driver::{measure, Measurement, Timing};
 use indicatif::{ProgressBar, ProgressStyle};
+use notadb_cli::seed::SeedSize;
 use prepare::{check_answers, load, warm};
 use report::{Phase, Report, Row, SystemInfo};
 use std::path::PathBuf;
@@ -134,6 +135,7 @@ fn parse_systems(s: &str) -> anyhow::Result<Vec<&str>> {
 /// Opens the systems asked for; one that does not answer is skipped with the reason.
 async fn open_targets(
     args: &CompareArgs,
+    placement: &Placement,
     report: &mut Report,
 ) -> anyhow::Result<Vec<Box<dyn Target>>> {
     let wanted = parse_systems(&args.systems)?;
@@ -144,6 +146,7 @@ async fn open_targets(
             "notadb" => notadb_target::NotadbTarget::open(
                 args.notadb_addr.as_deref(),
                 args.notadb_block_cache_mb,
+                placement,
             )
             .await
             .map(|t| Box::new(t) as Box<dyn Target>),
@@ -254,15 +257,22 @@ async fn run_plans(
             plan.variant.name.chars().take(20).collect::<String>(),
             plan.clients
         ));
-        let result: anyhow::Result<Measurement> = measure(
-            targets[plan.target].as_ref(),
-            &plan.variant,
-            plan.distribution,
-            plan.clients,
-            data,
-            timing,
-        )
-        .await;
+        let target = targets[plan.target].as_ref();
+        let result: anyhow::Result<Measurement> = match target.cpu_meter().await {
+            Ok(meter) => {
+                measure(
+                    target,
+                    &meter,
+                    &plan.variant,
+                    plan.distribution,
+                    plan.clients,
+                    data,
+                    timing,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         bar.inc(1);
         report.rows.push(Row {
             phase: plan.phase,
@@ -276,7 +286,7 @@ async fn run_plans(
     bar.finish_and_clear();
 }
 
-pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
+pub async fn run(placement: &Placement, args: CompareArgs) -> anyhow::Result<()> {
     let workloads = Workload::parse(&args.workloads)?;
     let distributions = Distribution::parse(&args.distributions)?;
     let sweep = parse_list(&args.sweep, "--sweep")?;
@@ -299,19 +309,20 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         seed: args.seed,
         keys: args.keys,
         value_bytes: args.value_bytes,
-        now_micros: crate::seed::now_micros(),
+        now_micros: notadb_cli::seed::now_micros(),
     };
     let mut report = Report::new(
         // The command as a user would type it: the binary by its name, not its path.
-        std::iter::once("notadb".to_string())
+        std::iter::once("notadb-bench".to_string())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
             .join(" "),
+        placement.describe(),
         timing,
         data,
         args.clients,
     );
-    let mut targets = open_targets(&args, &mut report).await?;
+    let mut targets = open_targets(&args, placement, &mut report).await?;
     report.systems = targets
         .iter()
         .map(|t| SystemInfo {

@@ -3,10 +3,11 @@
 
 use super::dataset::Dataset;
 use super::workload::{score_answer, Op, Params, Target, Variant, Workload};
-use crate::load::progress;
-use crate::seed;
+use crate::cpu::{self, Meter};
 use anyhow::anyhow;
 use futures::FutureExt;
+use notadb_cli::load::progress;
+use notadb_cli::seed;
 use redis::aio::MultiplexedConnection;
 
 /// Every key the benchmark writes starts with this; the first load deletes them all.
@@ -195,6 +196,10 @@ impl Target for RedisTarget {
         out.flush().await?;
         out.bar.finish();
         Ok(())
+    }
+
+    async fn cpu_meter(&self) -> anyhow::Result<Meter> {
+        Ok(Meter::Named(&[cpu::REDIS]))
     }
 
     async fn connect(&self, variant: &Variant, data: &Dataset) -> anyhow::Result<Op> {

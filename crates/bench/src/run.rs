@@ -1,12 +1,15 @@
-//! `notadb bench`: the seed questions, point `Get` and `Put` against a running node with N
-//! concurrent clients; prints ops/s, the servers' CPU time per request and latency
-//! percentiles as a markdown table.
+//! `notadb-bench run`: the seed questions, point `Get`, `MultiGet` and `Put` against a running
+//! node with N concurrent clients; prints ops/s, the servers' CPU time per request and latency
+//! percentiles as a markdown table. Given several nodes (`--addr before,after`) and
+//! `--rounds`, it interleaves them workload by workload, so drift in a noisy machine falls on
+//! both, and reports each one's median and spread.
 
-use crate::load::{progress, send_writes};
-use crate::seed;
+use crate::cpu::{Meter, Placement, Window};
 use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
+use notadb_cli::load::{progress, send_writes};
+use notadb_cli::seed;
 use notadb_client::{proto, Client, ClientError, Element, KeyspaceSchema};
 use notadb_types::{ElementType, KeyElement, Order, ValueFormat};
 use rand::rngs::StdRng;
@@ -31,7 +34,7 @@ const WORKLOADS: [&str; 7] = [
 const MULTI_GET_KEYS: usize = 100;
 
 #[derive(Args, Debug)]
-pub struct BenchArgs {
+pub struct RunArgs {
     /// Concurrent clients, comma separated (each its own connection), e.g. `1,16`.
     #[arg(long, default_value = "16")]
     pub clients: String,
@@ -65,6 +68,10 @@ pub struct BenchArgs {
     /// Send every call over gRPC instead of the frame protocol (to compare the two).
     #[arg(long)]
     pub grpc: bool,
+    /// Measurements of each workload per node; with several nodes in `--addr`, rounds
+    /// alternate between them.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
 }
 
 /// A keyspace of byte values under one string key element `k` (the get, put and ingest
@@ -110,7 +117,7 @@ async fn call(
     workload: &str,
     client: &Client,
     rng: &mut StdRng,
-    args: &BenchArgs,
+    args: &RunArgs,
 ) -> Result<(), ClientError> {
     match workload {
         "q1-scan" => {
@@ -180,49 +187,22 @@ struct Measured {
     errors: u64,
     histogram: Histogram<u64>,
     elapsed: Duration,
-    /// CPU time the measured nodes' processes used in the window, microseconds.
-    server_cpu_micros: u64,
+    /// CPU time the measured nodes' processes used per request in the window, microseconds.
+    server_cpu_per_op: Option<f64>,
 }
 
-/// CPU time the processes of `nodes` have used so far, microseconds (from their `Status`).
-async fn servers_cpu(nodes: &[Client]) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for node in nodes {
-        total += node
-            .status()
-            .await
-            .context("reading a node's CPU time")?
-            .cpu_micros;
+impl Measured {
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
     }
-    Ok(total)
-}
-
-/// The nodes whose CPU time a run accounts: every ready member of the cluster `addr` is in
-/// (requests forwarded or routed to other nodes cost there), or just `addr`.
-async fn measured_nodes(addr: &str) -> anyhow::Result<Vec<Client>> {
-    let entry = Client::connect_grpc(addr).await?;
-    let members: Vec<String> = match entry.cluster().await {
-        Ok(c) if !c.members.is_empty() => c
-            .members
-            .into_iter()
-            .filter(|m| m.ready)
-            .map(|m| m.grpc_addr)
-            .collect(),
-        _ => return Ok(vec![entry]),
-    };
-    let mut nodes = Vec::new();
-    for m in members {
-        nodes.push(Client::connect_grpc(&m).await?);
-    }
-    Ok(nodes)
 }
 
 async fn measure(
     addr: &str,
-    nodes: &[Client],
+    meter: &Meter,
     workload: &'static str,
     clients: usize,
-    args: &BenchArgs,
+    args: &RunArgs,
 ) -> anyhow::Result<Measured> {
     let mut connections = Vec::new();
     for _ in 0..clients {
@@ -240,7 +220,7 @@ async fn measure(
     let end = measure_from + args.duration;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, client) in connections.into_iter().enumerate() {
-        let args = BenchArgs {
+        let args = RunArgs {
             clients: String::new(),
             workloads: String::new(),
             ..*args
@@ -273,15 +253,15 @@ async fn measure(
         });
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_from = servers_cpu(nodes).await?;
+    let window = Window::start(meter).await?;
     tokio::time::sleep_until(end.into()).await;
-    let cpu_to = servers_cpu(nodes).await?;
+    let cpu_used = window.used().await?;
     let mut total = Measured {
         ops: 0,
         errors: 0,
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
         elapsed: args.duration,
-        server_cpu_micros: cpu_to.saturating_sub(cpu_from),
+        server_cpu_per_op: None,
     };
     while let Some(done) = tasks.join_next().await {
         let (ops, errors, h) = done??;
@@ -289,16 +269,74 @@ async fn measure(
         total.errors += errors;
         total.histogram.add(&h).context("merging histograms")?;
     }
+    total.server_cpu_per_op = cpu_used.map(|c| c as f64 / total.ops.max(1) as f64);
     Ok(total)
 }
 
-pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
+/// Loads `bench_kv` into the node at `addr` and waits until it is applied.
+async fn load_kv(client: &Client, args: &RunArgs) -> anyhow::Result<()> {
+    client
+        .create_keyspace(&string_keyed_bytes(KV), true)
+        .await?;
+    let bar = progress(args.kv_keys as u64, KV);
+    let mut rng = StdRng::seed_from_u64(7);
+    let writes: Vec<Vec<proto::Mutation>> = (0..args.kv_keys)
+        .map(|i| {
+            vec![proto::Mutation {
+                op: Some(proto::mutation::Op::Put(proto::PutRequest {
+                    keyspace: KV.into(),
+                    key: Some(notadb_client::tuple(&kv_key(i))),
+                    value: Some(value(&mut rng)),
+                })),
+            }]
+        })
+        .collect();
+    let tokens = send_writes(client, writes.into_iter().map(|w| vec![w]), 64, &bar).await?;
+    bar.finish();
+    client
+        .clone()
+        .with_timeout(Duration::from_secs(600))
+        .multi_get(KV, &[kv_key(0)], &tokens)
+        .await?;
+    Ok(())
+}
+
+/// Median and smallest..largest of `v` (empty: `None`).
+fn median_spread(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = match n {
+        0 => return None,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    Some((median, v[0], v[n - 1]))
+}
+
+/// `median` or `median (min–max)` when several rounds were measured.
+fn with_spread(v: Vec<f64>, precision: usize) -> String {
+    match median_spread(v.clone()) {
+        None => "n/a".into(),
+        Some((m, lo, hi)) if v.len() > 1 => {
+            format!("{m:.precision$} ({lo:.precision$}–{hi:.precision$})")
+        }
+        Some((m, _, _)) => format!("{m:.precision$}"),
+    }
+}
+
+pub async fn run(addr: &str, placement: &Placement, args: RunArgs) -> anyhow::Result<()> {
     let clients: Vec<usize> = args
         .clients
         .split(',')
         .map(|c| c.trim().parse())
         .collect::<Result<_, _>>()
         .context("--clients: expected numbers")?;
+    if clients.contains(&0) {
+        bail!("--clients: at least 1");
+    }
+    if args.rounds == 0 {
+        bail!("--rounds: at least 1");
+    }
     let workloads: Vec<&'static str> = if args.workloads == "all" {
         WORKLOADS.to_vec()
     } else {
@@ -324,68 +362,76 @@ pub async fn run(addr: &str, args: BenchArgs) -> anyhow::Result<()> {
     if args.kv_keys < seed::CATALOG_ITEMS {
         bail!("--kv-keys: at least {}", seed::CATALOG_ITEMS);
     }
-    let client = Client::connect(addr).await?;
-    if workloads
-        .iter()
-        .any(|w| ["get", "multi-get", "put"].contains(w))
-        && !args.no_load
-    {
-        client
-            .create_keyspace(&string_keyed_bytes(KV), true)
-            .await?;
-        let bar = progress(args.kv_keys as u64, KV);
-        let mut rng = StdRng::seed_from_u64(7);
-        let writes: Vec<Vec<proto::Mutation>> = (0..args.kv_keys)
-            .map(|i| {
-                vec![proto::Mutation {
-                    op: Some(proto::mutation::Op::Put(proto::PutRequest {
-                        keyspace: KV.into(),
-                        key: Some(notadb_client::tuple(&kv_key(i))),
-                        value: Some(value(&mut rng)),
-                    })),
-                }]
-            })
-            .collect();
-        let tokens = send_writes(&client, writes.into_iter().map(|w| vec![w]), 64, &bar).await?;
-        bar.finish();
-        client
-            .clone()
-            .with_timeout(Duration::from_secs(600))
-            .multi_get(KV, &[kv_key(0)], &tokens)
-            .await?;
+    let addrs: Vec<&str> = addr.split(',').map(str::trim).collect();
+    let mut meters = Vec::new();
+    for &addr in &addrs {
+        let client = Client::connect(addr).await?;
+        let point = ["get", "multi-get", "put"];
+        if workloads.iter().any(|w| point.contains(w)) && !args.no_load {
+            load_kv(&client, &args).await?;
+        }
+        println!(
+            "node {addr}: client transport {}",
+            if args.grpc {
+                "grpc"
+            } else {
+                client.transport()
+            },
+        );
+        meters.push(Meter::notadb_at(addr).await?);
     }
-    let nodes = measured_nodes(addr).await?;
     println!(
-        "\nclient transport: {}; server CPU: {} node process(es), user + system time in the \
-         measured window",
-        if args.grpc {
-            "grpc"
+        "\n{}; server CPU: user + system time of the node processes (every ready member of a \
+         cluster) in the measured window; {} round(s){}",
+        placement.describe(),
+        args.rounds,
+        if addrs.len() > 1 {
+            ", the nodes alternating; figures are the median (smallest–largest)"
         } else {
-            client.transport()
-        },
-        nodes.len()
+            ""
+        }
     );
     println!(
-        "\n| workload | clients | ops/s | server CPU µs/op | server cores | p50 ms | p99 ms | p999 ms | errors |"
+        "\n| workload | clients | node | ops/s | server CPU µs/op | server cores | p50 ms | p99 ms | p999 ms | errors |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for workload in &workloads {
         for &n in &clients {
-            match measure(addr, &nodes, workload, n, &args).await {
-                Ok(m) => {
-                    let q = |p: f64| m.histogram.value_at_quantile(p) as f64 / 1000.0;
-                    println!(
-                        "| {workload} | {n} | {:.0} | {:.1} | {:.2} | {:.3} | {:.3} | {:.3} | {} |",
-                        m.ops as f64 / m.elapsed.as_secs_f64(),
-                        m.server_cpu_micros as f64 / m.ops.max(1) as f64,
-                        m.server_cpu_micros as f64 / m.elapsed.as_micros() as f64,
-                        q(0.5),
-                        q(0.99),
-                        q(0.999),
-                        m.errors
-                    );
+            let mut results: Vec<Vec<Measured>> = addrs.iter().map(|_| Vec::new()).collect();
+            let mut failed = vec![None; addrs.len()];
+            for _ in 0..args.rounds {
+                for (i, (&addr, meter)) in addrs.iter().zip(&meters).enumerate() {
+                    match measure(addr, meter, workload, n, &args).await {
+                        Ok(m) => results[i].push(m),
+                        Err(e) => failed[i] = Some(e.to_string()),
+                    }
                 }
-                Err(e) => println!("| {workload} | {n} | skipped: {e} | | | | | | |"),
+            }
+            for (i, &addr) in addrs.iter().enumerate() {
+                let ms = &results[i];
+                if let Some(e) = &failed[i] {
+                    println!("| {workload} | {n} | {addr} | skipped: {e} | | | | | | |");
+                    continue;
+                }
+                let each = |f: &dyn Fn(&Measured) -> Option<f64>| -> Vec<f64> {
+                    ms.iter().filter_map(f).collect()
+                };
+                let q = |p: f64| {
+                    move |m: &Measured| Some(m.histogram.value_at_quantile(p) as f64 / 1000.0)
+                };
+                println!(
+                    "| {workload} | {n} | {addr} | {} | {} | {} | {} | {} | {} | {} |",
+                    with_spread(each(&|m| Some(m.ops_per_sec())), 0),
+                    with_spread(each(&|m| m.server_cpu_per_op), 1),
+                    with_spread(
+                        each(&|m| m.server_cpu_per_op.map(|c| c * m.ops_per_sec() / 1e6)),
+                        2
+                    ),
+                    with_spread(each(&q(0.5)), 3),
+                    with_spread(each(&q(0.99)), 3),
+                    with_spread(each(&q(0.999)), 3),
+                    ms.iter().map(|m| m.errors).sum::<u64>()
+                );
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use super::dataset::Dataset;
 use super::workload::{Distribution, Params, Picker, Target, Variant};
+use crate::cpu::Meter;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -41,6 +42,9 @@ pub struct Window {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub errors: u64,
+    /// The server's CPU time per operation in the window, microseconds (`None` when the
+    /// system's processes could not be read: a peer on another machine).
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 /// The windows of one (variant, distribution, clients) measurement.
@@ -87,6 +91,15 @@ impl Measurement {
     pub fn p999(&self) -> f64 {
         median(self.each(|w| w.p999_ms))
     }
+    /// Median server CPU microseconds per operation over the windows that could read it.
+    pub fn cpu_per_op(&self) -> Option<f64> {
+        let v: Vec<f64> = self
+            .windows
+            .iter()
+            .filter_map(|w| w.server_cpu_us_per_op)
+            .collect();
+        (!v.is_empty()).then(|| median(v))
+    }
     pub fn errors(&self) -> u64 {
         self.windows.iter().map(|w| w.errors).sum()
     }
@@ -96,9 +109,10 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3).expect("valid bounds")
 }
 
-/// Runs `variant` with `clients` concurrent clients.
+/// Runs `variant` with `clients` concurrent clients, reading `meter` at every window's edges.
 pub async fn measure(
     target: &dyn Target,
+    meter: &Meter,
     variant: &Variant,
     distribution: Distribution,
     clients: usize,
@@ -149,6 +163,11 @@ pub async fn measure(
             (hists, errors, first_error)
         });
     }
+    let mut readings = Vec::with_capacity(windows + 1);
+    for k in 0..=windows {
+        tokio::time::sleep_until((measure_from + timing.duration * k as u32).into()).await;
+        readings.push(meter.micros().await?);
+    }
     let mut hists: Vec<Histogram<u64>> = (0..windows).map(|_| histogram()).collect();
     let mut errors = vec![0u64; windows];
     let mut first_error = None;
@@ -165,13 +184,20 @@ pub async fn measure(
         windows: hists
             .iter()
             .zip(errors)
-            .map(|(h, errors)| Window {
+            .zip(readings.windows(2))
+            .map(|((h, errors), cpu)| Window {
                 ops_per_sec: h.len() as f64 / timing.duration.as_secs_f64(),
                 p50_ms: q(h, 0.5),
                 p90_ms: q(h, 0.9),
                 p99_ms: q(h, 0.99),
                 p999_ms: q(h, 0.999),
                 errors,
+                server_cpu_us_per_op: match (cpu[0], cpu[1]) {
+                    (Some(from), Some(to)) if !h.is_empty() => {
+                        Some(to.saturating_sub(from) as f64 / h.len() as f64)
+                    }
+                    _ => None,
+                },
             })
             .collect(),
         first_error,
@@ -191,6 +217,7 @@ mod tests {
             p99_ms: 0.0,
             p999_ms: 0.0,
             errors: 1,
+            server_cpu_us_per_op: (ops > 10.0).then_some(ops / 5.0),
         };
         let m = Measurement {
             windows: vec![w(30.0), w(10.0), w(20.0)],
@@ -200,6 +227,7 @@ mod tests {
         assert_eq!(m.ops_spread(), (10.0, 30.0));
         assert_eq!(m.p50(), 2.0);
         assert_eq!(m.errors(), 3);
+        assert_eq!(m.cpu_per_op(), Some(5.0));
         assert_eq!(median(vec![1.0, 4.0]), 2.5);
     }
 }

@@ -3,11 +3,14 @@
 
 use super::dataset::Dataset;
 use super::workload::{score_answer, Op, Params, Target, Variant, Workload, TOP_N};
-use crate::bench::string_keyed_bytes;
-use crate::load::{progress, send_writes};
-use crate::seed;
+use crate::cpu::Meter;
+use crate::cpu::Placement;
+use crate::node::StartedNode;
+use crate::run::string_keyed_bytes;
 use anyhow::{anyhow, bail, Context};
 use futures::FutureExt;
+use notadb_cli::load::{progress, send_writes};
+use notadb_cli::seed;
 use notadb_client::{proto, tuple, value_bytes, Client, Element, Token};
 use notadb_examples::{activity, items};
 use notadb_proto::tuple_from_proto;
@@ -32,68 +35,25 @@ pub struct NotadbTarget {
     partitioner: Partitioner,
     description: String,
     /// The node this command started, stopped when the target is dropped.
-    _node: Option<(tokio::process::Child, tempfile::TempDir)>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    _node: Option<StartedNode>,
 }
 
 impl NotadbTarget {
     /// Connects to `addr`, or starts a node with a block cache of `block_cache_mb` when
     /// `addr` is `None`.
-    pub async fn open(addr: Option<&str>, block_cache_mb: usize) -> anyhow::Result<NotadbTarget> {
+    pub async fn open(
+        addr: Option<&str>,
+        block_cache_mb: usize,
+        placement: &Placement,
+    ) -> anyhow::Result<NotadbTarget> {
         let (addr, node) = match addr {
             Some(a) => (a.to_string(), None),
             None => {
-                let dir = tempfile::tempdir()?;
-                let addr = format!("127.0.0.1:{}", free_port()?);
-                let config = dir.path().join("notadb.toml");
-                std::fs::write(
-                    &config,
-                    format!("[node]\nblock_cache_mb = {block_cache_mb}\n"),
-                )?;
-                let child = tokio::process::Command::new(std::env::current_exe()?)
-                    .arg("serve")
-                    .arg("--config")
-                    .arg(&config)
-                    .arg("--with-examples")
-                    .arg("--data-dir")
-                    .arg(dir.path().join("data"))
-                    .arg("--grpc-addr")
-                    .arg(&addr)
-                    .arg("--admin-addr")
-                    .arg(format!("127.0.0.1:{}", free_port()?))
-                    .arg("--frame-addr")
-                    .arg(format!("127.0.0.1:{}", free_port()?))
-                    .env("RUST_LOG", "warn")
-                    .stdout(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .context("starting `notadb serve`")?;
-                (addr, Some((child, dir)))
+                let config = format!("[node]\nblock_cache_mb = {block_cache_mb}\n");
+                let node = StartedNode::start(&config, placement).await?;
+                (node.addr.clone(), Some(node))
             }
         };
-        let mut last = None;
-        for _ in 0..300 {
-            match Client::connect(&addr).await {
-                Ok(c) => match c.status().await {
-                    Ok(s) if s.ready => {
-                        last = None;
-                        break;
-                    }
-                    Ok(_) => last = Some(anyhow!("the node at {addr} is not ready")),
-                    Err(e) => last = Some(e.into()),
-                },
-                Err(e) => last = Some(e.into()),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if let Some(e) = last {
-            return Err(e.context(format!("notadb at {addr}")));
-        }
         let client = Client::connect(&addr).await?.with_timeout(REQUEST_TIMEOUT);
         let status = client.status().await?;
         let cluster = client.cluster().await?;
@@ -263,6 +223,10 @@ impl Target for NotadbTarget {
             .await
             .context("waiting until the loaded data is applied")?;
         Ok(())
+    }
+
+    async fn cpu_meter(&self) -> anyhow::Result<Meter> {
+        Meter::notadb_at(&self.addr).await
     }
 
     async fn connect(&self, variant: &Variant, data: &Dataset) -> anyhow::Result<Op> {

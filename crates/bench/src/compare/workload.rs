@@ -2,6 +2,7 @@
 //! the interface every compared system implements.
 
 use super::dataset::Dataset;
+use crate::cpu::Meter;
 use futures::future::BoxFuture;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -228,4 +229,6 @@ pub trait Target: Send + Sync {
     async fn load(&mut self, from: Option<&Dataset>, data: &Dataset) -> anyhow::Result<()>;
     /// One client: its own connection, and the request function of `variant`.
     async fn connect(&self, variant: &Variant, data: &Dataset) -> anyhow::Result<Op>;
+    /// Reads the server's CPU time (peers: their processes on this machine, by name).
+    async fn cpu_meter(&self) -> anyhow::Result<Meter>;
 }

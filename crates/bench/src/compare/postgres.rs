@@ -3,11 +3,12 @@
 
 use super::dataset::Dataset;
 use super::workload::{score_answer, Op, Params, Target, Variant, Workload};
-use crate::load::progress;
-use crate::seed;
+use crate::cpu::{self, Meter};
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt};
+use notadb_cli::load::progress;
+use notadb_cli::seed;
 use notadb_examples::activity::HOUR_MICROS;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -196,6 +197,10 @@ impl Target for PostgresTarget {
             .batch_execute("VACUUM ANALYZE items, activity, kv")
             .await?;
         Ok(())
+    }
+
+    async fn cpu_meter(&self) -> anyhow::Result<Meter> {
+        Ok(Meter::Named(&[cpu::POSTGRES]))
     }
 
     async fn connect(&self, variant: &Variant, data: &Dataset) -> anyhow::Result<Op> {

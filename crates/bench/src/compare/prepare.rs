@@ -98,7 +98,7 @@ pub async fn warm(
                 )
             }));
         }
-        let bar = crate::load::progress(requests.len() as u64, &format!("warm {}", t.name()));
+        let bar = notadb_cli::load::progress(requests.len() as u64, &format!("warm {}", t.name()));
         let mut ops = BTreeMap::new();
         for (v, _) in &requests {
             if let std::collections::btree_map::Entry::Vacant(slot) =

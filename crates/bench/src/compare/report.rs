@@ -64,9 +64,17 @@ pub struct Report {
     pub dataset: Dataset,
     pub grown: Option<Dataset>,
     pub systems: Vec<SystemInfo>,
+    /// Where servers and load generator ran (`--server-cpus`, `--client-cpus`).
+    pub placement: String,
     pub skipped: Vec<Skipped>,
     pub checks: Vec<Check>,
     pub rows: Vec<Row>,
+}
+
+/// Server CPU microseconds per operation, or `n/a` when the system's processes could not be
+/// read.
+fn fmt_cpu(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.1}"))
 }
 
 fn fmt_ops(v: f64) -> String {
@@ -83,8 +91,15 @@ fn fmt_ops(v: f64) -> String {
 }
 
 impl Report {
-    pub fn new(command: String, timing: Timing, dataset: Dataset, clients: usize) -> Report {
+    pub fn new(
+        command: String,
+        placement: String,
+        timing: Timing,
+        dataset: Dataset,
+        clients: usize,
+    ) -> Report {
         Report {
+            placement,
             command,
             machine: Machine::read(),
             timing,
@@ -176,8 +191,11 @@ impl Report {
     }
 
     fn results_table(&self, out: &mut String, rows: &[&Row]) {
-        let _ = writeln!(out, "| system | variant | keys | clients | ops/s (median) | spread | p50 ms | p99 ms | p999 ms | errors | ÷ best peer |");
-        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "| system | variant | keys | clients | ops/s (median) | spread | server CPU µs/op | p50 ms | p99 ms | p999 ms | errors | ÷ best peer |");
+        let _ = writeln!(
+            out,
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for row in rows {
             match &row.result {
                 Ok(m) => {
@@ -187,7 +205,7 @@ impl Report {
                         .map_or("—".into(), |b| format!("{:.2}", m.ops() / b));
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {} | {} | {} | {}–{} | {:.3} | {:.3} | {:.3} | {} | {} |",
+                        "| {} | {} | {} | {} | {} | {}–{} | {} | {:.3} | {:.3} | {:.3} | {} | {} |",
                         row.variant.system,
                         row.variant.name,
                         row.distribution.id(),
@@ -195,6 +213,7 @@ impl Report {
                         fmt_ops(m.ops()),
                         fmt_ops(lo),
                         fmt_ops(hi),
+                        fmt_cpu(m.cpu_per_op()),
                         m.p50(),
                         m.p99(),
                         m.p999(),
@@ -205,7 +224,7 @@ impl Report {
                 Err(e) => {
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {} | {} | failed: {} | | | | | | |",
+                        "| {} | {} | {} | {} | failed: {} | | | | | | | |",
                         row.variant.system,
                         row.variant.name,
                         row.distribution.id(),
@@ -220,9 +239,9 @@ impl Report {
     fn aims(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "| aim | notadb ops/s | peer ops/s | ratio | notadb p99 ms | peer p99 ms | met |"
+            "| aim | notadb ops/s | peer ops/s | ratio | notadb CPU µs/op | peer CPU µs/op | notadb p99 ms | peer p99 ms | met |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
         let aims: [(&str, Workload, &str, f64, bool); 5] = [
             (
                 "seed question 1 ≥ 5x PostgreSQL, p99 no worse",
@@ -261,16 +280,18 @@ impl Report {
                     let met = ratio >= factor && (!p99 || n.p99() <= p.p99());
                     let _ = writeln!(
                         out,
-                        "| {aim} | {} | {} | {ratio:.2} | {:.3} | {:.3} | {} |",
+                        "| {aim} | {} | {} | {ratio:.2} | {} | {} | {:.3} | {:.3} | {} |",
                         fmt_ops(n.ops()),
                         fmt_ops(p.ops()),
+                        fmt_cpu(n.cpu_per_op()),
+                        fmt_cpu(p.cpu_per_op()),
                         n.p99(),
                         p.p99(),
                         if met { "yes" } else { "**no**" }
                     );
                 }
                 None => {
-                    let _ = writeln!(out, "| {aim} | | | | | | not measured |");
+                    let _ = writeln!(out, "| {aim} | | | | | | | | not measured |");
                 }
             }
         }
@@ -282,7 +303,7 @@ impl Report {
         let _ = writeln!(o, "## Side by side: notadb, PostgreSQL, Redis, NATS KV\n");
         let _ = writeln!(o, "```sh\n{}\n```\n", self.command);
         let m = &self.machine;
-        let _ = writeln!(o, "Machine: {} cores ({}), {} GiB, Linux {}. Clients and servers share these cores; every client is its own connection in a closed loop. After loading, every system read its whole data set once (the caches of a service that has been running). Before each measurement, a warm-up {:.1} s, then {} windows of {:.1} s: ops/s is the median window and the spread its smallest and largest; latencies are the median window's percentiles.\n", m.cores, m.cpu, m.memory_gib, m.kernel, self.timing.warmup.as_secs_f64(), self.timing.repetitions, self.timing.duration.as_secs_f64());
+        let _ = writeln!(o, "Machine: {} cores ({}), {} GiB, Linux {}; {}. Every client is its own connection in a closed loop. Server CPU µs/op: the user + system time the system's server processes used in a window over the operations in it (notadb: the node's own report; peers: their processes on this machine, found by name; `n/a` when there are none). After loading, every system read its whole data set once (the caches of a service that has been running). Before each measurement, a warm-up {:.1} s, then {} windows of {:.1} s: ops/s is the median window and the spread its smallest and largest; latencies are the median window's percentiles.\n", m.cores, m.cpu, m.memory_gib, m.kernel, self.placement, self.timing.warmup.as_secs_f64(), self.timing.repetitions, self.timing.duration.as_secs_f64());
         let d = &self.dataset;
         let _ = writeln!(o, "Data set: {} items ({} stores × {} products × {}), {} activity events ({} users × {} in the past 24 h), {} point keys with {}-byte values. Keys: uniform, and zipfian (exponent 0.99, hot keys scattered).\n", fmt_ops(d.items() as f64), d.seed.stores, d.seed.products, d.seed.items, fmt_ops(d.events() as f64), d.seed.users, d.seed.events_per_user, fmt_ops(d.keys as f64), d.value_bytes);
         let _ = writeln!(

@@ -1,7 +1,7 @@
 //! The generated data set every system loads: the seed data (items and activity) and the
 //! point-workload keys with their values.
 
-use crate::seed::SeedSize;
+use notadb_cli::seed::SeedSize;
 use std::ops::Range;
 
 /// The data set; everything in it is a function of these sizes and `now_micros`.
