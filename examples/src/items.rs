@@ -4,7 +4,8 @@ use notadb::{
     Element, ElementType, KeyElement, KeyRange, KeyspaceSchema, NodeError, Order, QueryContext,
     ValueFormat,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
+use std::fmt::Write;
 
 /// Keyspace `items`: key `(store_id, product, score desc, item_id)`, partitioned by
 /// `store_id`, JSON values with `available: bool`.
@@ -30,16 +31,21 @@ pub fn schema() -> KeyspaceSchema {
 
 /// Handler `top_available`. Partition key: `[store_id]`; args: `{"product": P, "limit": N}`
 /// (limit defaults to 10). Rows come best score first because `score` sorts descending.
-pub fn top_available(ctx: &QueryContext<'_>, args: &Value) -> Result<Value, NodeError> {
+/// The answer, `[{"item": <stored value>, "item_id": I, "score": S}, ...]`, is written as
+/// JSON text (register it as `JsonHandler(top_available)`): each chosen row's stored JSON is
+/// copied in, never parsed.
+pub fn top_available(ctx: &QueryContext<'_>, args: &Value) -> Result<String, NodeError> {
     let product = args["product"]
         .as_str()
         .ok_or_else(|| NodeError::invalid("args.product: expected a string"))?;
     let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     let mut prefix = ctx.partition_key().to_vec();
     prefix.push(Element::String(product.into()));
-    let mut top = Vec::with_capacity(limit);
+    let mut out = String::with_capacity(256 * limit.min(100) + 2);
+    out.push('[');
+    let mut found = 0;
     let mut rows = ctx.scan("items", &KeyRange::prefix(prefix), false)?;
-    while top.len() < limit {
+    while found < limit {
         let Some(row) = rows.next_raw() else { break };
         let row = row?;
         // Rows are borrowed: only `available` is read until a row is chosen.
@@ -47,10 +53,19 @@ pub fn top_available(ctx: &QueryContext<'_>, args: &Value) -> Result<Value, Node
             continue;
         }
         let key = row.key()?;
-        let value = row
-            .json()
-            .map_err(|e| NodeError::Internal(format!("item value: {e}")))?;
-        top.push(json!({"item_id": key[3].to_json(), "score": key[2].to_json(), "item": value}));
+        if found > 0 {
+            out.push(',');
+        }
+        // Object keys in sorted order, as a `serde_json::Value` would print them.
+        let _ = write!(
+            out,
+            r#"{{"item":{},"item_id":{},"score":{}}}"#,
+            row.json_text()?,
+            key[3].to_json(),
+            key[2].to_json()
+        );
+        found += 1;
     }
-    Ok(Value::Array(top))
+    out.push(']');
+    Ok(out)
 }

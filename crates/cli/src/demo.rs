@@ -5,7 +5,7 @@ use crate::load::{progress, send_writes};
 use crate::seed::{self, most_viewed_request, top_items_request, SeedSize};
 use anyhow::{anyhow, Context};
 use clap::Args;
-use notadb::{NodeConfig, Server, ServerConfig};
+use notadb::{JsonHandler, NodeConfig, Server, ServerConfig};
 use notadb_client::{Client, Element};
 use notadb_examples::{activity, items};
 use notadb_proto::{element_from_proto, tuple_from_proto};
@@ -75,7 +75,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let server = Server::start(config, |node| {
         node.keyspace(items::schema())
             .keyspace(activity::schema())
-            .handler("top_available", items::top_available)
+            .handler("top_available", JsonHandler(items::top_available))
             .handler("most_viewed", activity::most_viewed)
     })
     .await

@@ -188,8 +188,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let with_examples = args.with_examples;
     let server = Server::start(config, |node| {
         if with_examples {
-            node.handler("top_available", notadb_examples::items::top_available)
-                .handler("most_viewed", notadb_examples::activity::most_viewed)
+            node.handler(
+                "top_available",
+                notadb::JsonHandler(notadb_examples::items::top_available),
+            )
+            .handler("most_viewed", notadb_examples::activity::most_viewed)
         } else {
             node
         }

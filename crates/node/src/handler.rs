@@ -6,7 +6,7 @@ use crate::query::range::{resolve, Partitions};
 use crate::request::{KeyRange, Row};
 use crate::NodeError;
 use notadb_storage::{value, Cursor, ReadView};
-use notadb_types::{Element, KeyspaceSchema, PartitionId, Partitioner};
+use notadb_types::{Element, KeyspaceSchema, PartitionId, Partitioner, ValueFormat};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -26,6 +26,57 @@ pub trait QueryHandler: Send + Sync + 'static {
         ctx: &QueryContext<'_>,
         args: &serde_json::Value,
     ) -> Result<serde_json::Value, NodeError>;
+
+    /// Answers one call as JSON text, which is what a client receives. The default
+    /// serializes `run`'s value; [`JsonHandler`] writes the text itself.
+    fn run_json(
+        &self,
+        ctx: &QueryContext<'_>,
+        args: &serde_json::Value,
+    ) -> Result<String, NodeError> {
+        let value = self.run(ctx, args)?;
+        serde_json::to_string(&value)
+            .map_err(|e| NodeError::Internal(format!("the handler's answer: {e}")))
+    }
+}
+
+/// A handler that writes its answer as JSON text instead of building a `serde_json::Value`:
+/// rows' stored JSON ([`RawRow::json_text`]) goes into the answer without being parsed,
+/// copied into a tree and serialized again. `F` is
+/// `Fn(&QueryContext, &serde_json::Value) -> Result<String, NodeError>`; the text is checked
+/// to be one JSON value before it is sent (a handler bug becomes an error, not a broken
+/// answer).
+pub struct JsonHandler<F>(pub F);
+
+impl<F> QueryHandler for JsonHandler<F>
+where
+    F: Fn(&QueryContext<'_>, &serde_json::Value) -> Result<String, NodeError>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn run(
+        &self,
+        ctx: &QueryContext<'_>,
+        args: &serde_json::Value,
+    ) -> Result<serde_json::Value, NodeError> {
+        let text = (self.0)(ctx, args)?;
+        serde_json::from_str(&text).map_err(not_json)
+    }
+
+    fn run_json(
+        &self,
+        ctx: &QueryContext<'_>,
+        args: &serde_json::Value,
+    ) -> Result<String, NodeError> {
+        let text = (self.0)(ctx, args)?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(not_json)?;
+        Ok(text)
+    }
+}
+
+fn not_json(e: serde_json::Error) -> NodeError {
+    NodeError::Internal(format!("the handler's answer is not one JSON value: {e}"))
 }
 
 impl<F> QueryHandler for F
@@ -202,6 +253,20 @@ impl RawRow<'_> {
         self.schema
             .decode_key(self.encoded)
             .map_err(|e| NodeError::Internal(format!("stored key does not decode: {e}")))
+    }
+
+    /// The value as the JSON text it is stored as (values of a JSON keyspace are checked
+    /// to be JSON when written), to copy into a [`JsonHandler`]'s answer; an error for a
+    /// keyspace of bytes values.
+    pub fn json_text(&self) -> Result<&str, NodeError> {
+        if self.schema.value_format != ValueFormat::Json {
+            return Err(NodeError::invalid(format!(
+                "keyspace `{}` stores bytes values, not JSON",
+                self.schema.name
+            )));
+        }
+        std::str::from_utf8(self.value)
+            .map_err(|e| NodeError::Internal(format!("a stored JSON value is not UTF-8: {e}")))
     }
 
     /// The value parsed as JSON.

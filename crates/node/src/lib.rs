@@ -34,7 +34,7 @@ pub use catalog::{KeyspaceDef, SchemaStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
 pub use error::NodeError;
-pub use handler::{QueryContext, QueryHandler, RawRow, Rows};
+pub use handler::{JsonHandler, QueryContext, QueryHandler, RawRow, Rows};
 pub use limits::Limits;
 pub use loader::{CacheLoader, LoadKey};
 pub use node::{KeyspaceInfo, Node, NodeBuilder, NodeStatus, PartitionStatus};

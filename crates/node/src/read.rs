@@ -1,7 +1,7 @@
 //! The node's reads: wait for tokens, then run on a blocking thread over one snapshot.
 
 use crate::catalog::KeyspaceDef;
-use crate::handler::QueryContext;
+use crate::handler::{QueryContext, QueryHandler};
 use crate::node::NodeInner;
 use crate::query::aggregate::{aggregate_partition, AggregatePlan, Groups};
 use crate::query::filter::{field_path, Filters};
@@ -416,6 +416,43 @@ impl Node {
         args: serde_json::Value,
         consistency: &Consistency,
     ) -> Result<serde_json::Value, NodeError> {
+        let answer = |h: &dyn QueryHandler, ctx: &QueryContext<'_>, args: &serde_json::Value| {
+            h.run(ctx, args)
+        };
+        self.run_handler(name, keyspace, partition_key, args, consistency, answer)
+            .await
+    }
+
+    /// `query`, answered as JSON text (what a client receives: a handler that writes its
+    /// answer as text skips building a `serde_json::Value`).
+    pub async fn query_json(
+        &self,
+        name: &str,
+        keyspace: &str,
+        partition_key: Vec<Element>,
+        args: serde_json::Value,
+        consistency: &Consistency,
+    ) -> Result<String, NodeError> {
+        let answer = |h: &dyn QueryHandler, ctx: &QueryContext<'_>, args: &serde_json::Value| {
+            h.run_json(ctx, args)
+        };
+        self.run_handler(name, keyspace, partition_key, args, consistency, answer)
+            .await
+    }
+
+    async fn run_handler<R: Send + 'static>(
+        &self,
+        name: &str,
+        keyspace: &str,
+        partition_key: Vec<Element>,
+        args: serde_json::Value,
+        consistency: &Consistency,
+        answer: fn(
+            &dyn QueryHandler,
+            &QueryContext<'_>,
+            &serde_json::Value,
+        ) -> Result<R, NodeError>,
+    ) -> Result<R, NodeError> {
         let handler = self.inner.handlers.get(name).cloned().ok_or_else(|| {
             let known: Vec<&str> = self.inner.handlers.keys().map(String::as_str).collect();
             NodeError::NotFound(format!(
@@ -452,7 +489,7 @@ impl Node {
                 partition_key: &partition_key,
                 now_micros: now,
             };
-            handler.run(&ctx, &args)
+            answer(handler.as_ref(), &ctx, &args)
         })
         .await
     }

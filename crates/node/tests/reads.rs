@@ -387,6 +387,119 @@ async fn handlers_read_borrowed_rows_and_single_fields() {
 }
 
 #[tokio::test]
+async fn json_handlers_copy_stored_json_and_answer_like_value_handlers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The same answer twice: built as a `serde_json::Value`, and written as text.
+    let as_value =
+        |ctx: &QueryContext<'_>, _: &serde_json::Value| -> Result<serde_json::Value, NodeError> {
+            let mut rows = ctx.scan(
+                "items",
+                &KeyRange::prefix(ctx.partition_key().to_vec()),
+                false,
+            )?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next_raw() {
+                all.push(row?.json().expect("stored JSON"));
+            }
+            Ok(serde_json::Value::Array(all))
+        };
+    let as_text = |ctx: &QueryContext<'_>, _: &serde_json::Value| -> Result<String, NodeError> {
+        let mut rows = ctx.scan(
+            "items",
+            &KeyRange::prefix(ctx.partition_key().to_vec()),
+            false,
+        )?;
+        let mut texts = Vec::new();
+        while let Some(row) = rows.next_raw() {
+            texts.push(row?.json_text()?.to_string());
+        }
+        Ok(format!("[{}]", texts.join(",")))
+    };
+    let broken = |_: &QueryContext<'_>, _: &serde_json::Value| -> Result<String, NodeError> {
+        Ok("[1, 2".into())
+    };
+    let bytes_text = |ctx: &QueryContext<'_>, _: &serde_json::Value| -> Result<String, NodeError> {
+        let mut rows = ctx.scan(
+            "activity",
+            &KeyRange::prefix(ctx.partition_key().to_vec()),
+            false,
+        )?;
+        match rows.next_raw() {
+            Some(row) => Ok(row?.json_text()?.to_string()),
+            None => Ok("null".into()),
+        }
+    };
+    let node = NodeBuilder::new(config(dir.path()))
+        .keyspace(items())
+        .keyspace(activity())
+        .handler("value", as_value)
+        .handler("text", JsonHandler(as_text))
+        .handler("broken", JsonHandler(broken))
+        .handler("bytes_text", JsonHandler(bytes_text))
+        .open()
+        .await
+        .expect("open");
+    let token = node
+        .write(vec![
+            item("s1", "a", 3.0, "x", true),
+            item("s1", "a", 2.0, "y", false),
+            item("s1", "b", 1.0, "z", true),
+        ])
+        .await
+        .expect("write");
+    let c = Consistency::tokens(vec![token]);
+    let run = |name: &'static str, keyspace: &'static str, key: Element| {
+        let (node, c) = (node.clone(), c.clone());
+        async move {
+            node.query_json(name, keyspace, vec![key], serde_json::Value::Null, &c)
+                .await
+        }
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&run("value", "items", s("s1")).await.expect("value")).unwrap();
+    let text = run("text", "items", s("s1")).await.expect("text");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        value
+    );
+    assert_eq!(value.as_array().map(Vec::len), Some(3));
+    // `query` parses a text handler's answer for in-process callers.
+    let parsed = node
+        .query("text", "items", vec![s("s1")], serde_json::Value::Null, &c)
+        .await
+        .expect("query");
+    assert_eq!(parsed, value);
+    let err = run("broken", "items", s("s1")).await.unwrap_err();
+    assert!(
+        matches!(err, NodeError::Internal(ref m) if m.contains("not one JSON value")),
+        "{err}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as i64;
+    let bytes = node
+        .write(vec![event("u1", now, "view", "i1")])
+        .await
+        .expect("write bytes");
+    let c = Consistency::tokens(vec![token, bytes]);
+    let err = node
+        .query_json(
+            "bytes_text",
+            "activity",
+            vec![s("u1")],
+            serde_json::Value::Null,
+            &c,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::InvalidArgument(ref m) if m.contains("bytes values, not JSON")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn query_handlers_run_on_the_owning_partition() {
     let dir = tempfile::tempdir().expect("tempdir");
     let count = |ctx: &QueryContext<'_>,

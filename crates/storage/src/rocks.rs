@@ -76,8 +76,14 @@ impl RocksStorage {
         table.set_block_cache(&cache);
         table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        table.set_pin_top_level_index_and_filter(true);
+        // Every table file's index and filter blocks stay pinned by its reader (charged to
+        // the block cache, about 1.5% of the data's size): a point read then looks up only
+        // its data block in the cache, not three blocks.
+        table.set_unpartitioned_pinning_tier(rocksdb::BlockBasedTablePinningTier::All);
+        table.set_top_level_index_pinning_tier(rocksdb::BlockBasedTablePinningTier::All);
+        // Key restart points every 4 keys instead of 16: a point read or a seek decodes at
+        // most 3 keys after the one the hash index or the binary search lands on.
+        table.set_block_restart_interval(4);
         // A point read finds its key in a data block by hash instead of binary search.
         table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
         table.set_data_block_hash_ratio(0.75);

@@ -413,14 +413,12 @@ impl Data for DataService {
                     Status::invalid_argument(format!("args_json: expected JSON text: {e}"))
                 })?
             };
-            let result = self
+            let result_json = self
                 .node
-                .query(&r.name, &r.keyspace, partition_key, args, &consistency)
+                .query_json(&r.name, &r.keyspace, partition_key, args, &consistency)
                 .await
                 .map_err(to_status)?;
-            Ok(Response::new(QueryResponse {
-                result_json: result.to_string(),
-            }))
+            Ok(Response::new(QueryResponse { result_json }))
         })
         .await
     }
