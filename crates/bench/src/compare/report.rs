@@ -242,31 +242,45 @@ impl Report {
             "| aim | notadb ops/s | peer ops/s | ratio | notadb CPU µs/op | peer CPU µs/op | notadb p99 ms | peer p99 ms | met |"
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
-        let aims: [(&str, Workload, &str, f64, bool); 5] = [
+        // The aims of the reads issue: throughput at the same clients, the servers pinned.
+        let aims: [(&str, Workload, &str, f64, bool); 6] = [
             (
-                "seed question 1 ≥ 5x PostgreSQL, p99 no worse",
+                "seed question 1 ≥ 2x PostgreSQL",
                 Workload::Q1,
                 "postgres",
-                5.0,
-                true,
+                2.0,
+                false,
             ),
             (
-                "seed question 2 ≥ 5x PostgreSQL, p99 no worse",
+                "seed question 1 ≥ 1.2x Redis (sorted set)",
+                Workload::Q1,
+                "redis",
+                1.2,
+                false,
+            ),
+            (
+                "seed question 2 ≥ 2x PostgreSQL",
                 Workload::Q2,
                 "postgres",
-                5.0,
-                true,
+                2.0,
+                false,
             ),
-            ("seed question 1 ≥ Redis", Workload::Q1, "redis", 1.0, false),
             (
-                "point get ≥ 0.8x Redis (unbatched)",
+                "point get ≥ 0.8x Redis `GET`",
                 Workload::Get,
                 "redis",
                 0.8,
                 false,
             ),
             (
-                "batched point get ahead of Redis MGET",
+                "point get ≥ 1.5x PostgreSQL",
+                Workload::Get,
+                "postgres",
+                1.5,
+                false,
+            ),
+            (
+                "batched point get ≥ 1x Redis `MGET`",
                 Workload::MultiGet,
                 "redis",
                 1.0,
