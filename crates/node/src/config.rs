@@ -25,6 +25,9 @@ pub struct NodeConfig {
     pub block_cache_mb: usize,
     /// RocksDB memtable budget for the whole instance, MiB.
     pub write_buffer_mb: usize,
+    /// Point cache for `Get`, MiB: stored values of recently read keys, answered without
+    /// RocksDB's block lookups; 0 turns it off.
+    pub point_cache_mb: usize,
     /// Flush memtables to table files and compact level 0 once nothing was applied for this
     /// many seconds (reads of table files cost less than a large memtable's, and a seek
     /// then searches one file per level); 0: only when full.
@@ -63,6 +66,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             block_cache_mb: storage.block_cache_bytes >> 20,
             write_buffer_mb: storage.write_buffer_bytes >> 20,
+            point_cache_mb: storage.point_cache_bytes >> 20,
             flush_idle_secs: 5,
             log_fsync: "always".into(),
             log_segment_mb: 64,
@@ -91,6 +95,7 @@ impl NodeConfig {
         StorageOptions {
             block_cache_bytes: self.block_cache_mb << 20,
             write_buffer_bytes: self.write_buffer_mb << 20,
+            point_cache_bytes: self.point_cache_mb << 20,
             ..StorageOptions::default()
         }
     }

@@ -674,3 +674,135 @@ async fn reads_longer_than_the_memory_budget_are_complete() {
     let aggregated = node.aggregate(request, &after).await.expect("aggregate");
     assert_eq!(aggregated.groups[0].value, f64::from(rows));
 }
+
+fn get_key(id: &str) -> Vec<Element> {
+    vec![s("s1"), s("a"), Element::F64(1.0), s(id)]
+}
+
+fn put_item(id: &str, version: u32) -> Mutation {
+    Mutation::Put {
+        keyspace: "items".into(),
+        key: get_key(id),
+        value: ValueInput::Json(format!(r#"{{"version": {version}}}"#)),
+    }
+}
+
+async fn version(node: &Node, id: &str, c: &Consistency) -> Option<u64> {
+    let (_, value) = node.get("items", &get_key(id), c).await.expect("get");
+    value.map(|v| {
+        let v: serde_json::Value = serde_json::from_slice(&v).expect("json");
+        v["version"].as_u64().expect("version")
+    })
+}
+
+#[tokio::test]
+async fn gets_through_the_point_cache_see_every_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, clock) = node(dir.path()).await;
+    let t = node.write(vec![put_item("x", 1)]).await.expect("put");
+    let c = Consistency::tokens(vec![t]);
+    // The first get fills the cache, the second is answered from it.
+    assert_eq!(version(&node, "x", &c).await, Some(1));
+    assert_eq!(version(&node, "x", &c).await, Some(1));
+    let t = node.write(vec![put_item("x", 2)]).await.expect("put");
+    assert_eq!(
+        version(&node, "x", &Consistency::tokens(vec![t])).await,
+        Some(2)
+    );
+    let t = node
+        .write(vec![Mutation::Delete {
+            keyspace: "items".into(),
+            key: get_key("x"),
+        }])
+        .await
+        .expect("delete");
+    assert_eq!(
+        version(&node, "x", &Consistency::tokens(vec![t])).await,
+        None
+    );
+    let t = node.write(vec![put_item("x", 3)]).await.expect("put");
+    let c = Consistency::tokens(vec![t]);
+    assert_eq!(version(&node, "x", &c).await, Some(3));
+    assert_eq!(version(&node, "x", &c).await, Some(3));
+    let t = node
+        .write(vec![Mutation::DeleteRange {
+            keyspace: "items".into(),
+            range: KeyRange::prefix(vec![s("s1")]),
+        }])
+        .await
+        .expect("delete range");
+    assert_eq!(
+        version(&node, "x", &Consistency::tokens(vec![t])).await,
+        None
+    );
+
+    // A cached value still expires: the stored header is checked on every read.
+    let key = vec![s("u1"), Element::Timestamp(T0), s("view"), s("i1")];
+    let t = node
+        .write(vec![event("u1", T0, "view", "i1")])
+        .await
+        .expect("event");
+    let c = Consistency::tokens(vec![t]);
+    for _ in 0..2 {
+        assert!(node
+            .get("activity", &key, &c)
+            .await
+            .expect("get")
+            .1
+            .is_some());
+    }
+    clock.set(T0 + 25 * HOUR);
+    assert!(node
+        .get("activity", &key, &c)
+        .await
+        .expect("get")
+        .1
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gets_racing_writes_never_see_an_older_value_than_their_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let t = node.write(vec![put_item("hot", 0)]).await.expect("put");
+    let latest = std::sync::Arc::new(tokio::sync::Mutex::new((0u32, t)));
+    let writer = {
+        let (node, latest) = (node.clone(), latest.clone());
+        tokio::spawn(async move {
+            for v in 1..=300 {
+                let t = node.write(vec![put_item("hot", v)]).await.expect("put");
+                *latest.lock().await = (v, t);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (node, latest) = (node.clone(), latest.clone());
+        readers.push(tokio::spawn(async move {
+            let mut seen = 0;
+            for _ in 0..600 {
+                let (v, t) = *latest.lock().await;
+                let got = version(&node, "hot", &Consistency::tokens(vec![t]))
+                    .await
+                    .expect("the key exists");
+                assert!(
+                    got >= u64::from(v),
+                    "read {got} after write {v} was acknowledged"
+                );
+                assert!(got >= seen, "went back from {seen} to {got}");
+                seen = got;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    writer.await.expect("writer");
+    for r in readers {
+        r.await.expect("reader");
+    }
+    let (v, t) = *latest.lock().await;
+    assert_eq!(
+        version(&node, "hot", &Consistency::tokens(vec![t])).await,
+        Some(u64::from(v))
+    );
+}

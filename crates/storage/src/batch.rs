@@ -8,19 +8,33 @@ pub struct StorageBatch<'a> {
     pub(crate) inner: WriteBatch,
     pub(crate) data: &'a ColumnFamily,
     pub(crate) meta: &'a ColumnFamily,
+    /// Whether the storage has a point cache, which `touched` and `ranged` keep current.
+    pub(crate) track: bool,
+    /// Data keys put or deleted.
+    pub(crate) touched: Vec<Vec<u8>>,
+    /// Whether a range of data keys is deleted.
+    pub(crate) ranged: bool,
 }
 
 impl StorageBatch<'_> {
     /// Stores `stored` (see `value::encode`) under a key of a keyspace in a partition.
     pub fn put(&mut self, p: PartitionId, ks: KeyspaceId, encoded: &[u8], stored: &[u8]) {
-        self.inner
-            .put_cf(self.data, layout::data_key(p, ks, encoded), stored);
+        let key = layout::data_key(p, ks, encoded);
+        self.inner.put_cf(self.data, &key, stored);
+        self.touch(key);
+    }
+
+    fn touch(&mut self, key: Vec<u8>) {
+        if self.track {
+            self.touched.push(key);
+        }
     }
 
     /// Deletes one key.
     pub fn delete(&mut self, p: PartitionId, ks: KeyspaceId, encoded: &[u8]) {
-        self.inner
-            .delete_cf(self.data, layout::data_key(p, ks, encoded));
+        let key = layout::data_key(p, ks, encoded);
+        self.inner.delete_cf(self.data, &key);
+        self.touch(key);
     }
 
     /// Deletes the encoded keys in `[start, end)` of a keyspace in a partition; an empty `end`
@@ -33,12 +47,14 @@ impl StorageBatch<'_> {
         };
         self.inner
             .delete_range_cf(self.data, layout::data_key(p, ks, start), end);
+        self.ranged = true;
     }
 
     /// Deletes all of a keyspace's data in a partition and marks it dropped there.
     pub fn drop_keyspace(&mut self, p: PartitionId, ks: KeyspaceId) {
         let (start, end) = layout::keyspace_range(p, ks);
         self.inner.delete_range_cf(self.data, start, end);
+        self.ranged = true;
         self.inner.put_cf(self.meta, layout::dropped_key(p, ks), []);
     }
 

@@ -13,6 +13,7 @@ mod batch;
 mod error;
 pub mod layout;
 mod options;
+mod point_cache;
 mod rocks;
 pub mod value;
 mod view;

@@ -1,5 +1,7 @@
 /// Default shared block cache size.
 pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 256 << 20;
+/// Default size of the point cache in front of RocksDB for single-key reads.
+pub const DEFAULT_POINT_CACHE_BYTES: usize = 128 << 20;
 /// Default budget for all memtables together.
 pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 128 << 20;
 
@@ -10,6 +12,9 @@ pub struct StorageOptions {
     pub block_cache_bytes: usize,
     /// Memtable memory for the whole instance (a write buffer manager charged to the cache).
     pub write_buffer_bytes: usize,
+    /// Stored values of recently read keys for single-key reads (`Get`), beside the block
+    /// cache; 0 turns it off.
+    pub point_cache_bytes: usize,
     /// Background flush and compaction threads.
     pub background_jobs: i32,
 }
@@ -19,6 +24,7 @@ impl Default for StorageOptions {
         StorageOptions {
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             write_buffer_bytes: DEFAULT_WRITE_BUFFER_BYTES,
+            point_cache_bytes: DEFAULT_POINT_CACHE_BYTES,
             background_jobs: 2,
         }
     }

@@ -1,3 +1,4 @@
+use crate::point_cache::PointCache;
 use crate::view::MEMORY_VIEW_BUDGET;
 use crate::{layout, value, ReadView, StorageBatch, StorageError, StorageOptions};
 use notadb_types::{KeyspaceId, PartitionId, Seq};
@@ -21,12 +22,15 @@ pub struct MemoryUsage {
     pub memtables: u64,
     pub block_cache: u64,
     pub table_readers: u64,
+    pub point_cache: u64,
 }
 
 /// One RocksDB instance holding every partition a replica serves.
 pub struct RocksStorage {
     db: DB,
     cache: Cache,
+    /// Stored values for single-key reads (see `point_cache`).
+    point: Option<PointCache>,
     created: bool,
 }
 
@@ -107,6 +111,7 @@ impl RocksStorage {
         let mut storage = RocksStorage {
             db,
             cache,
+            point: PointCache::new(options.point_cache_bytes),
             created: false,
         };
         match storage.get_meta(PARTITIONS_KEY)? {
@@ -155,6 +160,9 @@ impl RocksStorage {
             inner: WriteBatch::default(),
             data: self.data_cf(),
             meta: self.meta_cf(),
+            track: self.point.is_some(),
+            touched: Vec::new(),
+            ranged: false,
         }
     }
 
@@ -164,7 +172,13 @@ impl RocksStorage {
     pub fn commit(&self, batch: StorageBatch<'_>, sync: bool) -> Result<(), StorageError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
-        Ok(self.db.write_opt(batch.inner, &opts)?)
+        let Some(point) = &self.point else {
+            return Ok(self.db.write_opt(batch.inner, &opts)?);
+        };
+        point.begin_write(&batch.touched, batch.ranged);
+        let written = self.db.write_opt(batch.inner, &opts);
+        point.end_write(&batch.touched, batch.ranged);
+        Ok(written?)
     }
 
     /// A consistent view of the instance now.
@@ -179,6 +193,8 @@ impl RocksStorage {
     }
 
     fn view_with(&self, budget: Option<AtomicU32>) -> ReadView<'_> {
+        // Before the snapshot: a write that finishes after this may be missing from it.
+        let point_epoch = self.point.as_ref().map_or(0, PointCache::epoch);
         let snapshot = self.db.snapshot();
         ReadView {
             db: &self.db,
@@ -187,6 +203,8 @@ impl RocksStorage {
             data: self.data_cf(),
             budget,
             blocked: AtomicBool::new(false),
+            point: self.point.as_ref(),
+            point_epoch,
         }
     }
 
@@ -323,6 +341,7 @@ impl RocksStorage {
             memtables: prop("rocksdb.cur-size-all-mem-tables"),
             block_cache: self.cache.get_usage() as u64,
             table_readers: prop("rocksdb.estimate-table-readers-mem"),
+            point_cache: self.point.as_ref().map_or(0, |c| c.bytes() as u64),
         }
     }
 

@@ -1,3 +1,4 @@
+use crate::point_cache::PointCache;
 use crate::{layout, StorageError};
 use notadb_types::{KeyspaceId, PartitionId};
 use rocksdb::{
@@ -27,6 +28,9 @@ pub struct ReadView<'a> {
     /// `Some(reads left)` for a memory-only view.
     pub(crate) budget: Option<AtomicU32>,
     pub(crate) blocked: AtomicBool,
+    /// The storage's point cache, and its epoch before the snapshot was taken.
+    pub(crate) point: Option<&'a PointCache>,
+    pub(crate) point_epoch: u64,
 }
 
 impl<'a> ReadView<'a> {
@@ -92,6 +96,33 @@ impl<'a> ReadView<'a> {
                 &self.get_options,
             )
             .map_err(|e| self.error(e))
+    }
+
+    /// The stored value of one key, for a view that reads nothing else: through the point
+    /// cache, which answers with the key's newest committed value (never older than the
+    /// snapshot, possibly newer, so not for views that read several keys and must see one
+    /// state).
+    pub fn get_one(
+        &self,
+        p: PartitionId,
+        ks: KeyspaceId,
+        encoded: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let key = layout::data_key(p, ks, encoded);
+        if let Some(hit) = self.point.and_then(|c| c.get(&key)) {
+            return Ok(Some(hit));
+        }
+        if !self.spend(1) {
+            return Err(StorageError::WouldBlock);
+        }
+        let stored = self
+            .db
+            .get_pinned_cf_opt(self.data, &key, &self.get_options)
+            .map_err(|e| self.error(e))?;
+        if let (Some(cache), Some(value)) = (self.point, &stored) {
+            cache.fill(&key, value, self.point_epoch);
+        }
+        Ok(stored.map(|v| v.to_vec()))
     }
 
     /// The stored values of many keys of one keyspace, in order, one point lookup each.

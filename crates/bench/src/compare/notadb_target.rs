@@ -39,17 +39,19 @@ pub struct NotadbTarget {
 }
 
 impl NotadbTarget {
-    /// Connects to `addr`, or starts a node with a block cache of `block_cache_mb` when
-    /// `addr` is `None`.
+    /// Connects to `addr`, or starts a node with a block cache and a point cache of
+    /// `(block_cache_mb, point_cache_mb)` when `addr` is `None`.
     pub async fn open(
         addr: Option<&str>,
-        block_cache_mb: usize,
+        (block_cache_mb, point_cache_mb): (usize, usize),
         placement: &Placement,
     ) -> anyhow::Result<NotadbTarget> {
         let (addr, node) = match addr {
             Some(a) => (a.to_string(), None),
             None => {
-                let config = format!("[node]\nblock_cache_mb = {block_cache_mb}\n");
+                let config = format!(
+                    "[node]\nblock_cache_mb = {block_cache_mb}\npoint_cache_mb = {point_cache_mb}\n"
+                );
                 let node = StartedNode::start(&config, placement).await?;
                 (node.addr.clone(), Some(node))
             }
