@@ -353,11 +353,8 @@ pub async fn run(placement: &Placement, args: CacheArgs) -> anyhow::Result<()> {
         .status()
         .await?
         .partition_count;
-    let meters = [
-        Meter::Notadb(vec![Client::connect_grpc(&addr).await?]),
-        Meter::Named(&[cpu::REDIS]),
-        Meter::Named(&[cpu::POSTGRES]),
-    ];
+    let notadb_cpu = Meter::Notadb(vec![Client::connect_grpc(&addr).await?]);
+    let (redis_cpu, postgres_cpu) = (Meter::Named(&[cpu::REDIS]), Meter::Named(&[cpu::POSTGRES]));
     let redis_client = redis::Client::open(args.redis_url.as_str())?;
     let (mut notadb, mut redis) = (Vec::new(), Vec::new());
     for _ in 0..args.connections {
@@ -390,10 +387,10 @@ pub async fn run(placement: &Placement, args: CacheArgs) -> anyhow::Result<()> {
             let system = system.replace("{n}", &args.connections.to_string());
             let meter = match call {
                 Call::RedisGet | Call::RedisSet | Call::RedisMget | Call::RedisSetPipeline => {
-                    &meters[1]
+                    &redis_cpu
                 }
-                Call::SelectOne | Call::Select => &meters[2],
-                _ => &meters[0],
+                Call::SelectOne | Call::Select => &postgres_cpu,
+                Call::Get | Call::Set | Call::GetMany | Call::SetMany | Call::Load => &notadb_cpu,
             };
             let m = drive(&targets, call, meter, args.clients, args.duration).await?;
             eprintln!("{path}, {system}: {} requests", m.calls);

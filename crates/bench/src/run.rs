@@ -4,6 +4,7 @@
 //! `--rounds`, it interleaves them workload by workload, so drift in a noisy machine falls on
 //! both, and reports each one's median and spread.
 
+use crate::compare::driver::median;
 use crate::cpu::{Meter, Placement, Window};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -301,26 +302,19 @@ async fn load_kv(client: &Client, args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Median and smallest..largest of `v` (empty: `None`).
-fn median_spread(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = match n {
-        0 => return None,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    };
-    Some((median, v[0], v[n - 1]))
-}
-
-/// `median` or `median (min–max)` when several rounds were measured.
+/// `median` or `median (min–max)` when several rounds were measured; `n/a` for none.
 fn with_spread(v: Vec<f64>, precision: usize) -> String {
-    match median_spread(v.clone()) {
-        None => "n/a".into(),
-        Some((m, lo, hi)) if v.len() > 1 => {
-            format!("{m:.precision$} ({lo:.precision$}–{hi:.precision$})")
-        }
-        Some((m, _, _)) => format!("{m:.precision$}"),
+    let (lo, hi) = (
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    match v.len() {
+        0 => "n/a".into(),
+        1 => format!("{:.precision$}", v[0]),
+        _ => format!(
+            "{:.precision$} ({lo:.precision$}–{hi:.precision$})",
+            median(v)
+        ),
     }
 }
 

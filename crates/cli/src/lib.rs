@@ -1,5 +1,5 @@
-//! The `notadb` command's parts, also used by `notadb-bench` (the seed data set, bulk
-//! writes, the client flags).
+//! The `notadb` command's parts; `notadb-bench` uses the seed data set (`seed`) and the
+//! bulk writes and progress bars (`load`).
 
 pub mod cache;
 pub mod cli;

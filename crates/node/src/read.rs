@@ -127,10 +127,7 @@ impl Node {
         self.on_view(move |_, view, now| {
             // This view reads one key: the point cache may answer.
             let stored = view.get_one(p, def.id, &encoded)?;
-            Ok((
-                format,
-                stored.and_then(|s| value::live(&s, now).map(<[u8]>::to_vec)),
-            ))
+            Ok((format, stored.and_then(|s| value::into_live(s, now))))
         })
         .await
     }

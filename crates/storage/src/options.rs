@@ -8,7 +8,7 @@ pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 128 << 20;
 /// RocksDB settings a node exposes in its configuration.
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
-    /// One LRU block cache shared by every column family.
+    /// One block cache (HyperClockCache) shared by every column family.
     pub block_cache_bytes: usize,
     /// Memtable memory for the whole instance (a write buffer manager charged to the cache).
     pub write_buffer_bytes: usize,

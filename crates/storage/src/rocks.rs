@@ -329,7 +329,7 @@ impl RocksStorage {
         self.data_property("rocksdb.estimate-num-keys")
     }
 
-    /// Memory held by memtables, the block cache and table readers.
+    /// Memory held by memtables, the block cache, table readers and the point cache.
     pub fn memory_usage(&self) -> MemoryUsage {
         let prop = |name: &str| {
             [self.data_cf(), self.meta_cf()]

@@ -46,6 +46,13 @@ pub fn live(stored: &[u8], now_micros: i64) -> Option<&[u8]> {
     }
 }
 
+/// `live` for an owned stored value: its user bytes, the header dropped in place.
+pub fn into_live(mut stored: Vec<u8>, now_micros: i64) -> Option<Vec<u8>> {
+    let header = stored.len() - live(&stored, now_micros)?.len();
+    stored.drain(..header);
+    Some(stored)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +62,9 @@ mod tests {
         let v = encode(Some(100), b"abc");
         assert_eq!(decode(&v), Some((Some(100), &b"abc"[..])));
         assert_eq!(live(&v, 99), Some(&b"abc"[..]));
+        assert_eq!(into_live(v.clone(), 99), Some(b"abc".to_vec()));
+        assert_eq!(into_live(v.clone(), 100), None);
+        assert_eq!(into_live(encode(None, b"xy"), 0), Some(b"xy".to_vec()));
         assert_eq!(live(&v, 100), None);
         let v = encode(None, b"");
         assert_eq!(live(&v, i64::MAX), Some(&b""[..]));

@@ -89,12 +89,13 @@ impl<'a> ReadView<'a> {
         if !self.spend(1) {
             return Err(StorageError::WouldBlock);
         }
+        self.lookup(&layout::data_key(p, ks, encoded))
+    }
+
+    /// One point lookup of a data key at the snapshot (the budget already spent).
+    fn lookup(&self, key: &[u8]) -> Result<Option<DBPinnableSlice<'a>>, StorageError> {
         self.db
-            .get_pinned_cf_opt(
-                self.data,
-                layout::data_key(p, ks, encoded),
-                &self.get_options,
-            )
+            .get_pinned_cf_opt(self.data, key, &self.get_options)
             .map_err(|e| self.error(e))
     }
 
@@ -115,10 +116,7 @@ impl<'a> ReadView<'a> {
         if !self.spend(1) {
             return Err(StorageError::WouldBlock);
         }
-        let stored = self
-            .db
-            .get_pinned_cf_opt(self.data, &key, &self.get_options)
-            .map_err(|e| self.error(e))?;
+        let stored = self.lookup(&key)?;
         if let (Some(cache), Some(value)) = (self.point, &stored) {
             cache.fill(&key, value, self.point_epoch);
         }
@@ -142,9 +140,7 @@ impl<'a> ReadView<'a> {
         keys.iter()
             .map(|(p, k)| {
                 layout::write_data_key(&mut key, *p, ks, k);
-                self.db
-                    .get_pinned_cf_opt(self.data, &key, &self.get_options)
-                    .map_err(|e| self.error(e))
+                self.lookup(&key)
             })
             .collect()
     }

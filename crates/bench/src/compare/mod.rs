@@ -7,7 +7,7 @@
 //! question 1 and point get; grow the data set `--grow` times and measure both again.
 
 mod dataset;
-mod driver;
+pub(crate) mod driver;
 mod machine;
 mod nats_kv;
 mod notadb_target;
