@@ -163,7 +163,7 @@ impl Node {
             let out = view
                 .multi_get(def.id, &keys)?
                 .into_iter()
-                .map(|stored| stored.and_then(|s| value::live(&s, now).map(<[u8]>::to_vec)))
+                .map(|stored| stored.and_then(|s| value::into_live(s, now)))
                 .collect();
             Ok((format, out))
         })

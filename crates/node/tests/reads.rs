@@ -806,3 +806,55 @@ async fn gets_racing_writes_never_see_an_older_value_than_their_token() {
         Some(u64::from(v))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_gets_racing_writes_see_one_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    // "a" and "b" share a partition key: each write of both is one batch, applied at once.
+    let both = |v| vec![put_item("a", v), put_item("b", v)];
+    let t = node.write(both(0)).await.expect("put");
+    let latest = std::sync::Arc::new(tokio::sync::Mutex::new((0u32, t)));
+    let writer = {
+        let (node, latest) = (node.clone(), latest.clone());
+        tokio::spawn(async move {
+            for v in 1..=300 {
+                let t = node.write(both(v)).await.expect("put");
+                *latest.lock().await = (v, t);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let keys = vec![get_key("a"), get_key("b")];
+    let mut readers = Vec::new();
+    for r in 0..4 {
+        let (node, latest, keys) = (node.clone(), latest.clone(), keys.clone());
+        readers.push(tokio::spawn(async move {
+            for i in 0..600 {
+                let (v, t) = *latest.lock().await;
+                let c = Consistency::tokens(vec![t]);
+                // Single gets keep the point cache filled, so multi_gets meet hits.
+                if (i + r) % 2 == 0 {
+                    version(&node, "a", &c).await;
+                    version(&node, "b", &c).await;
+                }
+                let (_, values) = node.multi_get("items", &keys, &c).await.expect("multi_get");
+                let got: Vec<u64> = values
+                    .iter()
+                    .map(|v| {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(v.as_ref().expect("present")).expect("json");
+                        v["version"].as_u64().expect("version")
+                    })
+                    .collect();
+                assert_eq!(got[0], got[1], "one multi_get saw two states: {got:?}");
+                assert!(got[0] >= u64::from(v), "read {got:?} after write {v}");
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    writer.await.expect("writer");
+    for r in readers {
+        r.await.expect("reader");
+    }
+}

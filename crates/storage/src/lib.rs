@@ -9,8 +9,8 @@
 //! Stored values carry a small header with the entry's expiry (see `value`); expired entries
 //! are hidden by the readers and dropped by a compaction filter.
 //!
-//! Single-key reads (`ReadView::get_one`) go through a point cache of stored values in
-//! front of RocksDB, kept exact by the one write path, `RocksStorage::commit` (see
+//! Point reads (`ReadView::get_one`, `ReadView::multi_get`) go through a point cache of
+//! stored values in front of RocksDB, kept exact by the one write path, `RocksStorage::commit` (see
 //! `point_cache`).
 
 mod batch;

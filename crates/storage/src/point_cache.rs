@@ -11,8 +11,12 @@
 //! holds the key's newest committed value, and a hit answers as a read of the newest state
 //! would. Range deletes (and keyspace drops) empty the whole cache.
 //!
-//! Only views that read one key use it: a hit may be newer than the view's snapshot, which
-//! is right for one key but would mix two states in a view that reads several.
+//! A hit may be newer than the reading view's snapshot. That is right for a view that reads
+//! one key (`ReadView::get_one`). A view that reads several (`ReadView::multi_get`) uses hits
+//! only when it can show they are its snapshot's values too: no write began since the epoch
+//! it noted (`quiet_since`, checked before its first read and after its last), so the newest
+//! committed values are the snapshot's. Otherwise it reads the keys it took from the cache
+//! again at its snapshot.
 //!
 //! The cache holds what reads put in it, so it changes nothing the apply path computes.
 
@@ -75,6 +79,8 @@ pub struct PointCache {
     stripes: Box<[Mutex<Stripe>]>,
     /// Finished writes so far.
     epoch: AtomicU64,
+    /// Begun writes so far (finished or not): `begun - epoch` are under way.
+    begun: AtomicU64,
     stripe_capacity: usize,
 }
 
@@ -84,6 +90,7 @@ impl PointCache {
         (capacity_bytes > 0).then(|| PointCache {
             stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
             epoch: AtomicU64::new(0),
+            begun: AtomicU64::new(0),
             stripe_capacity: capacity_bytes / STRIPES,
         })
     }
@@ -96,6 +103,12 @@ impl PointCache {
     /// The epoch a read notes before it takes its snapshot.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// True when no write has begun since the epoch was `epoch` (so none is under way and
+    /// the newest committed values are those of a snapshot taken after `epoch` was noted).
+    pub fn quiet_since(&self, epoch: u64) -> bool {
+        self.begun.load(Ordering::SeqCst) == epoch
     }
 
     /// The newest committed stored value of `key`, if the cache holds it.
@@ -128,6 +141,7 @@ impl PointCache {
     /// Before a batch commits: its keys' entries go and their stripes stop filling. With
     /// `everything` (a range delete), every stripe.
     pub fn begin_write(&self, keys: &[Vec<u8>], everything: bool) {
+        self.begun.fetch_add(1, Ordering::SeqCst);
         self.each(keys, everything, |stripe, key| {
             stripe.writing += 1;
             match key {
@@ -199,6 +213,19 @@ mod tests {
         );
         cache.fill(b"k", b"v2", cache.epoch());
         assert_eq!(cache.get(b"k"), Some(b"v2".to_vec()));
+    }
+
+    #[test]
+    fn quiet_until_a_write_begins() {
+        let cache = PointCache::new(1 << 20).expect("a cache");
+        let e = cache.epoch();
+        assert!(cache.quiet_since(e));
+        cache.begin_write(&[b"k".to_vec()], false);
+        assert!(!cache.quiet_since(e), "a write under way");
+        assert!(!cache.quiet_since(cache.epoch()), "still under way");
+        cache.end_write(&[b"k".to_vec()], false);
+        assert!(!cache.quiet_since(e), "a write finished since");
+        assert!(cache.quiet_since(cache.epoch()));
     }
 
     #[test]
