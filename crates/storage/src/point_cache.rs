@@ -20,21 +20,47 @@
 //!
 //! The cache holds what reads put in it, so it changes nothing the apply path computes.
 
-use std::collections::{HashMap, VecDeque};
+use hashbrown::HashTable;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Lock stripes: a write and a read of different keys rarely wait for each other.
 const STRIPES: usize = 64;
-/// Bytes an entry costs besides its key (twice: map and eviction queue) and value.
+/// Bytes an entry costs besides its key and value: its table slot, its place in the
+/// eviction queue, the allocator's header.
 const ENTRY_OVERHEAD: usize = 64;
+
+/// One key's hash (xxh3: it picks the stripe and the table slot) and its key and stored
+/// value in one allocation, so a hit follows one pointer and its 64-bit hash is compared
+/// before the key.
+struct Entry {
+    hash: u64,
+    key_len: u32,
+    data: Box<[u8]>,
+}
+
+impl Entry {
+    fn key(&self) -> &[u8] {
+        &self.data[..self.key_len as usize]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.data[self.key_len as usize..]
+    }
+
+    fn cost(&self) -> usize {
+        self.data.len() + ENTRY_OVERHEAD
+    }
+}
 
 #[derive(Default)]
 struct Stripe {
-    entries: HashMap<Box<[u8]>, Box<[u8]>>,
-    /// Keys in the order they were filled, the oldest evicted first (keys removed since are
-    /// skipped when they come up).
-    order: VecDeque<Box<[u8]>>,
+    entries: HashTable<Entry>,
+    /// Hashes of the entries in the order they were filled, the oldest evicted first.
+    /// Hashes of entries removed since are skipped when they come up (or evict an entry
+    /// filled again since, or one whose key shares the hash: early, never wrong).
+    order: VecDeque<u64>,
     bytes: usize,
     /// Writes to keys of this stripe begun and not finished: no fills meanwhile.
     writing: u32,
@@ -43,14 +69,26 @@ struct Stripe {
 }
 
 impl Stripe {
-    fn cost(key: &[u8], value: &[u8]) -> usize {
-        2 * key.len() + value.len() + ENTRY_OVERHEAD
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+        self.entries
+            .find(hash, |e| e.hash == hash && e.key() == key)
     }
 
-    fn remove(&mut self, key: &[u8]) {
-        if let Some(value) = self.entries.remove(key) {
-            self.bytes -= Self::cost(key, &value);
+    fn remove(&mut self, hash: u64, key: &[u8]) {
+        self.remove_where(hash, |e| e.hash == hash && e.key() == key);
+    }
+
+    fn remove_where(&mut self, hash: u64, eq: impl FnMut(&Entry) -> bool) {
+        if let Ok(found) = self.entries.find_entry(hash, eq) {
+            let (entry, _) = found.remove();
+            self.bytes -= entry.cost();
         }
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        self.order.push_back(entry.hash);
+        self.bytes += entry.cost();
+        self.entries.insert_unique(entry.hash, entry, |e| e.hash);
     }
 
     fn clear(&mut self) {
@@ -64,12 +102,13 @@ impl Stripe {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            self.remove(&oldest);
+            self.remove_where(oldest, |e| e.hash == oldest);
         }
-        // Keys removed by writes still sit in the queue; drop them once they are most of it.
+        // Hashes of removed entries still sit in the queue; drop them once they are most of it.
         if self.order.len() > 2 * self.entries.len() + 16 {
             let entries = &self.entries;
-            self.order.retain(|k| entries.contains_key(k));
+            self.order
+                .retain(|&h| entries.find(h, |e| e.hash == h).is_some());
         }
     }
 }
@@ -95,9 +134,15 @@ impl PointCache {
         })
     }
 
-    fn stripe(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Stripe> {
-        let i = xxhash_rust::xxh3::xxh3_64(key) as usize % STRIPES;
-        self.stripes[i].lock().expect("point cache stripe lock")
+    /// The key's hash and its stripe, locked. The stripe comes from bits 32 and up, which
+    /// the table's slot (low bits) and tag (top 7 bits) do not use.
+    fn stripe(&self, key: &[u8]) -> (u64, std::sync::MutexGuard<'_, Stripe>) {
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
+        let i = (hash >> 32) as usize % STRIPES;
+        (
+            hash,
+            self.stripes[i].lock().expect("point cache stripe lock"),
+        )
     }
 
     /// The epoch a read notes before it takes its snapshot.
@@ -113,28 +158,32 @@ impl PointCache {
 
     /// The newest committed stored value of `key`, if the cache holds it.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let stripe = self.stripe(key);
+        let (hash, stripe) = self.stripe(key);
         if stripe.writing > 0 {
             return None;
         }
-        stripe.entries.get(key).map(|v| v.to_vec())
+        stripe.find(hash, key).map(|e| e.value().to_vec())
     }
 
     /// Keeps `value`, read at a snapshot taken after the epoch was `read_epoch`, unless a
     /// write to the stripe is under way or finished since.
     pub fn fill(&self, key: &[u8], value: &[u8], read_epoch: u64) {
-        let cost = Stripe::cost(key, value);
-        if cost > self.stripe_capacity {
+        if key.len() + value.len() + ENTRY_OVERHEAD > self.stripe_capacity {
             return;
         }
-        let mut stripe = self.stripe(key);
+        let (hash, mut stripe) = self.stripe(key);
         if stripe.writing > 0 || stripe.last_write > read_epoch {
             return;
         }
-        stripe.remove(key);
-        stripe.entries.insert(key.into(), value.into());
-        stripe.order.push_back(key.into());
-        stripe.bytes += cost;
+        stripe.remove(hash, key);
+        let mut data = Vec::with_capacity(key.len() + value.len());
+        data.extend_from_slice(key);
+        data.extend_from_slice(value);
+        stripe.insert(Entry {
+            hash,
+            key_len: key.len() as u32,
+            data: data.into_boxed_slice(),
+        });
         stripe.evict_to(self.stripe_capacity);
     }
 
@@ -145,7 +194,7 @@ impl PointCache {
         self.each(keys, everything, |stripe, key| {
             stripe.writing += 1;
             match key {
-                Some(key) => stripe.remove(key),
+                Some((hash, key)) => stripe.remove(hash, key),
                 None => stripe.clear(),
             }
         });
@@ -159,20 +208,26 @@ impl PointCache {
             stripe.writing -= 1;
             stripe.last_write = epoch;
             match key {
-                Some(key) => stripe.remove(key),
+                Some((hash, key)) => stripe.remove(hash, key),
                 None => stripe.clear(),
             }
         });
     }
 
-    fn each(&self, keys: &[Vec<u8>], everything: bool, f: impl Fn(&mut Stripe, Option<&[u8]>)) {
+    fn each(
+        &self,
+        keys: &[Vec<u8>],
+        everything: bool,
+        f: impl Fn(&mut Stripe, Option<(u64, &[u8])>),
+    ) {
         if everything {
             for stripe in self.stripes.iter() {
                 f(&mut stripe.lock().expect("point cache stripe lock"), None);
             }
         } else {
             for key in keys {
-                f(&mut self.stripe(key), Some(key));
+                let (hash, mut stripe) = self.stripe(key);
+                f(&mut stripe, Some((hash, key)));
             }
         }
     }
