@@ -5,7 +5,6 @@ use notadb::{
     ValueFormat,
 };
 use serde_json::Value;
-use std::fmt::Write;
 
 /// Keyspace `items`: key `(store_id, product, score desc, item_id)`, partitioned by
 /// `store_id`, JSON values with `available: bool`.
@@ -52,18 +51,19 @@ pub fn top_available(ctx: &QueryContext<'_>, args: &Value) -> Result<String, Nod
         if row.field("available") != Some(Value::Bool(true)) {
             continue;
         }
-        let key = row.key()?;
+        // `[score, item]`: the store and product are the prefix scanned.
+        let key = row.key_after(2)?;
         if found > 0 {
             out.push(',');
         }
         // Object keys in sorted order, as a `serde_json::Value` would print them.
-        let _ = write!(
-            out,
-            r#"{{"item":{},"item_id":{},"score":{}}}"#,
-            row.json_text()?,
-            key[3].to_json(),
-            key[2].to_json()
-        );
+        out.push_str(r#"{"item":"#);
+        out.push_str(row.json_text()?);
+        out.push_str(r#","item_id":"#);
+        key[1].write_json(&mut out);
+        out.push_str(r#","score":"#);
+        key[0].write_json(&mut out);
+        out.push('}');
         found += 1;
     }
     out.push(']');

@@ -6,7 +6,9 @@ use crate::query::range::{resolve, Partitions};
 use crate::request::{KeyRange, Row};
 use crate::NodeError;
 use notadb_storage::{value, Cursor, ReadView};
-use notadb_types::{Element, KeyspaceSchema, PartitionId, Partitioner, ValueFormat};
+use notadb_types::{
+    decode_tuple, skip_elements, Element, KeyspaceSchema, PartitionId, Partitioner, ValueFormat,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -73,6 +75,10 @@ where
         serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(not_json)?;
         Ok(text)
     }
+}
+
+fn undecodable(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Internal(format!("stored key does not decode: {e}"))
 }
 
 fn not_json(e: serde_json::Error) -> NodeError {
@@ -250,9 +256,31 @@ impl RawRow<'_> {
 
     /// The key, decoded.
     pub fn key(&self) -> Result<Vec<Element>, NodeError> {
-        self.schema
-            .decode_key(self.encoded)
-            .map_err(|e| NodeError::Internal(format!("stored key does not decode: {e}")))
+        self.schema.decode_key(self.encoded).map_err(undecodable)
+    }
+
+    /// The key's elements after its first `n` (which a handler that scanned a prefix of `n`
+    /// elements knows already), decoded; the first `n` are stepped over, not decoded.
+    /// `key_after(0)` is `key()`.
+    pub fn key_after(&self, n: usize) -> Result<Vec<Element>, NodeError> {
+        let elements = &self.schema.key;
+        if n > elements.len() {
+            return Err(NodeError::invalid(format!(
+                "key_after({n}): keyspace `{}` has {} key elements",
+                self.schema.name,
+                elements.len()
+            )));
+        }
+        let skipped = skip_elements(elements, self.encoded, n).map_err(undecodable)?;
+        let rest = decode_tuple(&elements[n..], &self.encoded[skipped..]).map_err(undecodable)?;
+        if rest.len() != elements.len() - n {
+            return Err(undecodable(format!(
+                "expected {} key elements after the first {n}, found {}",
+                elements.len() - n,
+                rest.len()
+            )));
+        }
+        Ok(rest)
     }
 
     /// The value as the JSON text it is stored as (values of a JSON keyspace are checked

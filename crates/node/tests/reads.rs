@@ -342,6 +342,10 @@ async fn handlers_read_borrowed_rows_and_single_fields() {
             if row.field("available") == Some(serde_json::json!(true)) {
                 available.push(row.key()?[3].to_json());
             }
+            assert_eq!(row.key_after(0)?, row.key()?);
+            assert_eq!(row.key_after(2)?, row.key()?[2..]);
+            assert_eq!(row.key_after(4)?, []);
+            assert!(row.key_after(5).is_err(), "past the key's elements");
             assert_eq!(row.field("missing"), None);
             assert_eq!(
                 row.field("price"),

@@ -252,6 +252,27 @@ impl Element {
             Element::Bool(b) => Value::Bool(*b),
         }
     }
+
+    /// Appends the JSON text of [`Element::to_json`] to `out`; numbers and booleans without
+    /// building a `Value`.
+    pub fn write_json(&self, out: &mut String) {
+        use fmt::Write as _;
+        match self {
+            Element::I64(n) | Element::Timestamp(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Element::F64(x) => match serde_json::Number::from_f64(*x) {
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                None => out.push_str("null"),
+            },
+            Element::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Element::String(_) | Element::Bytes(_) => {
+                let _ = write!(out, "{}", self.to_json());
+            }
+        }
+    }
 }
 
 /// Bytes as base64, strings as they are, timestamps as RFC 3339 with microseconds (from 1970 to

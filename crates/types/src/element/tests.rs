@@ -141,6 +141,25 @@ fn to_json_round_trips_through_from_json() {
 }
 
 #[test]
+fn write_json_prints_what_to_json_prints() {
+    let values = [
+        Element::Bytes(vec![0, 1, 255]),
+        Element::from("a \"quoted\"\n\u{1}ä"),
+        Element::I64(i64::MIN),
+        Element::F64(-1.25e300),
+        Element::F64(3.0),
+        Element::F64(f64::NEG_INFINITY),
+        Element::Bool(true),
+        Element::Timestamp(42),
+    ];
+    for v in values {
+        let mut out = String::from("[");
+        v.write_json(&mut out);
+        assert_eq!(out, format!("[{}", v.to_json()), "{v:?}");
+    }
+}
+
+#[test]
 fn display() {
     assert_eq!(Element::Bytes(vec![0, 255]).to_string(), "AP8=");
     assert_eq!(Element::from("shoes").to_string(), "shoes");
