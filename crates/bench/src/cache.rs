@@ -431,7 +431,7 @@ pub async fn run(placement: &Placement, args: CacheArgs) -> anyhow::Result<()> {
         args.log_fsync,
         args.source_rows,
         table(&rows),
-        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores = crate::cpu::machine_cores(),
         n = args.connections,
         placement = placement.describe(),
     );

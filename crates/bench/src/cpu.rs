@@ -165,6 +165,14 @@ fn pin(pid: i32, Cpus(cpus): &Cpus) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The machine's online CPUs: every core, not only those the benchmark pinned itself to
+/// (`available_parallelism` counts the affinity mask).
+pub fn machine_cores() -> usize {
+    // SAFETY: sysconf reads a system value and touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(0)
+}
+
 /// The processes on this machine whose name (`/proc/PID/comm`) is one of `names`.
 pub fn pids_named(names: &[&str]) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

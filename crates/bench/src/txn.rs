@@ -645,7 +645,7 @@ fn write_report(args: &TxnArgs, rows: &[Row], notes: &[String]) -> anyhow::Resul
          acknowledgement (or JetStream), the built-in `i64.transfer`; a transaction's answer comes after every participant executed it. \
          {notes}\n\n{table}\n{images}",
         std::env::args().skip(2).collect::<Vec<_>>().join(" "),
-        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores = crate::cpu::machine_cores(),
         partitions = args.partitions,
         clients = args.clients,
         secs = args.duration.as_secs_f64(),

@@ -21,7 +21,7 @@ impl Machine {
                 .find_map(|l| l.strip_prefix("model name"))
                 .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
                 .unwrap_or_else(|| "unknown".into()),
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cores: crate::cpu::machine_cores(),
             memory_gib: meminfo
                 .lines()
                 .find_map(|l| l.strip_prefix("MemTotal:"))

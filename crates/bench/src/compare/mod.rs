@@ -82,8 +82,8 @@ pub struct CompareArgs {
     /// Redis holds it in memory and PostgreSQL in its buffers and the OS page cache.
     #[arg(long, default_value_t = 2048)]
     pub notadb_block_cache_mb: usize,
-    /// Point cache (for `Get`) of the node this command starts, MiB: sized to hold the point
-    /// keys (about 230 bytes each with 100-byte values), as Redis holds them.
+    /// Point cache (for `Get` and `MultiGet`) of the node this command starts, MiB: sized to
+    /// hold the point keys (about 230 bytes each with 100-byte values), as Redis holds them.
     #[arg(long, default_value_t = 512)]
     pub notadb_point_cache_mb: usize,
     /// PostgreSQL server (any database of it: the benchmark works in `--postgres-db`).
