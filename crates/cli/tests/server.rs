@@ -257,6 +257,19 @@ async fn the_frame_protocol_answers_like_grpc() {
         frame.multi_get("kv", &keys, &[]).await.expect("frame"),
         grpc.multi_get("kv", &keys, &[]).await.expect("grpc"),
     );
+    // One key over `max_multi_get_keys` (1,000 by default) is refused whole, on both.
+    let too_many: Vec<Vec<Element>> = (0..1_001).map(|i| vec![Element::I64(i)]).collect();
+    for client in [&frame, &grpc] {
+        let err = client
+            .multi_get("kv", &too_many, &[])
+            .await
+            .expect_err("over the limit");
+        assert!(
+            err.to_string()
+                .contains("1001 keys, the limit is 1000 (max_multi_get_keys)"),
+            "{err}"
+        );
+    }
     let scan = proto::ScanRequest {
         keyspace: "kv".into(),
         limit: 7,

@@ -132,6 +132,18 @@ impl Node {
         .await
     }
 
+    /// Refuses a `MultiGet` of more than `max_multi_get_keys` keys. A server checks the whole
+    /// request with it before decoding the keys or splitting them among shard groups.
+    pub fn check_multi_get_keys(&self, n: usize) -> Result<(), NodeError> {
+        let limit = self.inner.config.limits.max_multi_get_keys;
+        if n > limit {
+            return Err(NodeError::invalid(format!(
+                "keys: {n} keys, the limit is {limit} (max_multi_get_keys)"
+            )));
+        }
+        Ok(())
+    }
+
     /// The values of many keys (any partitions), in request order, from one snapshot.
     pub async fn multi_get(
         &self,
@@ -139,13 +151,7 @@ impl Node {
         keys: &[Vec<Element>],
         consistency: &Consistency,
     ) -> Result<(ValueFormat, Vec<Option<Vec<u8>>>), NodeError> {
-        let limit = self.inner.config.limits.max_multi_get_keys;
-        if keys.len() > limit {
-            return Err(NodeError::invalid(format!(
-                "keys: {} keys, the limit is {limit} (max_multi_get_keys)",
-                keys.len()
-            )));
-        }
+        self.check_multi_get_keys(keys.len())?;
         let def = self.keyspace(keyspace)?;
         let located = keys
             .iter()

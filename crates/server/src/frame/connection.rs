@@ -123,6 +123,21 @@ pub async fn serve(
             output.clear();
         }
         if stopping && in_flight.is_empty() {
+            // Requests read but never started (the connection was at its in-flight limit
+            // when it began stopping) are answered with an error, not dropped.
+            while let Ok(Some((head, _))) =
+                frame::decode_request(&mut input, limits.max_frame_bytes)
+            {
+                frame::encode_error(
+                    head.id,
+                    Code::Unavailable as u16,
+                    "the server is stopping: this request did not run; send it again",
+                    &mut output,
+                );
+            }
+            if !output.is_empty() {
+                stream.write_all(&output).await?;
+            }
             return Ok(());
         }
         if input.capacity() - input.len() < READ_CHUNK / 4 {

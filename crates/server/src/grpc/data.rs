@@ -182,6 +182,10 @@ impl Data for DataService {
     ) -> Result<Response<MultiGetResponse>, Status> {
         observe!("MultiGet", async {
             let r = request.get_ref();
+            // The whole request, before any key is decoded or a shard group sees its share.
+            self.node
+                .check_multi_get_keys(r.keys.len())
+                .map_err(to_status)?;
             let consistency = convert::consistency(&r.tokens, request.metadata())?;
             let keys = r
                 .keys
