@@ -1,5 +1,5 @@
-//! The seed handler `top_available` answers what a scan of the same range, filtered by
-//! `available`, answers: the same items, best score first, as JSON objects.
+//! The seed handler `top_available` answers the available items of a store and product,
+//! best score first, as JSON objects holding each item's stored value.
 
 use notadb::{Consistency, Element, JsonHandler, Mutation, NodeBuilder, NodeConfig, ValueInput};
 use notadb_examples::items;
@@ -48,34 +48,26 @@ async fn top_available_answers_the_best_available_items() {
         .await
         .expect("write");
     let c = Consistency::tokens(vec![token, other]);
-    let ask = |limit: u64| {
+    let ask = |args| {
         node.query(
             "top_available",
             "items",
             vec![Element::String("s1".into())],
-            json!({"product": "p", "limit": limit}),
+            args,
             &c,
         )
     };
+    let top = |limit: u64| ask(json!({"product": "p", "limit": limit}));
     let row = |id: &str, score: f64| json!({"item": {"available": true, "name": format!("n \"{id}\"")}, "item_id": id, "score": score});
     assert_eq!(
-        ask(10).await.expect("query"),
+        top(10).await.expect("query"),
         json!([row("d", 7.0), row("a", 3.5), row("c", 1.0)])
     );
     assert_eq!(
-        ask(2).await.expect("query"),
+        top(2).await.expect("query"),
         json!([row("d", 7.0), row("a", 3.5)])
     );
-    assert_eq!(ask(0).await.expect("query"), json!([]));
-    let err = node
-        .query(
-            "top_available",
-            "items",
-            vec![Element::String("s1".into())],
-            json!({"limit": 3}),
-            &c,
-        )
-        .await
-        .expect_err("no product");
+    assert_eq!(top(0).await.expect("query"), json!([]));
+    let err = ask(json!({"limit": 3})).await.expect_err("no product");
     assert!(err.to_string().contains("args.product"), "{err}");
 }

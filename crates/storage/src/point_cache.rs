@@ -15,8 +15,7 @@
 //! one key (`ReadView::get_one`). A view that reads several (`ReadView::multi_get`) uses hits
 //! only when it can show they are its snapshot's values too: no write began since the epoch
 //! it noted (`quiet_since`, checked before its first read and after its last), so the newest
-//! committed values are the snapshot's. Otherwise it reads the keys it took from the cache
-//! again at its snapshot.
+//! committed values are the snapshot's. Otherwise it reads every key again at its snapshot.
 //!
 //! The cache holds what reads put in it, so it changes nothing the apply path computes.
 
@@ -41,6 +40,11 @@ struct Entry {
 }
 
 impl Entry {
+    /// What an entry of `len` key and value bytes counts against its stripe's capacity.
+    fn cost_of(len: usize) -> usize {
+        len + ENTRY_OVERHEAD
+    }
+
     fn key(&self) -> &[u8] {
         &self.data[..self.key_len as usize]
     }
@@ -50,7 +54,7 @@ impl Entry {
     }
 
     fn cost(&self) -> usize {
-        self.data.len() + ENTRY_OVERHEAD
+        Self::cost_of(self.data.len())
     }
 }
 
@@ -189,7 +193,7 @@ impl PointCache {
     /// Keeps `value`, read at a snapshot taken after the epoch was `read_epoch`, unless a
     /// write to the stripe is under way or finished since.
     pub fn fill(&self, key: &[u8], value: &[u8], read_epoch: u64) {
-        if key.len() + value.len() + ENTRY_OVERHEAD > self.stripe_capacity {
+        if Entry::cost_of(key.len() + value.len()) > self.stripe_capacity {
             return;
         }
         let (hash, mut stripe) = self.stripe(key);
