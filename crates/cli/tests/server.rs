@@ -257,6 +257,35 @@ async fn the_frame_protocol_answers_like_grpc() {
         frame.multi_get("kv", &keys, &[]).await.expect("frame"),
         grpc.multi_get("kv", &keys, &[]).await.expect("grpc"),
     );
+    assert_eq!(
+        frame.multi_get("kv", &keys, &tokens).await.expect("frame"),
+        grpc.multi_get("kv", &keys, &tokens).await.expect("grpc"),
+    );
+    // Requests the frame path's direct `MultiGet` declines (a key of the wrong type or
+    // length, an unknown keyspace) get the gRPC method's errors.
+    let bad_keys = [
+        vec![Element::String("x".into())],
+        vec![],
+        vec![Element::I64(1), Element::I64(2)],
+    ];
+    for bad in bad_keys {
+        let keys = [vec![Element::I64(1)], bad];
+        let (a, b) = (
+            frame.multi_get("kv", &keys, &[]).await.expect_err("frame"),
+            grpc.multi_get("kv", &keys, &[]).await.expect_err("grpc"),
+        );
+        assert_eq!((a.code(), a.to_string()), (b.code(), b.to_string()));
+        assert!(a.to_string().contains("keys[1]"), "{a}");
+    }
+    let (a, b) = (
+        frame
+            .multi_get("nope", &keys, &[])
+            .await
+            .expect_err("frame"),
+        grpc.multi_get("nope", &keys, &[]).await.expect_err("grpc"),
+    );
+    assert_eq!((a.code(), a.to_string()), (b.code(), b.to_string()));
+    assert_eq!(a.code(), Some(Code::NotFound), "{a}");
     // One key over `max_multi_get_keys` (1,000 by default) is refused whole, on both.
     let too_many: Vec<Vec<Element>> = (0..1_001).map(|i| vec![Element::I64(i)]).collect();
     for client in [&frame, &grpc] {

@@ -41,6 +41,7 @@ pub use node::{KeyspaceInfo, Node, NodeBuilder, NodeStatus, PartitionStatus};
 pub use notadb_cache::CacheDef;
 pub use notadb_txn::{builtin, decode_report, encode_report, Finished};
 pub use notadb_txn::{Abort, Access, Outcome, Procedure, TxnContext, TxnId, TxnKey};
-pub use read::{merge_aggregates, merge_scans};
+pub use query::scan::{RawRows, RawScan};
+pub use read::{merge_aggregates, merge_scans, EncodedKeys, MultiGetValues};
 pub use request::*;
 pub use txn::{origin_of, TxnKeyRequest, TxnNotifier, TxnRequest, TxnResult};

@@ -616,7 +616,8 @@ impl Node {
         Ok(self.info(def))
     }
 
-    pub(crate) fn keyspace(&self, name: &str) -> Result<Arc<KeyspaceDef>, NodeError> {
+    /// The definition of the keyspace `name` (its id and schema).
+    pub fn keyspace(&self, name: &str) -> Result<Arc<KeyspaceDef>, NodeError> {
         self.inner.catalog.read().expect("catalog lock").get(name)
     }
 

@@ -6,14 +6,17 @@ use crate::node::NodeInner;
 use crate::query::aggregate::{aggregate_partition, AggregatePlan, Groups};
 use crate::query::filter::{field_path, Filters};
 use crate::query::range::{resolve, Partitions, ResolvedRange};
-use crate::query::scan::{merge, scan_partition, ScanPlan};
+use crate::query::scan::{merge, scan_partition, PartitionRows, RawRows, RawScan, ScanPlan};
 use crate::request::{
-    AggregateFunction, AggregateRequest, AggregateResult, Bound, Consistency, ScanRequest,
+    AggregateFunction, AggregateRequest, AggregateResult, Bound, Consistency, Row, ScanRequest,
     ScanResult,
 };
 use crate::{Node, NodeError};
-use notadb_storage::{value, ReadView};
-use notadb_types::{Element, ElementType, Order, PartitionId, ValueFormat};
+use notadb_storage::{value, ReadView, Values};
+use notadb_types::{
+    Element, ElementRef, ElementType, KeyspaceSchema, Order, PartitionId, Partitioner, TypesError,
+    ValueFormat,
+};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -153,25 +156,37 @@ impl Node {
     ) -> Result<(ValueFormat, Vec<Option<Vec<u8>>>), NodeError> {
         self.check_multi_get_keys(keys.len())?;
         let def = self.keyspace(keyspace)?;
-        let located = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| self.key_partition(&def, k, || format!("keys[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (p, _) in &located {
+        let mut encoded = EncodedKeys::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            let values = k.iter().map(Element::as_ref);
+            encoded
+                .push(&def.schema, &self.inner.partitioner, values)
+                .map_err(|e| NodeError::invalid(format!("keys[{i}]: {e}")))?;
+        }
+        let values = self.multi_get_encoded(def, encoded, consistency).await?;
+        let out = (0..values.len()).map(|i| values.get(i).map(<[u8]>::to_vec));
+        Ok((values.format(), out.collect()))
+    }
+
+    /// `multi_get` of keys already encoded (`EncodedKeys::push`), answered in one buffer.
+    pub async fn multi_get_encoded(
+        &self,
+        def: Arc<KeyspaceDef>,
+        keys: EncodedKeys,
+        consistency: &Consistency,
+    ) -> Result<MultiGetValues, NodeError> {
+        self.check_multi_get_keys(keys.len())?;
+        for (p, _) in &keys.ends {
             self.check_owned(*p)?;
         }
         self.wait_for(consistency).await?;
-        let format = def.schema.value_format;
         self.on_view(move |_, view, now| {
-            let keys: Vec<(PartitionId, &[u8])> =
-                located.iter().map(|(p, k)| (*p, k.as_slice())).collect();
-            let out = view
-                .multi_get(def.id, &keys)?
-                .into_iter()
-                .map(|stored| stored.and_then(|s| value::into_live(s, now)))
-                .collect();
-            Ok((format, out))
+            let keys: Vec<(PartitionId, &[u8])> = keys.iter().collect();
+            Ok(MultiGetValues {
+                stored: view.multi_get(def.id, &keys)?,
+                format: def.schema.value_format,
+                now,
+            })
         })
         .await
     }
@@ -262,15 +277,25 @@ impl Node {
         request: ScanRequest,
         consistency: &Consistency,
     ) -> Result<ScanResult, NodeError> {
+        self.scan_raw(request, consistency).await?.decode()
+    }
+
+    /// `scan` with the rows as stored: keys still encoded, for callers that write them
+    /// straight into an answer.
+    pub async fn scan_raw(
+        &self,
+        request: ScanRequest,
+        consistency: &Consistency,
+    ) -> Result<RawScan, NodeError> {
         let prepared = self.prepare_scan(&request)?;
         self.wait_for(consistency).await?;
         self.on_view(move |_, view, now| prepared.run(view, now))
             .await
     }
 
-    /// `scan` on the calling thread, without waiting for tokens (benchmarks, embedding code
-    /// that runs on its own threads). It blocks on RocksDB: never call it from async code.
-    pub fn scan_blocking(&self, request: &ScanRequest) -> Result<ScanResult, NodeError> {
+    /// `scan_raw` on the calling thread, without waiting for tokens (benchmarks, embedding
+    /// code that runs on its own threads). It blocks on RocksDB: never call it from async code.
+    pub fn scan_blocking(&self, request: &ScanRequest) -> Result<RawScan, NodeError> {
         let prepared = self.prepare_scan(request)?;
         let view = self.inner.storage.view();
         prepared.run(&view, self.inner.clock.now_micros())
@@ -507,23 +532,34 @@ pub fn merge_scans(
     limit: usize,
     reverse: bool,
 ) -> Result<ScanResult, NodeError> {
-    let format = schema.value_format;
     let parts = parts
         .into_iter()
         .map(|part| {
-            let rows = part
-                .rows
-                .into_iter()
-                .map(|row| Ok((schema.encode_key(&row.key)?.bytes, row)))
-                .collect::<Result<Vec<_>, NodeError>>()?;
-            Ok(crate::query::scan::PartitionRows {
+            let mut rows = RawRows::with_capacity(part.rows.len());
+            for row in &part.rows {
+                rows.push(&schema.encode_key(&row.key)?.bytes, &row.value);
+            }
+            Ok(PartitionRows {
                 rows,
                 more: part.more,
             })
         })
         .collect::<Result<Vec<_>, NodeError>>()?;
     let (rows, more) = merge(parts, limit, reverse);
-    Ok(ScanResult { format, rows, more })
+    let rows = rows
+        .iter()
+        .map(|(key, value)| {
+            Ok(Row {
+                key: schema.decode_key(key)?,
+                value: value.to_vec(),
+            })
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    Ok(ScanResult {
+        format: schema.value_format,
+        rows,
+        more,
+    })
 }
 
 /// Merges the complete groups of several shard groups' aggregates and keeps the top `top_k`
@@ -557,7 +593,7 @@ struct PreparedScan {
 }
 
 impl PreparedScan {
-    fn run(&self, view: &ReadView<'_>, now: i64) -> Result<ScanResult, NodeError> {
+    fn run(&self, view: &ReadView<'_>, now: i64) -> Result<RawScan, NodeError> {
         let plan = ScanPlan {
             keyspace: self.def.id,
             schema: &self.def.schema,
@@ -568,7 +604,6 @@ impl PreparedScan {
             max_bytes: self.max_bytes / self.partitions.len().max(1),
             reverse: self.reverse,
             now_micros: now,
-            keep_keys: self.partitions.len() > 1,
         };
         let parts = self
             .partitions
@@ -576,10 +611,87 @@ impl PreparedScan {
             .map(|p| scan_partition(view, &plan, *p))
             .collect::<Result<Vec<_>, _>>()?;
         let (rows, more) = merge(parts, self.limit, self.reverse);
-        Ok(ScanResult {
-            format: self.def.schema.value_format,
+        Ok(RawScan {
+            def: self.def.clone(),
             rows,
             more,
         })
+    }
+}
+
+/// Full keys of one keyspace, encoded, each with its partition, in one buffer.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedKeys {
+    bytes: Vec<u8>,
+    /// Per key, its partition and where it ends in `bytes`.
+    ends: Vec<(PartitionId, usize)>,
+}
+
+impl EncodedKeys {
+    pub fn with_capacity(keys: usize) -> Self {
+        EncodedKeys {
+            bytes: Vec::with_capacity(keys * 32),
+            ends: Vec::with_capacity(keys),
+        }
+    }
+
+    /// Appends the key of `values` (the schema's elements, all of them), locating its
+    /// partition. On error (`KeyspaceSchema::encode_key`'s) nothing is appended.
+    pub fn push<'v>(
+        &mut self,
+        schema: &KeyspaceSchema,
+        partitioner: &Partitioner,
+        values: impl ExactSizeIterator<Item = ElementRef<'v>> + Clone,
+    ) -> Result<(), TypesError> {
+        let start = self.bytes.len();
+        let partition_key_len = schema.encode_key_into(&mut self.bytes, values)?;
+        let p = partitioner.partition_of(&self.bytes[start..start + partition_key_len]);
+        self.ends.push((p, self.bytes.len()));
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The keys in order, with their partitions.
+    pub fn iter(&self) -> impl Iterator<Item = (PartitionId, &[u8])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|(_, end)| *end));
+        self.ends
+            .iter()
+            .zip(starts)
+            .map(|((p, end), start)| (*p, &self.bytes[start..*end]))
+    }
+}
+
+/// The values a `MultiGet` read, one per key in request order, in one buffer.
+pub struct MultiGetValues {
+    stored: Values,
+    format: ValueFormat,
+    /// The read's clock: values that expired by then read as absent.
+    now: i64,
+}
+
+impl MultiGetValues {
+    pub fn len(&self) -> usize {
+        self.stored.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stored.is_empty()
+    }
+
+    /// The `i`th key's value; `None` when it has none or it expired.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.stored.get(i).and_then(|s| value::live(s, self.now))
+    }
+
+    /// How the keyspace stores values.
+    pub fn format(&self) -> ValueFormat {
+        self.format
     }
 }

@@ -154,6 +154,27 @@ pub fn encode_response(id: u32, message: &impl prost::Message, out: &mut BytesMu
         .expect("the buffer was reserved for the message");
 }
 
+/// Appends a response frame whose message `write` appends itself (as protobuf). When `write`
+/// fails, `out` is left as it was and its error returned.
+pub fn encode_response_with<E>(
+    id: u32,
+    out: &mut BytesMut,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = out.len();
+    out.reserve(RESPONSE_HEADER);
+    out.put_u32_le(0);
+    out.put_u32_le(id);
+    out.put_u16_le(0);
+    if let Err(e) = write(out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = (out.len() - start - LEN) as u32;
+    out[start..start + LEN].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
 /// Appends an error response frame: a non-zero gRPC code and its message.
 pub fn encode_error(id: u32, code: u16, message: &str, out: &mut BytesMut) {
     debug_assert_ne!(code, 0, "an error frame has a non-zero code");
@@ -277,6 +298,20 @@ mod tests {
         assert_eq!(h, ResponseHead { id: 4, code: 5 });
         assert_eq!(&body[..], b"not found: keyspace `x`");
         assert_eq!(decode_response(&mut wire, 1 << 20), Ok(None));
+        // A message written by the caller: the same frame; a failed one: nothing.
+        let mut by_hand = BytesMut::new();
+        encode_response_with(3, &mut by_hand, |out| {
+            ok.encode(out).map_err(|e| e.to_string())
+        })
+        .expect("written");
+        encode_response(3, &ok, &mut wire);
+        assert_eq!(by_hand, wire);
+        let failed = encode_response_with(9, &mut by_hand, |out| {
+            out.put_slice(b"partial");
+            Err("no")
+        });
+        assert_eq!(failed, Err("no"));
+        assert_eq!(by_hand, wire, "unchanged");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod admin;
 mod config;
 mod convert;
+mod encode;
 mod frame;
 mod grpc;
 pub mod metrics;

@@ -26,4 +26,4 @@ pub use batch::StorageBatch;
 pub use error::StorageError;
 pub use options::StorageOptions;
 pub use rocks::{MemoryUsage, RocksStorage};
-pub use view::{Cursor, ReadView, MEMORY_VIEW_BUDGET};
+pub use view::{Cursor, ReadView, Values, MEMORY_VIEW_BUDGET};

@@ -182,12 +182,26 @@ impl PointCache {
     }
 
     /// The newest committed stored value of `key`, if the cache holds it.
+    #[cfg(test)]
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let mut value = Vec::new();
+        self.get_into(key, &mut value).then_some(value)
+    }
+
+    /// Appends the newest committed stored value of `key` to `out`; false when the cache
+    /// does not hold it.
+    pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> bool {
         let (hash, stripe) = self.stripe(key);
         if stripe.writing > 0 {
-            return None;
+            return false;
         }
-        stripe.find(hash, key).map(|e| e.value().to_vec())
+        match stripe.find(hash, key) {
+            Some(e) => {
+                out.extend_from_slice(e.value());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Keeps `value`, read at a snapshot taken after the epoch was `read_epoch`, unless a

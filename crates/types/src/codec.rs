@@ -53,23 +53,72 @@ const TERMINATOR: u8 = 0x01;
 /// f64 value is not NaN. Passing NaN is a logic error: debug builds panic, release builds write
 /// bytes that decoding rejects.
 pub fn encode_element(out: &mut Vec<u8>, value: &Element, order: Order) {
+    encode_element_ref(out, value.as_ref(), order)
+}
+
+/// [`encode_element`] of a borrowed element.
+pub fn encode_element_ref(out: &mut Vec<u8>, value: ElementRef<'_>, order: Order) {
     let start = out.len();
     match value {
-        Element::Bytes(b) => encode_escaped(out, b),
-        Element::String(s) => encode_escaped(out, s.as_bytes()),
-        Element::I64(n) | Element::Timestamp(n) => {
-            out.extend_from_slice(&(*n as u64 ^ SIGN).to_be_bytes())
+        ElementRef::Bytes(b) => encode_escaped(out, b),
+        ElementRef::String(s) => encode_escaped(out, s.as_bytes()),
+        ElementRef::I64(n) | ElementRef::Timestamp(n) => {
+            out.extend_from_slice(&(n as u64 ^ SIGN).to_be_bytes())
         }
-        Element::F64(x) => {
+        ElementRef::F64(x) => {
             debug_assert!(!x.is_nan(), "NaN reached encode_element");
-            let bits = normalise_zero(*x).to_bits();
+            let bits = normalise_zero(x).to_bits();
             let ordered = if bits & SIGN != 0 { !bits } else { bits ^ SIGN };
             out.extend_from_slice(&ordered.to_be_bytes());
         }
-        Element::Bool(b) => out.push(u8::from(*b)),
+        ElementRef::Bool(b) => out.push(u8::from(b)),
     }
     if order == Order::Desc {
         out[start..].iter_mut().for_each(|b| *b = !*b);
+    }
+}
+
+/// One key element read from its encoding by [`decode_element_ref`]: numbers and bools by
+/// value, a string's or bytes element's content borrowed from the caller's scratch buffer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ElementRef<'a> {
+    /// Arbitrary bytes.
+    Bytes(&'a [u8]),
+    /// A UTF-8 string.
+    String(&'a str),
+    /// A signed 64-bit integer.
+    I64(i64),
+    /// A float (never NaN in a key).
+    F64(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Microseconds since the Unix epoch (UTC).
+    Timestamp(i64),
+}
+
+impl ElementRef<'_> {
+    /// The element's type.
+    pub fn element_type(&self) -> ElementType {
+        match self {
+            ElementRef::Bytes(_) => ElementType::Bytes,
+            ElementRef::String(_) => ElementType::String,
+            ElementRef::I64(_) => ElementType::I64,
+            ElementRef::F64(_) => ElementType::F64,
+            ElementRef::Bool(_) => ElementType::Bool,
+            ElementRef::Timestamp(_) => ElementType::Timestamp,
+        }
+    }
+
+    /// The element, owned.
+    pub fn to_element(self) -> Element {
+        match self {
+            ElementRef::Bytes(b) => Element::Bytes(b.to_vec()),
+            ElementRef::String(s) => Element::String(s.to_owned()),
+            ElementRef::I64(n) => Element::I64(n),
+            ElementRef::F64(x) => Element::F64(x),
+            ElementRef::Bool(b) => Element::Bool(b),
+            ElementRef::Timestamp(n) => Element::Timestamp(n),
+        }
     }
 }
 
@@ -81,45 +130,84 @@ pub fn decode_element(
     ty: ElementType,
     order: Order,
 ) -> Result<(Element, usize), TypesError> {
+    let mut content = Vec::new();
+    let (value, used) = decode_value(input, ty, order, &mut content)?;
+    let element = match value {
+        Decoded::Content if ty == ElementType::Bytes => Element::Bytes(content),
+        Decoded::Content => Element::String(String::from_utf8(content).map_err(|e| {
+            decode_err(format!(
+                "expected utf-8 in a string, found {}",
+                e.utf8_error()
+            ))
+        })?),
+        Decoded::Scalar(e) => e.to_element(),
+    };
+    Ok((element, used))
+}
+
+/// [`decode_element`] without allocating: a string's or bytes element's content is written
+/// into `scratch` (cleared first) and borrowed from it. The same checks, the same errors.
+pub fn decode_element_ref<'s>(
+    input: &[u8],
+    ty: ElementType,
+    order: Order,
+    scratch: &'s mut Vec<u8>,
+) -> Result<(ElementRef<'s>, usize), TypesError> {
+    scratch.clear();
+    let (value, used) = decode_value(input, ty, order, scratch)?;
+    let element = match value {
+        Decoded::Content if ty == ElementType::Bytes => ElementRef::Bytes(scratch),
+        Decoded::Content => ElementRef::String(
+            std::str::from_utf8(scratch)
+                .map_err(|e| decode_err(format!("expected utf-8 in a string, found {e}")))?,
+        ),
+        Decoded::Scalar(e) => e,
+    };
+    Ok((element, used))
+}
+
+/// What [`decode_value`] read.
+enum Decoded {
+    /// A string or bytes element, its content appended to the buffer given.
+    Content,
+    /// Any other element (never `Bytes` or `String`).
+    Scalar(ElementRef<'static>),
+}
+
+/// The one decoder behind [`decode_element`] and [`decode_element_ref`].
+fn decode_value(
+    input: &[u8],
+    ty: ElementType,
+    order: Order,
+    content: &mut Vec<u8>,
+) -> Result<(Decoded, usize), TypesError> {
     let mask = mask(order);
     match ty {
         ElementType::Bytes | ElementType::String => {
-            let content = |run: &[u8]| -> Vec<u8> {
-                match order {
-                    Order::Asc => run.to_vec(),
-                    Order::Desc => run.iter().map(|b| !b).collect(),
-                }
+            let mut append = |run: &[u8]| match order {
+                Order::Asc => content.extend_from_slice(run),
+                Order::Desc => content.extend(run.iter().map(|b| !b)),
             };
             // Most elements hold no zero byte: the first 0x00 is the terminator's, and the
             // content is copied in one piece.
             let first = input.iter().position(|&b| b == mask);
-            let (bytes, used) = match first {
+            let used = match first {
                 Some(zero) if input.get(zero + 1).map(|b| b ^ mask) == Some(TERMINATOR) => {
-                    (content(&input[..zero]), zero + 2)
+                    append(&input[..zero]);
+                    zero + 2
                 }
-                _ => {
-                    let mut bytes = Vec::new();
-                    let used = walk_escaped(input, mask, |run| bytes.extend(content(run)))?;
-                    (bytes, used)
-                }
+                _ => walk_escaped(input, mask, append)?,
             };
-            let value = if ty == ElementType::Bytes {
-                Element::Bytes(bytes)
-            } else {
-                let s = String::from_utf8(bytes)
-                    .map_err(|e| decode_err(format!("expected utf-8 in a string, found {e}")))?;
-                Element::String(s)
-            };
-            Ok((value, used))
+            Ok((Decoded::Content, used))
         }
         ElementType::I64 | ElementType::Timestamp => {
             let n = (read_u64(input, ty, mask)? ^ SIGN) as i64;
             let value = if ty == ElementType::I64 {
-                Element::I64(n)
+                ElementRef::I64(n)
             } else {
-                Element::Timestamp(n)
+                ElementRef::Timestamp(n)
             };
-            Ok((value, 8))
+            Ok((Decoded::Scalar(value), 8))
         }
         ElementType::F64 => {
             let ordered = read_u64(input, ty, mask)?;
@@ -137,11 +225,11 @@ pub fn decode_element(
                     "expected 0.0 in canonical form, found -0.0".into(),
                 ));
             }
-            Ok((Element::F64(x), 8))
+            Ok((Decoded::Scalar(ElementRef::F64(x)), 8))
         }
         ElementType::Bool => match input.first().map(|b| b ^ mask) {
-            Some(0) => Ok((Element::Bool(false), 1)),
-            Some(1) => Ok((Element::Bool(true), 1)),
+            Some(0) => Ok((Decoded::Scalar(ElementRef::Bool(false)), 1)),
+            Some(1) => Ok((Decoded::Scalar(ElementRef::Bool(true)), 1)),
             Some(other) => Err(decode_err(format!(
                 "expected 0x00 or 0x01 for a bool, found 0x{other:02x}"
             ))),
@@ -150,6 +238,31 @@ pub fn decode_element(
             )),
         },
     }
+}
+
+/// Decodes the elements of a full or prefix key (as [`decode_tuple`] does) one at a time
+/// without allocating, passing each to `visit` with its schema element; string and bytes
+/// contents go through `scratch`.
+pub fn visit_tuple(
+    schema: &[KeyElement],
+    input: &[u8],
+    scratch: &mut Vec<u8>,
+    mut visit: impl FnMut(&KeyElement, ElementRef<'_>),
+) -> Result<(), TypesError> {
+    let mut rest = input;
+    for el in schema {
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let (value, used) =
+            decode_element_ref(rest, el.ty, el.order, scratch).map_err(|e| in_field(e, el))?;
+        visit(el, value);
+        rest = rest.get(used..).unwrap_or_default();
+    }
+    if !rest.is_empty() {
+        return Err(trailing(schema.len(), rest.len()));
+    }
+    Ok(())
 }
 
 /// Appends the encoding of `values`, the first `values.len()` elements of the key described by
@@ -161,13 +274,22 @@ pub fn encode_tuple(
     schema: &[KeyElement],
     values: &[Element],
 ) -> Result<(), TypesError> {
+    encode_tuple_refs(out, schema, values.iter().map(Element::as_ref))
+}
+
+/// [`encode_tuple`] of borrowed elements.
+pub fn encode_tuple_refs<'v>(
+    out: &mut Vec<u8>,
+    schema: &[KeyElement],
+    values: impl ExactSizeIterator<Item = ElementRef<'v>> + Clone,
+) -> Result<(), TypesError> {
     if values.len() > schema.len() {
         return Err(TypesError::ElementCount {
             expected: format!("at most {}", schema.len()),
             found: values.len(),
         });
     }
-    for (el, v) in schema.iter().zip(values) {
+    for (el, v) in schema.iter().zip(values.clone()) {
         let found = v.element_type();
         if found != el.ty {
             return Err(TypesError::ElementType {
@@ -176,14 +298,14 @@ pub fn encode_tuple(
                 found,
             });
         }
-        if matches!(v, Element::F64(x) if x.is_nan()) {
+        if matches!(v, ElementRef::F64(x) if x.is_nan()) {
             return Err(TypesError::NaN {
                 field: el.name.clone(),
             });
         }
     }
     for (el, v) in schema.iter().zip(values) {
-        encode_element(out, v, el.order);
+        encode_element_ref(out, v, el.order);
     }
     Ok(())
 }
@@ -204,13 +326,16 @@ pub fn decode_tuple(schema: &[KeyElement], input: &[u8]) -> Result<Vec<Element>,
         rest = rest.get(used..).unwrap_or_default();
     }
     if !rest.is_empty() {
-        return Err(decode_err(format!(
-            "expected the key to end after its {} elements, found {} more bytes",
-            schema.len(),
-            rest.len()
-        )));
+        return Err(trailing(schema.len(), rest.len()));
     }
     Ok(values)
+}
+
+/// The error for bytes after a key's last schema element.
+fn trailing(elements: usize, extra: usize) -> TypesError {
+    decode_err(format!(
+        "expected the key to end after its {elements} elements, found {extra} more bytes"
+    ))
 }
 
 /// The byte length of the first `n` encoded elements of `input`, without allocating.

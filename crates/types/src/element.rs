@@ -1,6 +1,7 @@
 //! Key elements: their types, their sort order, their values, the JSON form of those values, and
 //! the reference tuple order that the codec (`crate::codec`) reproduces byte for byte.
 
+use crate::codec::ElementRef;
 use crate::error::TypesError;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -171,13 +172,18 @@ pub enum Element {
 impl Element {
     /// The value's type.
     pub fn element_type(&self) -> ElementType {
+        self.as_ref().element_type()
+    }
+
+    /// The element, borrowed.
+    pub fn as_ref(&self) -> ElementRef<'_> {
         match self {
-            Element::Bytes(_) => ElementType::Bytes,
-            Element::String(_) => ElementType::String,
-            Element::I64(_) => ElementType::I64,
-            Element::F64(_) => ElementType::F64,
-            Element::Bool(_) => ElementType::Bool,
-            Element::Timestamp(_) => ElementType::Timestamp,
+            Element::Bytes(b) => ElementRef::Bytes(b),
+            Element::String(s) => ElementRef::String(s),
+            Element::I64(n) => ElementRef::I64(*n),
+            Element::F64(x) => ElementRef::F64(*x),
+            Element::Bool(b) => ElementRef::Bool(*b),
+            Element::Timestamp(n) => ElementRef::Timestamp(*n),
         }
     }
 

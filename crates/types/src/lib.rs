@@ -25,7 +25,8 @@ pub mod schema;
 pub mod wire;
 
 pub use codec::{
-    decode_element, decode_tuple, encode_element, encode_tuple, prefix_successor, skip_elements,
+    decode_element, decode_element_ref, decode_tuple, encode_element, encode_element_ref,
+    encode_tuple, encode_tuple_refs, prefix_successor, skip_elements, visit_tuple, ElementRef,
 };
 pub use element::{compare_elements, compare_tuples, Element, ElementType, KeyElement, Order};
 pub use error::TypesError;

@@ -1,6 +1,8 @@
 //! Keyspace schemas: the key's elements, the partition rule, the value format and the TTL rule.
 
-use crate::codec::{decode_tuple, encode_tuple, skip_at_most, Skipped};
+use crate::codec::{
+    decode_tuple, encode_tuple, encode_tuple_refs, skip_at_most, ElementRef, Skipped,
+};
 use crate::element::{quote, Element, ElementType, KeyElement};
 use crate::error::TypesError;
 use serde::{Deserialize, Serialize};
@@ -213,21 +215,37 @@ impl KeyspaceSchema {
 
     /// Encodes a full key: exactly `key.len()` values of the schema's types.
     pub fn encode_key(&self, values: &[Element]) -> Result<EncodedKey, TypesError> {
+        let mut bytes = Vec::with_capacity(encoded_size_hint(values));
+        let partition_key_len =
+            self.encode_key_into(&mut bytes, values.iter().map(Element::as_ref))?;
+        Ok(EncodedKey {
+            bytes,
+            partition_key_len,
+        })
+    }
+
+    /// [`encode_key`](Self::encode_key) of borrowed elements, appended to `out`: returns the
+    /// byte length of its partition key. On error `out` is as it was.
+    pub fn encode_key_into<'v>(
+        &self,
+        out: &mut Vec<u8>,
+        values: impl ExactSizeIterator<Item = ElementRef<'v>> + Clone,
+    ) -> Result<usize, TypesError> {
         if values.len() != self.key.len() {
             return Err(TypesError::ElementCount {
                 expected: format!("exactly {}", self.key.len()),
                 found: values.len(),
             });
         }
+        let start = out.len();
         let split = self.partition_by.min(self.key.len());
-        let mut bytes = Vec::with_capacity(encoded_size_hint(values));
-        encode_tuple(&mut bytes, &self.key[..split], &values[..split])?;
-        let partition_key_len = bytes.len();
-        encode_tuple(&mut bytes, &self.key[split..], &values[split..])?;
-        Ok(EncodedKey {
-            bytes,
-            partition_key_len,
-        })
+        encode_tuple_refs(out, &self.key[..split], values.clone().take(split))?;
+        let partition_key_len = out.len() - start;
+        if let Err(e) = encode_tuple_refs(out, &self.key[split..], values.skip(split)) {
+            out.truncate(start);
+            return Err(e);
+        }
+        Ok(partition_key_len)
     }
 
     /// Encodes a key prefix: the first 0 to `key.len()` values. Every key starting with these

@@ -106,6 +106,11 @@ impl Filters {
         !self.fields.is_empty()
     }
 
+    /// Whether there are key-element filters (a row's key must be decoded to check them).
+    pub fn needs_key(&self) -> bool {
+        !self.elements.is_empty()
+    }
+
     /// Whether a row passes the key-element filters.
     pub fn matches_key(&self, key: &[Element]) -> bool {
         self.elements.iter().all(|(i, op, v)| {

@@ -2,7 +2,8 @@
 //! called (the same code, so both APIs validate, route and answer alike), its answer kept
 //! typed until the connection encodes it into its output buffer.
 
-use crate::grpc::{CacheService, DataService};
+use crate::grpc::{CacheService, DataService, ScanAnswer};
+use crate::status::to_status;
 use bytes::{Bytes, BytesMut};
 use notadb_proto::frame::{self, Method, RequestHead};
 use notadb_proto::v1::cache_server::Cache;
@@ -23,7 +24,11 @@ pub enum Answer {
     Write(WriteResponse),
     Get(GetResponse),
     MultiGet(MultiGetResponse),
+    /// Values read here, written into the frame straight from the read's buffer.
+    MultiGetHere(notadb_node::MultiGetValues),
     Scan(ScanResponse),
+    /// Rows read here, written into the frame straight from their stored bytes.
+    ScanHere(notadb_node::RawScan),
     Aggregate(AggregateResponse),
     Query(QueryResponse),
     CacheGet(CacheGetResponse),
@@ -36,7 +41,25 @@ pub fn encode(id: u32, answer: Result<Answer, Status>, out: &mut BytesMut) {
         Ok(Answer::Write(m)) => frame::encode_response(id, &m, out),
         Ok(Answer::Get(m)) => frame::encode_response(id, &m, out),
         Ok(Answer::MultiGet(m)) => frame::encode_response(id, &m, out),
+        Ok(Answer::MultiGetHere(values)) => {
+            frame::encode_response_with(id, out, |out| {
+                crate::encode::multi_get_response(&values, out);
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .unwrap_or_else(|never| match never {});
+        }
         Ok(Answer::Scan(m)) => frame::encode_response(id, &m, out),
+        Ok(Answer::ScanHere(scan)) => {
+            let written = frame::encode_response_with(id, out, |out| {
+                crate::encode::scan_response(&scan, out)
+            });
+            if let Err(e) = written {
+                let status = to_status(notadb_node::NodeError::Internal(format!(
+                    "stored key does not decode: {e}"
+                )));
+                frame::encode_error(id, status.code() as u16, status.message(), out);
+            }
+        }
         Ok(Answer::Aggregate(m)) => frame::encode_response(id, &m, out),
         Ok(Answer::Query(m)) => frame::encode_response(id, &m, out),
         Ok(Answer::CacheGet(m)) => frame::encode_response(id, &m, out),
@@ -62,17 +85,22 @@ fn request<M: prost::Message + Default>(
                 .unwrap_or("request")
         ))
     })?;
+    Ok(Request::from_parts(
+        metadata(&head),
+        tonic::Extensions::default(),
+        message,
+    ))
+}
+
+/// The request's gRPC metadata: its deadline, as `grpc-timeout`.
+fn metadata(head: &RequestHead) -> MetadataMap {
     let mut metadata = MetadataMap::new();
     if head.timeout_ms > 0 {
         let value = MetadataValue::try_from(format!("{}m", head.timeout_ms))
             .expect("digits and a unit are a valid header value");
         metadata.insert("grpc-timeout", value);
     }
-    Ok(Request::from_parts(
-        metadata,
-        tonic::Extensions::default(),
-        message,
-    ))
+    metadata
 }
 
 fn answer<M>(
@@ -114,11 +142,20 @@ pub async fn call(
                 Answer::Write,
             ),
             Method::Get => answer(data.get(request(head, body, method)?).await, Answer::Get),
-            Method::MultiGet => answer(
-                data.multi_get(request(head, body, method)?).await,
-                Answer::MultiGet,
-            ),
-            Method::Scan => answer(data.scan(request(head, body, method)?).await, Answer::Scan),
+            Method::MultiGet => match data.multi_get_direct(&metadata(&head), &body) {
+                Some(direct) => direct.await.map(Answer::MultiGetHere),
+                None => answer(
+                    data.multi_get(request(head, body, method)?).await,
+                    Answer::MultiGet,
+                ),
+            },
+            Method::Scan => data
+                .scan_answer(request(head, body, method)?)
+                .await
+                .map(|scan| match scan {
+                    ScanAnswer::Here(raw) => Answer::ScanHere(raw),
+                    ScanAnswer::Message(m) => Answer::Scan(m),
+                }),
             Method::Aggregate => answer(
                 data.aggregate(request(head, body, method)?).await,
                 Answer::Aggregate,

@@ -7,6 +7,7 @@
 
 mod connection;
 mod dispatch;
+pub(crate) mod multi_get;
 
 pub use connection::Limits;
 pub use dispatch::Services;

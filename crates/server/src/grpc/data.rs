@@ -1,16 +1,26 @@
 use crate::convert;
+use crate::encode;
+use crate::frame::multi_get;
 use crate::route::{Route, Router};
 use crate::status::{convert_status, to_status};
 use futures::future::try_join_all;
-use notadb_node::{merge_aggregates, merge_scans, Consistency, Mutation, Node, NodeError};
+use notadb_node::{
+    merge_aggregates, merge_scans, Consistency, MultiGetValues, Mutation, Node, NodeError,
+};
 use notadb_proto::v1::data_server::Data;
 use notadb_proto::v1::*;
-use notadb_proto::{
-    element_from_proto, element_to_proto, token_to_proto, tuple_from_proto, tuple_into_proto,
-};
+use notadb_proto::{element_from_proto, element_to_proto, token_to_proto, tuple_from_proto};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
+
+/// A scan's answer: rows read here, as stored, or a message from other shard groups.
+pub(crate) enum ScanAnswer {
+    Here(notadb_node::RawScan),
+    Message(ScanResponse),
+}
 
 /// The `Data` service.
 pub struct DataService {
@@ -22,6 +32,89 @@ impl DataService {
     /// Serves `node`, forwarding through `router`.
     pub fn new(node: Node, router: Arc<Router>) -> DataService {
         DataService { node, router }
+    }
+
+    /// A scan, answered here (rows as stored, for the caller to encode) or by other shard
+    /// groups (their answer, or every group's merged).
+    pub(crate) async fn scan_answer(
+        &self,
+        request: Request<ScanRequest>,
+    ) -> Result<ScanAnswer, Status> {
+        observe!("Scan", async {
+            let r = request.get_ref();
+            let consistency = convert::consistency(&r.tokens, request.metadata())?;
+            let scan = convert::scan(r)?;
+            let route = self.router.route(request.metadata(), || {
+                self.node.partition_of_range(&scan.keyspace, &scan.range)
+            })?;
+            let forward = |group: u16, p: Option<notadb_types::PartitionId>| {
+                self.router
+                    .forward(group, p, &consistency, r.clone(), |mut c, req| async move {
+                        c.scan(req).await
+                    })
+            };
+            let merged = match route {
+                Route::Here => {
+                    let raw = self.node.scan_raw(scan, &consistency).await;
+                    return raw.map(ScanAnswer::Here).map_err(to_status);
+                }
+                Route::Group(group, p) => {
+                    return Ok(ScanAnswer::Message(forward(group, Some(p)).await?));
+                }
+                Route::Everywhere(others) => {
+                    let def = self
+                        .node
+                        .describe_keyspace(&scan.keyspace)
+                        .map_err(to_status)?
+                        .def;
+                    let limit = match scan.limit {
+                        0 => self.node.config().limits.default_scan_limit,
+                        n => n,
+                    };
+                    let reverse = scan.reverse;
+                    let (mine, theirs) = futures::future::try_join(
+                        async { self.node.scan(scan, &consistency).await.map_err(to_status) },
+                        try_join_all(others.into_iter().map(|g| forward(g, None))),
+                    )
+                    .await?;
+                    let mut parts = vec![mine];
+                    for part in theirs {
+                        parts.push(scan_from_proto(part, def.schema.value_format)?);
+                    }
+                    merge_scans(&def.schema, parts, limit, reverse).map_err(to_status)?
+                }
+            };
+            Ok(ScanAnswer::Message(encode::scan_result_message(merged)))
+        })
+        .await
+    }
+
+    /// A frame `MultiGet` (its message's bytes) answered straight from the read's buffer, or
+    /// `None` when the request is not one this path serves (see `frame::multi_get`): then
+    /// the gRPC method must answer it.
+    pub(crate) fn multi_get_direct<'s>(
+        &'s self,
+        metadata: &MetadataMap,
+        body: &[u8],
+    ) -> Option<impl Future<Output = Result<MultiGetValues, Status>> + 's> {
+        let parsed = multi_get::parse(&self.node, body)?;
+        if self.router.scattering(metadata).is_some()
+            && !parsed.keys.iter().all(|(p, _)| self.node.owns(p))
+        {
+            return None;
+        }
+        let consistency = convert::consistency(&parsed.tokens, metadata);
+        Some(observe!("MultiGet", async move {
+            // In the gRPC method's order, so errors are the same.
+            self.node
+                .check_multi_get_keys(parsed.keys.len())
+                .map_err(to_status)?;
+            let consistency = consistency?;
+            self.node
+                .multi_get_encoded(parsed.def, parsed.keys, &consistency)
+                .await
+                .map_err(to_status)
+        }))
     }
 
     /// The values of `keys`, all of them on this node.
@@ -254,66 +347,12 @@ impl Data for DataService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        observe!("Scan", async {
-            let r = request.get_ref();
-            let consistency = convert::consistency(&r.tokens, request.metadata())?;
-            let scan = convert::scan(r)?;
-            let route = self.router.route(request.metadata(), || {
-                self.node.partition_of_range(&scan.keyspace, &scan.range)
-            })?;
-            let forward = |group: u16, p: Option<notadb_types::PartitionId>| {
-                self.router
-                    .forward(group, p, &consistency, r.clone(), |mut c, req| async move {
-                        c.scan(req).await
-                    })
-            };
-            let result = match route {
-                Route::Here => self
-                    .node
-                    .scan(scan, &consistency)
-                    .await
-                    .map_err(to_status)?,
-                Route::Group(group, p) => {
-                    return Ok(Response::new(forward(group, Some(p)).await?));
-                }
-                Route::Everywhere(others) => {
-                    let def = self
-                        .node
-                        .describe_keyspace(&scan.keyspace)
-                        .map_err(to_status)?
-                        .def;
-                    let limit = match scan.limit {
-                        0 => self.node.config().limits.default_scan_limit,
-                        n => n,
-                    };
-                    let reverse = scan.reverse;
-                    let (mine, theirs) = futures::future::try_join(
-                        async { self.node.scan(scan, &consistency).await.map_err(to_status) },
-                        try_join_all(others.into_iter().map(|g| forward(g, None))),
-                    )
-                    .await?;
-                    let mut parts = vec![mine];
-                    for part in theirs {
-                        parts.push(scan_from_proto(part, def.schema.value_format)?);
-                    }
-                    merge_scans(&def.schema, parts, limit, reverse).map_err(to_status)?
-                }
-            };
-            let format = result.format;
-            let rows = result
-                .rows
-                .into_iter()
-                .map(|row| Row {
-                    key: Some(tuple_into_proto(row.key)),
-                    value: Some(convert::value_to_proto(format, row.value)),
-                })
-                .collect();
-            Ok(Response::new(ScanResponse {
-                rows,
-                more: result.more,
-            }))
-        })
-        .await
+        match self.scan_answer(request).await? {
+            ScanAnswer::Here(raw) => {
+                Ok(Response::new(encode::scan_message(raw).map_err(to_status)?))
+            }
+            ScanAnswer::Message(message) => Ok(Response::new(message)),
+        }
     }
 
     async fn aggregate(

@@ -21,6 +21,7 @@ mod txn;
 
 pub use cache::CacheService;
 pub use data::DataService;
+pub(crate) use data::ScanAnswer;
 pub use keyspaces::KeyspacesService;
 pub use node::NodeService;
 pub use txn::TxnService;

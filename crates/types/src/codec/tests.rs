@@ -217,9 +217,15 @@ fn decode_element_never_panics_on_short_input() {
     for input in inputs {
         for ty in ElementType::ALL {
             for order in [Order::Asc, Order::Desc] {
-                if let Ok((v, used)) = decode_element(&input, ty, order) {
-                    assert_eq!(enc(v, order), input[..used]);
+                let owned = decode_element(&input, ty, order);
+                if let Ok((v, used)) = &owned {
+                    assert_eq!(enc(v.clone(), order), input[..*used]);
                 }
+                // The borrowing decoder accepts and rejects the same bytes, alike.
+                let mut scratch = vec![9];
+                let borrowed = decode_element_ref(&input, ty, order, &mut scratch)
+                    .map(|(v, used)| (v.to_element(), used));
+                assert_eq!(borrowed, owned, "{ty} {order} {input:?}");
             }
         }
     }
@@ -272,6 +278,28 @@ fn decode_tuple_decodes_prefixes_and_rejects_trailing_bytes() {
     );
     let mut long = full.clone();
     long.push(0);
+    // `visit_tuple` sees the same elements and fails alike, without allocating per element.
+    let visit = |input: &[u8]| {
+        let mut seen = Vec::new();
+        visit_tuple(&s, input, &mut Vec::new(), |el, v| {
+            seen.push((el.name.clone(), v.to_element()))
+        })
+        .map(|()| seen)
+    };
+    let names = |t: &[Element]| -> Vec<(String, Element)> {
+        t.iter()
+            .enumerate()
+            .map(|(i, e)| (format!("e{i}"), e.clone()))
+            .collect()
+    };
+    assert_eq!(visit(&full), Ok(names(&t)));
+    assert_eq!(visit(&full[..first]), Ok(names(&t[..1])));
+    for bad in [&full[..full.len() - 1], &long[..]] {
+        assert_eq!(
+            visit(bad).expect_err("malformed"),
+            decode_tuple(&s, bad).expect_err("malformed")
+        );
+    }
     let err = decode_tuple(&s, &long).expect_err("trailing byte");
     assert!(
         err.to_string()
