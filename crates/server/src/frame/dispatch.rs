@@ -1,6 +1,8 @@
 //! One frame-protocol request: its message decoded, the gRPC service method it mirrors
 //! called (the same code, so both APIs validate, route and answer alike), its answer kept
-//! typed until the connection encodes it into its output buffer.
+//! typed until the connection encodes it into its output buffer. A `MultiGet` of valid keys
+//! served here is read from its bytes instead (`multi_get`), and it and a `Scan` answered
+//! here keep their answers as stored bytes for the connection to encode.
 
 use crate::grpc::{CacheService, DataService, ScanAnswer};
 use crate::status::to_status;

@@ -2,7 +2,10 @@
 //! `notadb_proto::frame` for the wire format and `docs/performance.md` for why).
 //!
 //! It calls the same service methods as gRPC, so both APIs validate, route, forward and
-//! answer alike; only the transport differs. Every connection is one task that answers the
+//! answer alike; only the transport differs. Two answers skip the messages: a `Scan`
+//! answered here is written from its stored rows (`encode`), and a `MultiGet` of valid keys
+//! served here is read from the request's bytes and answered from one buffer of values
+//! (`multi_get`); any other `MultiGet` goes through the gRPC method. Every connection is one task that answers the
 //! reads it can on the thread that read them.
 
 mod connection;
