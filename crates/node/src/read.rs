@@ -6,9 +6,11 @@ use crate::node::NodeInner;
 use crate::query::aggregate::{aggregate_partition, AggregatePlan, Groups};
 use crate::query::filter::{field_path, Filters};
 use crate::query::range::{resolve, Partitions, ResolvedRange};
-use crate::query::scan::{merge, scan_partition, PartitionRows, RawRows, RawScan, ScanPlan};
+use crate::query::scan::{
+    decode_rows, merge, scan_partition, PartitionRows, RawRows, RawScan, ScanPlan,
+};
 use crate::request::{
-    AggregateFunction, AggregateRequest, AggregateResult, Bound, Consistency, Row, ScanRequest,
+    AggregateFunction, AggregateRequest, AggregateResult, Bound, Consistency, ScanRequest,
     ScanResult,
 };
 use crate::{Node, NodeError};
@@ -546,20 +548,7 @@ pub fn merge_scans(
         })
         .collect::<Result<Vec<_>, NodeError>>()?;
     let (rows, more) = merge(parts, limit, reverse);
-    let rows = rows
-        .iter()
-        .map(|(key, value)| {
-            Ok(Row {
-                key: schema.decode_key(key)?,
-                value: value.to_vec(),
-            })
-        })
-        .collect::<Result<Vec<_>, NodeError>>()?;
-    Ok(ScanResult {
-        format: schema.value_format,
-        rows,
-        more,
-    })
+    decode_rows(schema, &rows, more)
 }
 
 /// Merges the complete groups of several shard groups' aggregates and keeps the top `top_k`

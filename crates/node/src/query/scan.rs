@@ -95,22 +95,30 @@ pub struct RawScan {
 impl RawScan {
     /// The rows with decoded keys.
     pub fn decode(self) -> Result<ScanResult, NodeError> {
-        let rows = self
-            .rows
-            .iter()
-            .map(|(key, value)| {
-                Ok(Row {
-                    key: decode_stored_key(&self.def.schema, key)?,
-                    value: value.to_vec(),
-                })
-            })
-            .collect::<Result<Vec<_>, NodeError>>()?;
-        Ok(ScanResult {
-            format: self.def.schema.value_format,
-            rows,
-            more: self.more,
-        })
+        decode_rows(&self.def.schema, &self.rows, self.more)
     }
+}
+
+/// Rows as stored, with their keys decoded.
+pub fn decode_rows(
+    schema: &KeyspaceSchema,
+    rows: &RawRows,
+    more: bool,
+) -> Result<ScanResult, NodeError> {
+    let rows = rows
+        .iter()
+        .map(|(key, value)| {
+            Ok(Row {
+                key: decode_stored_key(schema, key)?,
+                value: value.to_vec(),
+            })
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    Ok(ScanResult {
+        format: schema.value_format,
+        rows,
+        more,
+    })
 }
 
 /// A stored key decoded; one that does not decode is a bug or a damaged store.
