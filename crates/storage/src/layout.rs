@@ -13,21 +13,20 @@ pub const DATA_KEY_HEADER: usize = 6;
 /// `partition | keyspace | encoded tuple`.
 pub fn data_key(partition: PartitionId, keyspace: KeyspaceId, encoded: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(DATA_KEY_HEADER + encoded.len());
-    write_data_key(&mut key, partition, keyspace, encoded);
+    append_data_key(&mut key, partition, keyspace, encoded);
     key
 }
 
-/// `data_key` into a reused buffer (cleared first).
-pub fn write_data_key(
-    key: &mut Vec<u8>,
+/// `data_key` appended to `out`.
+pub fn append_data_key(
+    out: &mut Vec<u8>,
     partition: PartitionId,
     keyspace: KeyspaceId,
     encoded: &[u8],
 ) {
-    key.clear();
-    key.extend_from_slice(&partition.0.to_be_bytes());
-    key.extend_from_slice(&keyspace.0.to_be_bytes());
-    key.extend_from_slice(encoded);
+    out.extend_from_slice(&partition.0.to_be_bytes());
+    out.extend_from_slice(&keyspace.0.to_be_bytes());
+    out.extend_from_slice(encoded);
 }
 
 /// The range `[start, end)` holding all of one keyspace's data in one partition.

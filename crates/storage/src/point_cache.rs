@@ -19,16 +19,15 @@
 //!
 //! The cache holds what reads put in it, so it changes nothing the apply path computes.
 
-use hashbrown::HashTable;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Lock stripes: a write and a read of different keys rarely wait for each other.
 const STRIPES: usize = 64;
-/// Bytes an entry costs besides its key and value: its table slot, its place in the
-/// eviction queue, the allocator's header.
-const ENTRY_OVERHEAD: usize = 64;
+/// Bytes an entry costs besides its key and value: its table slots (a table is at most half
+/// full), its place in the eviction queue, the allocator's header.
+const ENTRY_OVERHEAD: usize = 96;
 
 /// One key's hash (xxh3: it picks the stripe and the table slot) and its key and stored
 /// value in one allocation, so a hit follows one pointer and its 64-bit hash is compared
@@ -58,9 +57,106 @@ impl Entry {
     }
 }
 
+/// Asks the CPU to start loading the cache line at `p` (a hint: no fault, no effect on
+/// what the program computes, whatever the address).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// A stripe's entries: an open-addressed table probed linearly from the slot the hash's low
+/// bits pick, at most half full, emptied slots refilled by shifting later entries back (no
+/// tombstones). Our own table rather than a library's because a lookup of many keys starts
+/// loading every key's slot before it reads any (`PointCache::prefetch`), which needs the
+/// slot's address from the hash.
+#[derive(Default)]
+struct Table {
+    /// A power of two of slots, or none before the first insert.
+    slots: Box<[Option<Entry>]>,
+    len: usize,
+}
+
+impl Table {
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// Where the entry with `hash` that `eq` accepts sits.
+    fn position(&self, hash: u64, mut eq: impl FnMut(&Entry) -> bool) -> Option<usize> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        // At most half full: the probe meets an empty slot.
+        loop {
+            match self.slots.get(i)? {
+                None => return None,
+                Some(e) if e.hash == hash && eq(e) => return Some(i),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn find(&self, hash: u64, eq: impl FnMut(&Entry) -> bool) -> Option<&Entry> {
+        self.position(hash, eq).and_then(|i| self.slots[i].as_ref())
+    }
+
+    /// Adds an entry (the caller removed any other of the same key).
+    fn insert(&mut self, entry: Entry) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.mask();
+        let mut i = entry.hash as usize & mask;
+        while self.slots[i].is_some() {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = Some(entry);
+        self.len += 1;
+    }
+
+    fn grow(&mut self) {
+        let slots = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, (0..slots).map(|_| None).collect());
+        self.len = 0;
+        for entry in old.into_vec().into_iter().flatten() {
+            self.insert(entry);
+        }
+    }
+
+    /// Takes out the entry at `i`, moving later entries of its probe run back so every
+    /// entry stays reachable from its home slot.
+    fn remove_at(&mut self, i: usize) -> Option<Entry> {
+        let removed = self.slots[i].take()?;
+        self.len -= 1;
+        let mask = self.mask();
+        let (mut hole, mut j) = (i, (i + 1) & mask);
+        while let Some(e) = &self.slots[j] {
+            let home = e.hash as usize & mask;
+            // The entry may fill the hole if the hole lies on its probe path (from its home
+            // to where it sits).
+            if j.wrapping_sub(hole) & mask <= j.wrapping_sub(home) & mask {
+                self.slots[hole] = self.slots[j].take();
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        Some(removed)
+    }
+
+    fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
+        self.len = 0;
+    }
+}
+
 #[derive(Default)]
 struct Stripe {
-    entries: HashTable<Entry>,
+    entries: Table,
     /// Hashes of the entries in the order they were filled, the oldest evicted first.
     /// Hashes of entries removed since are skipped when they come up (or evict an entry
     /// filled again since, or one whose key shares the hash: early, never wrong).
@@ -74,18 +170,20 @@ struct Stripe {
 
 impl Stripe {
     fn find(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
-        self.entries
-            .find(hash, |e| e.hash == hash && e.key() == key)
+        self.entries.find(hash, |e| e.key() == key)
     }
 
     fn remove(&mut self, hash: u64, key: &[u8]) {
-        self.remove_where(hash, |e| e.hash == hash && e.key() == key);
+        self.remove_where(hash, |e| e.key() == key);
         self.tidy_queue();
     }
 
     fn remove_where(&mut self, hash: u64, eq: impl FnMut(&Entry) -> bool) {
-        if let Ok(found) = self.entries.find_entry(hash, eq) {
-            let (entry, _) = found.remove();
+        if let Some(entry) = self
+            .entries
+            .position(hash, eq)
+            .and_then(|i| self.entries.remove_at(i))
+        {
             self.bytes -= entry.cost();
         }
     }
@@ -93,7 +191,7 @@ impl Stripe {
     fn insert(&mut self, entry: Entry) {
         self.order.push_back(entry.hash);
         self.bytes += entry.cost();
-        self.entries.insert_unique(entry.hash, entry, |e| e.hash);
+        self.entries.insert(entry);
     }
 
     fn clear(&mut self) {
@@ -107,7 +205,7 @@ impl Stripe {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            self.remove_where(oldest, |e| e.hash == oldest);
+            self.remove_where(oldest, |_| true);
         }
         self.tidy_queue();
     }
@@ -119,13 +217,13 @@ impl Stripe {
     /// (Two keys of one stripe sharing a 64-bit hash keep one copy: the stripe may then stay
     /// over its capacity by one entry until it is evicted or cleared.)
     fn tidy_queue(&mut self) {
-        if self.order.len() <= 2 * self.entries.len() + 16 {
+        if self.order.len() <= 2 * self.entries.len + 16 {
             return;
         }
         let entries = &self.entries;
-        let mut kept = std::collections::HashSet::with_capacity(entries.len());
+        let mut kept = std::collections::HashSet::with_capacity(entries.len);
         self.order
-            .retain(|&h| entries.find(h, |e| e.hash == h).is_some() && kept.insert(h));
+            .retain(|&h| entries.position(h, |_| true).is_some() && kept.insert(h));
     }
 
     /// After a write to a key of this stripe finished with `epoch`. Writes commit at once
@@ -138,9 +236,35 @@ impl Stripe {
     }
 }
 
+/// A stripe, and where its table's slots lie, published for `PointCache::prefetch` to read
+/// without the lock: a hint, possibly stale (then a prefetch loads a useless line).
+#[derive(Default)]
+struct StripeCell {
+    lock: Mutex<Stripe>,
+    slots: AtomicPtr<Option<Entry>>,
+    mask: AtomicUsize,
+}
+
+impl StripeCell {
+    /// Publishes the table's slots after they may have moved (the stripe locked).
+    fn publish(&self, table: &Table) {
+        self.slots
+            .store(table.slots.as_ptr().cast_mut(), Ordering::Relaxed);
+        self.mask.store(table.mask(), Ordering::Relaxed);
+    }
+
+    /// Where the slot a probe for `hash` starts at lay when last published.
+    fn home_hint(&self, hash: u64) -> *const Option<Entry> {
+        let mask = self.mask.load(Ordering::Relaxed);
+        self.slots
+            .load(Ordering::Relaxed)
+            .wrapping_add(hash as usize & mask)
+    }
+}
+
 /// See the module documentation.
 pub struct PointCache {
-    stripes: Box<[Mutex<Stripe>]>,
+    stripes: Box<[StripeCell]>,
     /// Finished writes so far.
     epoch: AtomicU64,
     /// Begun writes so far (finished or not): `begun - epoch` are under way.
@@ -152,22 +276,55 @@ impl PointCache {
     /// A cache of at most about `capacity_bytes`; `None` for 0 (no cache).
     pub fn new(capacity_bytes: usize) -> Option<PointCache> {
         (capacity_bytes > 0).then(|| PointCache {
-            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            stripes: (0..STRIPES).map(|_| StripeCell::default()).collect(),
             epoch: AtomicU64::new(0),
             begun: AtomicU64::new(0),
             stripe_capacity: capacity_bytes / STRIPES,
         })
     }
 
-    /// The key's hash and its stripe, locked. The stripe comes from bits 32 and up, which
-    /// the table's slot (low bits) and tag (top 7 bits) do not use.
+    /// A key's hash (xxh3): it picks the key's stripe and its slot.
+    pub fn hash(key: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(key)
+    }
+
+    /// The stripe of a key's hash, locked. The stripe comes from bits 32 and up, which the
+    /// table's slot (low bits) does not use.
+    fn lock(&self, hash: u64) -> std::sync::MutexGuard<'_, Stripe> {
+        self.cell(hash)
+            .lock
+            .lock()
+            .expect("point cache stripe lock")
+    }
+
+    fn cell(&self, hash: u64) -> &StripeCell {
+        &self.stripes[(hash >> 32) as usize % STRIPES]
+    }
+
+    /// The key's hash and its stripe, locked.
     fn stripe(&self, key: &[u8]) -> (u64, std::sync::MutexGuard<'_, Stripe>) {
-        let hash = xxhash_rust::xxh3::xxh3_64(key);
-        let i = (hash >> 32) as usize % STRIPES;
-        (
-            hash,
-            self.stripes[i].lock().expect("point cache stripe lock"),
-        )
+        let hash = Self::hash(key);
+        (hash, self.lock(hash))
+    }
+
+    /// Starts loading what lookups of keys with these hashes will read, so that their cache
+    /// misses overlap instead of following one another: first every key's home slot (from
+    /// the published hints, without locks: a lock's atomic instruction would wait for the
+    /// loads before it), then the entry each slot leads to (by hash alone; the lookup
+    /// compares the key). A hint: it changes no answer and no entry.
+    pub fn prefetch(&self, hashes: &[u64]) {
+        for &hash in hashes {
+            prefetch(self.cell(hash).home_hint(hash));
+        }
+        for &hash in hashes {
+            if let Some(e) = self.lock(hash).entries.find(hash, |_| true) {
+                let data = e.data.as_ptr();
+                prefetch(data);
+                if e.data.len() > 64 {
+                    prefetch(data.wrapping_add(64));
+                }
+            }
+        }
     }
 
     /// The epoch a read notes before it takes its snapshot.
@@ -185,13 +342,14 @@ impl PointCache {
     #[cfg(test)]
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let mut value = Vec::new();
-        self.get_into(key, &mut value).then_some(value)
+        self.get_into(Self::hash(key), key, &mut value)
+            .then_some(value)
     }
 
     /// Appends the newest committed stored value of `key` to `out`; false when the cache
-    /// does not hold it.
-    pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> bool {
-        let (hash, stripe) = self.stripe(key);
+    /// does not hold it. `hash` is the key's (`hash`).
+    pub fn get_into(&self, hash: u64, key: &[u8], out: &mut Vec<u8>) -> bool {
+        let stripe = self.lock(hash);
         if stripe.writing > 0 {
             return false;
         }
@@ -214,6 +372,7 @@ impl PointCache {
         if stripe.writing > 0 || stripe.last_write > read_epoch {
             return;
         }
+        let cell = self.cell(hash);
         stripe.remove(hash, key);
         let mut data = Vec::with_capacity(key.len() + value.len());
         data.extend_from_slice(key);
@@ -224,6 +383,7 @@ impl PointCache {
             data: data.into_boxed_slice(),
         });
         stripe.evict_to(self.stripe_capacity);
+        cell.publish(&stripe.entries);
     }
 
     /// Before a batch commits: its keys' entries go and their stripes stop filling. With
@@ -260,7 +420,10 @@ impl PointCache {
     ) {
         if everything {
             for stripe in self.stripes.iter() {
-                f(&mut stripe.lock().expect("point cache stripe lock"), None);
+                f(
+                    &mut stripe.lock.lock().expect("point cache stripe lock"),
+                    None,
+                );
             }
         } else {
             for key in keys {
@@ -274,7 +437,7 @@ impl PointCache {
     pub fn bytes(&self) -> usize {
         self.stripes
             .iter()
-            .map(|s| s.lock().expect("point cache stripe lock").bytes)
+            .map(|s| s.lock.lock().expect("point cache stripe lock").bytes)
             .sum()
     }
 }
@@ -361,7 +524,7 @@ mod tests {
         let queued: usize = cache
             .stripes
             .iter()
-            .map(|s| s.lock().expect("lock").order.len())
+            .map(|s| s.lock.lock().expect("lock").order.len())
             .sum();
         assert!(queued <= 17, "{queued} hashes queued for no entries");
         assert_eq!(cache.bytes(), 0);
@@ -390,5 +553,68 @@ mod tests {
         assert!(cache.bytes() <= 64 * 1024, "{}", cache.bytes());
         assert!(cache.bytes() > 32 * 1024, "{}", cache.bytes());
         assert!(PointCache::new(0).is_none());
+    }
+
+    #[test]
+    fn the_table_finds_what_it_holds_through_removals() {
+        // Few distinct hashes, some of them shared by several keys, with home slots at both
+        // ends of the table (so probe runs wrap around), against a model.
+        let hash_of = |k: u32| {
+            let h = u64::from(k % 37);
+            if k.is_multiple_of(2) {
+                h
+            } else {
+                u64::MAX - h
+            }
+        };
+        let mut table = Table::default();
+        let mut model = std::collections::BTreeMap::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = (x % 300) as u32;
+            let hash = hash_of(k);
+            let key = k.to_be_bytes();
+            if let Some(i) = table.position(hash, |e| e.key() == key) {
+                table.remove_at(i).expect("an entry");
+                model.remove(&k);
+            }
+            if !x.is_multiple_of(3) {
+                let mut data = key.to_vec();
+                data.extend_from_slice(&step.to_be_bytes());
+                table.insert(Entry {
+                    hash,
+                    key_len: 4,
+                    data: data.into_boxed_slice(),
+                });
+                model.insert(k, step);
+            }
+            assert_eq!(table.len, model.len());
+            if step.is_multiple_of(97) {
+                for k in 0..300u32 {
+                    let found = table
+                        .find(hash_of(k), |e| e.key() == k.to_be_bytes())
+                        .map(|e| u32::from_be_bytes(e.value().try_into().expect("4 bytes")));
+                    assert_eq!(found, model.get(&k).copied(), "key {k} at step {step}");
+                }
+            }
+        }
+        assert!(table.slots.len() >= 2 * table.len);
+    }
+
+    #[test]
+    fn prefetching_changes_no_answer() {
+        let cache = PointCache::new(1 << 20).expect("a cache");
+        let keys: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        for k in &keys[..50] {
+            cache.fill(k, &[1u8; 100], cache.epoch());
+        }
+        let hashes: Vec<u64> = keys.iter().map(|k| PointCache::hash(k)).collect();
+        cache.prefetch(&hashes);
+        let hits = keys.iter().filter(|k| cache.get(k).is_some()).count();
+        assert_eq!(hits, 50);
+        PointCache::new(1 << 20).expect("a cache").prefetch(&hashes);
     }
 }

@@ -100,15 +100,15 @@ impl<'a> ReadView<'a> {
     }
 
     /// Appends the stored value of a data key to `out`, false when the key holds none: the
-    /// point cache's entry if `cache` is given and holds it, else one lookup at the snapshot,
-    /// which fills the cache.
+    /// point cache's entry if `cached` gives the cache (and the key's hash) and it holds
+    /// one, else one lookup at the snapshot, which fills the cache.
     fn read_into(
         &self,
         key: &[u8],
-        cache: Option<&PointCache>,
+        cached: Option<(&PointCache, u64)>,
         out: &mut Vec<u8>,
     ) -> Result<bool, StorageError> {
-        if cache.is_some_and(|c| c.get_into(key, out)) {
+        if cached.is_some_and(|(cache, hash)| cache.get_into(hash, key, out)) {
             return Ok(true);
         }
         if !self.spend(1) {
@@ -134,8 +134,10 @@ impl<'a> ReadView<'a> {
         ks: KeyspaceId,
         encoded: &[u8],
     ) -> Result<Option<Vec<u8>>, StorageError> {
+        let key = layout::data_key(p, ks, encoded);
+        let cached = self.point.map(|cache| (cache, PointCache::hash(&key)));
         let mut value = Vec::new();
-        let found = self.read_into(&layout::data_key(p, ks, encoded), self.point, &mut value)?;
+        let found = self.read_into(&key, cached, &mut value)?;
         Ok(found.then_some(value))
     }
 
@@ -155,14 +157,23 @@ impl<'a> ReadView<'a> {
         ks: KeyspaceId,
         keys: &[(PartitionId, &[u8])],
     ) -> Result<Values, StorageError> {
+        let mut data_keys = DataKeys::with_capacity(keys.len());
+        for (p, k) in keys {
+            data_keys.push(*p, ks, k);
+        }
         let read_all = |cache: Option<&PointCache>| -> Result<Values, StorageError> {
-            let mut key = Vec::new();
             let mut out = Values::with_capacity(keys.len());
-            for (p, k) in keys {
-                layout::write_data_key(&mut key, *p, ks, k);
-                let start = out.bytes.len();
-                let found = self.read_into(&key, cache, &mut out.bytes)?;
-                out.spans.push(found.then_some((start, out.bytes.len())));
+            for first in (0..keys.len()).step_by(PREFETCH_KEYS) {
+                let group = first..(first + PREFETCH_KEYS).min(keys.len());
+                if let Some(cache) = cache {
+                    cache.prefetch(&data_keys.hashes[group.clone()]);
+                }
+                for i in group {
+                    let start = out.bytes.len();
+                    let cached = cache.map(|cache| (cache, data_keys.hashes[i]));
+                    let found = self.read_into(data_keys.get(i), cached, &mut out.bytes)?;
+                    out.spans.push(found.then_some((start, out.bytes.len())));
+                }
             }
             Ok(out)
         };
@@ -195,6 +206,41 @@ impl<'a> ReadView<'a> {
             view: self,
             stopped: false,
         }
+    }
+}
+
+/// Keys a `multi_get` looks up in the point cache together: it loads their slots, then
+/// their entries, before it reads the first (`PointCache::prefetch`), so up to this many
+/// cache misses are in flight at once, about what a core can keep going, and the lines
+/// loaded stay in its first-level cache until they are read.
+const PREFETCH_KEYS: usize = 16;
+
+/// The data keys of a `multi_get`, in one buffer, with their point cache hashes.
+struct DataKeys {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    hashes: Vec<u64>,
+}
+
+impl DataKeys {
+    fn with_capacity(keys: usize) -> Self {
+        DataKeys {
+            bytes: Vec::with_capacity(keys * (layout::DATA_KEY_HEADER + 32)),
+            ends: Vec::with_capacity(keys),
+            hashes: Vec::with_capacity(keys),
+        }
+    }
+
+    fn push(&mut self, p: PartitionId, ks: KeyspaceId, encoded: &[u8]) {
+        let start = self.bytes.len();
+        layout::append_data_key(&mut self.bytes, p, ks, encoded);
+        self.hashes.push(PointCache::hash(&self.bytes[start..]));
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = i.checked_sub(1).map_or(0, |prev| self.ends[prev]);
+        &self.bytes[start..self.ends[i]]
     }
 }
 
