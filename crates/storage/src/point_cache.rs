@@ -368,11 +368,12 @@ impl PointCache {
         if Entry::cost_of(key.len() + value.len()) > self.stripe_capacity {
             return;
         }
-        let (hash, mut stripe) = self.stripe(key);
+        let hash = Self::hash(key);
+        let cell = self.cell(hash);
+        let mut stripe = cell.lock.lock().expect("point cache stripe lock");
         if stripe.writing > 0 || stripe.last_write > read_epoch {
             return;
         }
-        let cell = self.cell(hash);
         stripe.remove(hash, key);
         let mut data = Vec::with_capacity(key.len() + value.len());
         data.extend_from_slice(key);

@@ -157,7 +157,7 @@ impl<'a> ReadView<'a> {
         ks: KeyspaceId,
         keys: &[(PartitionId, &[u8])],
     ) -> Result<Values, StorageError> {
-        let mut data_keys = DataKeys::with_capacity(keys.len());
+        let mut data_keys = DataKeys::with_capacity(keys.len(), self.point.is_some());
         for (p, k) in keys {
             data_keys.push(*p, ks, k);
         }
@@ -215,26 +215,31 @@ impl<'a> ReadView<'a> {
 /// loaded stay in its first-level cache until they are read.
 const PREFETCH_KEYS: usize = 16;
 
-/// The data keys of a `multi_get`, in one buffer, with their point cache hashes.
+/// The data keys of a `multi_get`, in one buffer, with their point cache hashes when the
+/// storage has a point cache (none otherwise).
 struct DataKeys {
     bytes: Vec<u8>,
     ends: Vec<usize>,
     hashes: Vec<u64>,
+    hashed: bool,
 }
 
 impl DataKeys {
-    fn with_capacity(keys: usize) -> Self {
+    fn with_capacity(keys: usize, hashed: bool) -> Self {
         DataKeys {
             bytes: Vec::with_capacity(keys * (layout::DATA_KEY_HEADER + 32)),
             ends: Vec::with_capacity(keys),
-            hashes: Vec::with_capacity(keys),
+            hashes: Vec::with_capacity(if hashed { keys } else { 0 }),
+            hashed,
         }
     }
 
     fn push(&mut self, p: PartitionId, ks: KeyspaceId, encoded: &[u8]) {
         let start = self.bytes.len();
         layout::append_data_key(&mut self.bytes, p, ks, encoded);
-        self.hashes.push(PointCache::hash(&self.bytes[start..]));
+        if self.hashed {
+            self.hashes.push(PointCache::hash(&self.bytes[start..]));
+        }
         self.ends.push(self.bytes.len());
     }
 
