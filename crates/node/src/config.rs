@@ -28,6 +28,13 @@ pub struct NodeConfig {
     /// Point cache for `Get`, MiB: stored values of recently read keys, answered without
     /// RocksDB's block lookups; 0 turns it off.
     pub point_cache_mb: usize,
+    /// Row cache for `Scan` and `Aggregate` inside one partition key, MiB: every row of
+    /// recently read partition keys, searched in memory without a RocksDB iterator; 0 turns
+    /// it off.
+    pub row_cache_mb: usize,
+    /// Largest partition key the row cache keeps, KiB of keys and values; ranges of larger
+    /// ones are read from RocksDB.
+    pub row_cache_max_group_kb: usize,
     /// Flush memtables to table files and compact level 0 once nothing was applied for this
     /// many seconds (reads of table files cost less than a large memtable's, and a seek
     /// then searches one file per level); 0: only when full.
@@ -67,6 +74,8 @@ impl Default for NodeConfig {
             block_cache_mb: storage.block_cache_bytes >> 20,
             write_buffer_mb: storage.write_buffer_bytes >> 20,
             point_cache_mb: storage.point_cache_bytes >> 20,
+            row_cache_mb: storage.row_cache_bytes >> 20,
+            row_cache_max_group_kb: storage.max_group_bytes >> 10,
             flush_idle_secs: 5,
             log_fsync: "always".into(),
             log_segment_mb: 64,
@@ -96,6 +105,8 @@ impl NodeConfig {
             block_cache_bytes: self.block_cache_mb << 20,
             write_buffer_bytes: self.write_buffer_mb << 20,
             point_cache_bytes: self.point_cache_mb << 20,
+            row_cache_bytes: self.row_cache_mb << 20,
+            max_group_bytes: self.row_cache_max_group_kb << 10,
             ..StorageOptions::default()
         }
     }

@@ -5,7 +5,7 @@ use crate::catalog::KeyspaceDef;
 use crate::query::range::{resolve, Partitions};
 use crate::request::{KeyRange, Row};
 use crate::NodeError;
-use notadb_storage::{value, Cursor, ReadView};
+use notadb_storage::{value, Cursor, Freshness, ReadView};
 use notadb_types::{
     decode_tuple, skip_elements, Element, KeyspaceSchema, PartitionId, Partitioner, ValueFormat,
 };
@@ -163,11 +163,14 @@ impl<'a> QueryContext<'a> {
         if resolved.partitions != Partitions::One(self.partition) {
             return Err(self.outside(keyspace));
         }
-        let mut cursor = self.view.cursor(
+        // A handler may read several ranges and keys in one view: the row cache answers only
+        // with its snapshot's rows.
+        let mut cursor = self.view.group_cursor(
             self.partition,
             def.id,
-            &resolved.lower,
-            resolved.upper.as_deref(),
+            &def.schema,
+            (&resolved.lower, resolved.upper.as_deref()),
+            Freshness::Snapshot,
         );
         let empty = resolved.is_empty();
         if reverse {

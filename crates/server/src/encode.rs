@@ -7,7 +7,7 @@
 use bytes::{BufMut, BytesMut};
 use notadb_node::{MultiGetValues, RawScan, ScanResult};
 use notadb_proto::v1;
-use notadb_types::{visit_tuple, ElementRef, TypesError, ValueFormat};
+use notadb_types::{visit_tuple_from, ElementRef, TypesError, ValueFormat};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
 /// Field numbers of the messages written here (`proto/notadb/v1`).
@@ -42,14 +42,32 @@ pub fn scan_response(scan: &RawScan, out: &mut BytesMut) -> Result<(), TypesErro
 
 fn write_rows(scan: &RawScan, out: &mut BytesMut) -> Result<(), TypesError> {
     let schema = &scan.def.schema;
-    // One row's `Tuple`, written first to learn its length; and a string element's content.
-    let mut tuple = Vec::with_capacity(128);
+    // One row's `Tuple`, written first to learn its length, and the previous row's; a string
+    // element's content.
+    let (mut tuple, mut previous_tuple) = (Vec::with_capacity(128), Vec::with_capacity(128));
     let mut content = Vec::new();
+    // Rows of a range mostly share their leading elements (a prefix scan's prefix): those a
+    // row shares with the previous one are copied from its `Tuple`, not decoded again. Per
+    // element of the previous row, where it ends in its stored key and in its `Tuple`.
+    let mut ends: Vec<(usize, usize)> = Vec::with_capacity(schema.key.len());
+    let mut previous: &[u8] = &[];
     for (key, value) in scan.rows.iter() {
+        let same = key.iter().zip(previous).take_while(|(a, b)| a == b).count();
+        let shared = ends.iter().take_while(|(end, _)| *end <= same).count();
+        ends.truncate(shared);
+        let (at, tuple_at) = ends.last().copied().unwrap_or((0, 0));
         tuple.clear();
-        visit_tuple(&schema.key, key, &mut content, |_, element| {
-            write_element(element, &mut tuple)
-        })?;
+        tuple.extend_from_slice(&previous_tuple[..tuple_at]);
+        visit_tuple_from(
+            &schema.key,
+            key,
+            (shared, at),
+            &mut content,
+            |_, element, end| {
+                write_element(element, &mut tuple);
+                ends.push((end, tuple.len()));
+            },
+        )?;
         let value_field = value_field(schema.value_format, value);
         let value_len = 1 + delimited_len(value.len());
         let row_len = 1 + delimited_len(tuple.len()) + 1 + delimited_len(value_len);
@@ -60,6 +78,8 @@ fn write_rows(scan: &RawScan, out: &mut BytesMut) -> Result<(), TypesError> {
         encode_key(field::SECOND, WireType::LengthDelimited, out);
         encode_varint(value_len as u64, out);
         put_delimited(value_field, value, out);
+        std::mem::swap(&mut tuple, &mut previous_tuple);
+        previous = key;
     }
     if scan.more {
         encode_key(field::SECOND, WireType::Varint, out);
@@ -266,6 +286,41 @@ mod tests {
             encoded(&empty).is_empty(),
             "no rows, no more: the empty message"
         );
+    }
+
+    #[test]
+    fn rows_sharing_leading_elements_answer_as_prost_writes() {
+        // Neighbours sharing none, one or two elements, and bytes that end inside an element
+        // ("a" and "ab" share the byte `a`, not the element).
+        for order in [Order::Asc, Order::Desc] {
+            let def = def(
+                &[ElementType::String, ElementType::String, ElementType::I64],
+                order,
+                ValueFormat::Bytes,
+            );
+            let key = |a: &str, b: &str, n: i64| {
+                vec![
+                    Element::String(a.into()),
+                    Element::String(b.into()),
+                    Element::I64(n),
+                ]
+            };
+            let rows: Vec<_> = [
+                key("a", "x", 1),
+                key("a", "x", 2),
+                key("a", "xy", 2),
+                key("ab", "xy", 2),
+                key("ab", "xy", 2),
+                key("b", "", 0),
+                key("a", "x", 1),
+            ]
+            .into_iter()
+            .map(|k| (k, b"v".to_vec()))
+            .collect();
+            let raw = scan(&def, &rows, false);
+            let want = scan_message(raw.clone()).expect("decodes").encode_to_vec();
+            assert_eq!(encoded(&raw), want, "{order}");
+        }
     }
 
     #[test]

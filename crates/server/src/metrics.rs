@@ -67,6 +67,8 @@ pub fn refresh(node: &Node) {
         .set(memory.table_readers as f64);
     metrics::gauge!("notadb_rocksdb_memory_bytes", "kind" => "point_cache")
         .set(memory.point_cache as f64);
+    metrics::gauge!("notadb_rocksdb_memory_bytes", "kind" => "row_cache")
+        .set(memory.row_cache as f64);
 }
 
 /// CPU time (user and system) this process has used, in microseconds (`getrusage`).

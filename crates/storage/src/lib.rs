@@ -11,7 +11,8 @@
 //!
 //! Point reads (`ReadView::get_one`, `ReadView::multi_get`) go through a point cache of
 //! stored values in front of RocksDB, kept exact by the one write path, `RocksStorage::commit` (see
-//! `point_cache`).
+//! `point_cache`). Range reads inside one partition key (`ReadView::group_cursor`) go through
+//! a cache of each such group's rows, kept exact the same way (see `row_cache`).
 
 mod batch;
 mod error;
@@ -19,6 +20,7 @@ pub mod layout;
 mod options;
 mod point_cache;
 mod rocks;
+mod row_cache;
 pub mod value;
 mod view;
 
@@ -26,4 +28,4 @@ pub use batch::StorageBatch;
 pub use error::StorageError;
 pub use options::StorageOptions;
 pub use rocks::{MemoryUsage, RocksStorage};
-pub use view::{Cursor, ReadView, Values, MEMORY_VIEW_BUDGET};
+pub use view::{Cursor, Freshness, ReadView, Values, MEMORY_VIEW_BUDGET};

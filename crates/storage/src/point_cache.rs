@@ -21,21 +21,23 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Lock stripes: a write and a read of different keys rarely wait for each other.
 const STRIPES: usize = 64;
 /// Bytes an entry costs besides its key and value: its table slots (a table is at most half
-/// full), its place in the eviction queue, the allocator's header.
-const ENTRY_OVERHEAD: usize = 96;
+/// full), its place in the eviction queue, the allocation's reference counts and the
+/// allocator's header.
+const ENTRY_OVERHEAD: usize = 112;
 
 /// One key's hash (xxh3: it picks the stripe and the table slot) and its key and stored
 /// value in one allocation, so a hit follows one pointer and its 64-bit hash is compared
-/// before the key.
+/// before the key. Shared, so a reader of a large value (a group of rows, see
+/// `group_cache`) can keep it without copying it or holding the lock.
 struct Entry {
     hash: u64,
     key_len: u32,
-    data: Box<[u8]>,
+    data: Arc<[u8]>,
 }
 
 impl Entry {
@@ -262,6 +264,15 @@ impl StripeCell {
     }
 }
 
+/// What `PointCache::lookup` found.
+pub enum Lookup {
+    /// The entry: its key, then its value, in one shared buffer.
+    Hit(Arc<[u8]>),
+    /// No entry the read may use; `fillable` when a fill from the read's snapshot would be
+    /// kept (as of the lookup).
+    Miss { fillable: bool },
+}
+
 /// See the module documentation.
 pub struct PointCache {
     stripes: Box<[StripeCell]>,
@@ -362,34 +373,70 @@ impl PointCache {
         }
     }
 
+    /// The newest committed key and stored value of `key` in one shared buffer (the value
+    /// starts at `key.len()`), for a read whose view noted `read_epoch`: with `newest`, any
+    /// entry the cache holds; without, only one that is also the view's snapshot's (no write
+    /// to the key's stripe finished since the epoch or is under way). `hash` is the key's.
+    pub fn lookup(&self, hash: u64, key: &[u8], read_epoch: u64, newest: bool) -> Lookup {
+        let stripe = self.lock(hash);
+        if stripe.writing > 0 {
+            return Lookup::Miss { fillable: false };
+        }
+        let quiet = stripe.last_write <= read_epoch;
+        match stripe.find(hash, key) {
+            Some(e) if newest || quiet => Lookup::Hit(e.data.clone()),
+            _ => Lookup::Miss { fillable: quiet },
+        }
+    }
+
     /// Keeps `value`, read at a snapshot taken after the epoch was `read_epoch`, unless a
     /// write to the stripe is under way or finished since.
     pub fn fill(&self, key: &[u8], value: &[u8], read_epoch: u64) {
         if Entry::cost_of(key.len() + value.len()) > self.stripe_capacity {
             return;
         }
-        let hash = Self::hash(key);
+        let data: Arc<[u8]> = key.iter().chain(value).copied().collect();
+        self.fill_shared(Self::hash(key), key.len(), data, read_epoch);
+    }
+
+    /// `fill` of a key (its first `key_len` bytes) and value already in one shared buffer,
+    /// which the caller may keep reading. `hash` is the key's.
+    pub fn fill_shared(&self, hash: u64, key_len: usize, data: Arc<[u8]>, read_epoch: u64) {
+        if Entry::cost_of(data.len()) > self.stripe_capacity {
+            return;
+        }
         let cell = self.cell(hash);
         let mut stripe = cell.lock.lock().expect("point cache stripe lock");
         if stripe.writing > 0 || stripe.last_write > read_epoch {
             return;
         }
-        stripe.remove(hash, key);
-        let mut data = Vec::with_capacity(key.len() + value.len());
-        data.extend_from_slice(key);
-        data.extend_from_slice(value);
+        stripe.remove(hash, &data[..key_len]);
         stripe.insert(Entry {
             hash,
-            key_len: key.len() as u32,
-            data: data.into_boxed_slice(),
+            key_len: key_len as u32,
+            data,
         });
         stripe.evict_to(self.stripe_capacity);
         cell.publish(&stripe.entries);
     }
 
+    /// Runs `commit`, a write of a batch touching `keys` (every key with `everything`),
+    /// between `begin_write` and `end_write`.
+    pub fn write<R>(
+        &self,
+        keys: &[impl AsRef<[u8]>],
+        everything: bool,
+        commit: impl FnOnce() -> R,
+    ) -> R {
+        self.begin_write(keys, everything);
+        let done = commit();
+        self.end_write(keys, everything);
+        done
+    }
+
     /// Before a batch commits: its keys' entries go and their stripes stop filling. With
     /// `everything` (a range delete), every stripe.
-    pub fn begin_write(&self, keys: &[Vec<u8>], everything: bool) {
+    pub fn begin_write(&self, keys: &[impl AsRef<[u8]>], everything: bool) {
         self.begun.fetch_add(1, Ordering::SeqCst);
         self.each(keys, everything, |stripe, key| {
             stripe.writing += 1;
@@ -402,7 +449,7 @@ impl PointCache {
 
     /// After the batch committed (or failed): the entries go again (a fill may not have
     /// seen the write begin), the stripes fill again from reads that start from now on.
-    pub fn end_write(&self, keys: &[Vec<u8>], everything: bool) {
+    pub fn end_write(&self, keys: &[impl AsRef<[u8]>], everything: bool) {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         self.each(keys, everything, |stripe, key| {
             stripe.finish_write(epoch);
@@ -415,7 +462,7 @@ impl PointCache {
 
     fn each(
         &self,
-        keys: &[Vec<u8>],
+        keys: &[impl AsRef<[u8]>],
         everything: bool,
         f: impl Fn(&mut Stripe, Option<(u64, &[u8])>),
     ) {
@@ -428,6 +475,7 @@ impl PointCache {
             }
         } else {
             for key in keys {
+                let key = key.as_ref();
                 let (hash, mut stripe) = self.stripe(key);
                 f(&mut stripe, Some((hash, key)));
             }
@@ -539,8 +587,8 @@ mod tests {
             cache.fill(k, b"v", cache.epoch());
         }
         assert!(keys.iter().all(|k| cache.get(k).is_some()));
-        cache.begin_write(&[], true);
-        cache.end_write(&[], true);
+        cache.begin_write(&[] as &[&[u8]], true);
+        cache.end_write(&[] as &[&[u8]], true);
         assert!(keys.iter().all(|k| cache.get(k).is_none()));
         assert_eq!(cache.bytes(), 0);
     }
@@ -588,7 +636,7 @@ mod tests {
                 table.insert(Entry {
                     hash,
                     key_len: 4,
-                    data: data.into_boxed_slice(),
+                    data: data.into(),
                 });
                 model.insert(k, step);
             }

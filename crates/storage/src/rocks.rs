@@ -1,4 +1,5 @@
 use crate::point_cache::PointCache;
+use crate::row_cache::RowCache;
 use crate::view::MEMORY_VIEW_BUDGET;
 use crate::{layout, value, ReadView, StorageBatch, StorageError, StorageOptions};
 use notadb_types::{KeyspaceId, PartitionId, Seq};
@@ -23,6 +24,7 @@ pub struct MemoryUsage {
     pub block_cache: u64,
     pub table_readers: u64,
     pub point_cache: u64,
+    pub row_cache: u64,
 }
 
 /// One RocksDB instance holding every partition a replica serves.
@@ -31,6 +33,8 @@ pub struct RocksStorage {
     cache: Cache,
     /// Stored values for single-key reads (see `point_cache`).
     point: Option<PointCache>,
+    /// Rows of partition-key groups for range reads (see `row_cache`).
+    pub(crate) rows: Option<RowCache>,
     created: bool,
 }
 
@@ -112,6 +116,7 @@ impl RocksStorage {
             db,
             cache,
             point: PointCache::new(options.point_cache_bytes),
+            rows: RowCache::new(options.row_cache_bytes, options.max_group_bytes),
             created: false,
         };
         match storage.get_meta(PARTITIONS_KEY)? {
@@ -160,7 +165,7 @@ impl RocksStorage {
             inner: WriteBatch::default(),
             data: self.data_cf(),
             meta: self.meta_cf(),
-            track: self.point.is_some(),
+            track: self.point.is_some() || self.rows.is_some(),
             touched: Vec::new(),
             ranged: false,
         }
@@ -172,13 +177,16 @@ impl RocksStorage {
     pub fn commit(&self, batch: StorageBatch<'_>, sync: bool) -> Result<(), StorageError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
-        let Some(point) = &self.point else {
-            return Ok(self.db.write_opt(batch.inner, &opts)?);
+        let (touched, ranged) = (&batch.touched, batch.ranged);
+        let write = || self.db.write_opt(batch.inner, &opts);
+        let through_rows = || match &self.rows {
+            Some(rows) => rows.write(touched, ranged, write),
+            None => write(),
         };
-        point.begin_write(&batch.touched, batch.ranged);
-        let written = self.db.write_opt(batch.inner, &opts);
-        point.end_write(&batch.touched, batch.ranged);
-        Ok(written?)
+        Ok(match &self.point {
+            Some(point) => point.write(touched, ranged, through_rows),
+            None => through_rows(),
+        }?)
     }
 
     /// A consistent view of the instance now.
@@ -195,6 +203,7 @@ impl RocksStorage {
     fn view_with(&self, budget: Option<AtomicU32>) -> ReadView<'_> {
         // Before the snapshot: a write that finishes after this may be missing from it.
         let point_epoch = self.point.as_ref().map_or(0, PointCache::epoch);
+        let row_epoch = self.rows.as_ref().map_or(0, RowCache::epoch);
         let snapshot = self.db.snapshot();
         ReadView {
             db: &self.db,
@@ -205,6 +214,8 @@ impl RocksStorage {
             blocked: AtomicBool::new(false),
             point: self.point.as_ref(),
             point_epoch,
+            rows: self.rows.as_ref(),
+            row_epoch,
         }
     }
 
@@ -329,7 +340,8 @@ impl RocksStorage {
         self.data_property("rocksdb.estimate-num-keys")
     }
 
-    /// Memory held by memtables, the block cache, table readers and the point cache.
+    /// Memory held by memtables, the block cache, table readers, the point cache and the
+    /// row cache.
     pub fn memory_usage(&self) -> MemoryUsage {
         let prop = |name: &str| {
             [self.data_cf(), self.meta_cf()]
@@ -342,6 +354,7 @@ impl RocksStorage {
             block_cache: self.cache.get_usage() as u64,
             table_readers: prop("rocksdb.estimate-table-readers-mem"),
             point_cache: self.point.as_ref().map_or(0, |c| c.bytes() as u64),
+            row_cache: self.rows.as_ref().map_or(0, |c| c.bytes() as u64),
         }
     }
 

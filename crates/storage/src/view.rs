@@ -1,6 +1,7 @@
 use crate::point_cache::PointCache;
+use crate::row_cache::{Cached, GroupRows, RowCache};
 use crate::{layout, StorageError};
-use notadb_types::{KeyspaceId, PartitionId};
+use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId};
 use rocksdb::{
     ColumnFamily, DBPinnableSlice, DBRawIterator, ErrorKind, ReadOptions, ReadTier, Snapshot, DB,
 };
@@ -31,6 +32,9 @@ pub struct ReadView<'a> {
     /// The storage's point cache, and its epoch before the snapshot was taken.
     pub(crate) point: Option<&'a PointCache>,
     pub(crate) point_epoch: u64,
+    /// The storage's row cache, and its epoch before the snapshot was taken.
+    pub(crate) rows: Option<&'a RowCache>,
+    pub(crate) row_epoch: u64,
 }
 
 impl<'a> ReadView<'a> {
@@ -202,11 +206,90 @@ impl<'a> ReadView<'a> {
             None => layout::keyspace_range(p, ks).1,
         });
         Cursor {
-            inner: self.db.raw_iterator_cf_opt(self.data, opts),
+            source: Source::Rocks(self.db.raw_iterator_cf_opt(self.data, opts)),
             view: self,
             stopped: false,
         }
     }
+
+    /// A cursor over `[lower, upper)` of a keyspace in a partition, as `cursor`, through the
+    /// row cache when the range lies inside one partition key of `schema` (the keyspace's)
+    /// and the storage has one: over that group's cached rows, read from this view into the
+    /// cache when it holds none. With `Freshness::Newest` (for a view that reads nothing
+    /// else) the cached rows are the group's newest committed ones, never older than the
+    /// snapshot, possibly newer; with `Freshness::Snapshot` they are used only when they are
+    /// the snapshot's. Otherwise, and for groups larger than the cache keeps, over RocksDB at
+    /// the snapshot.
+    pub fn group_cursor<'v>(
+        &'v self,
+        p: PartitionId,
+        ks: KeyspaceId,
+        schema: &KeyspaceSchema,
+        (lower, upper): (&[u8], Option<&[u8]>),
+        freshness: Freshness,
+    ) -> Cursor<'v> {
+        match self.group_rows(p, ks, schema, (lower, upper), freshness) {
+            Some(rows) => {
+                let (first, end) = rows.span(lower, upper);
+                Cursor {
+                    source: Source::Group {
+                        first,
+                        end,
+                        at: end,
+                        rows,
+                    },
+                    view: self,
+                    stopped: false,
+                }
+            }
+            None => self.cursor(p, ks, lower, upper),
+        }
+    }
+
+    /// The rows of the group holding `[lower, upper)`, from the row cache or read from this
+    /// view into it; `None` when there is no such group, it is too large, the cache would
+    /// not keep rows read from this view (then a cursor reads only what it needs), or
+    /// reading failed (the cursor over RocksDB that the caller makes instead meets the same
+    /// failure and reports it).
+    fn group_rows(
+        &self,
+        p: PartitionId,
+        ks: KeyspaceId,
+        schema: &KeyspaceSchema,
+        (lower, upper): (&[u8], Option<&[u8]>),
+        freshness: Freshness,
+    ) -> Option<GroupRows> {
+        let cache = self.rows?;
+        let group = cache.group_of_range(p, ks, schema, lower, upper)?;
+        let newest = freshness == Freshness::Newest;
+        match cache.get(&group, self.row_epoch, newest) {
+            Cached::Rows(rows) => return Some(rows),
+            Cached::TooLarge | Cached::Missing { fillable: false } => return None,
+            Cached::Missing { fillable: true } => {}
+        }
+        let tuple = layout::tuple_of(&group);
+        let end = notadb_types::prefix_successor(tuple);
+        let mut cursor = self.cursor(p, ks, tuple, end.as_deref());
+        let mut rows = cache.builder();
+        cursor.seek_to_first();
+        while let Some((key, stored)) = cursor.entry() {
+            if !rows.push(key, stored) {
+                break;
+            }
+            cursor.next();
+        }
+        cursor.status().ok()?;
+        cache.fill(&group, rows, self.row_epoch)
+    }
+}
+
+/// Which rows a `ReadView::group_cursor` may answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// The newest committed rows: for a view that reads nothing but this range.
+    Newest,
+    /// The view's snapshot's rows only: for a view that reads more than one thing.
+    Snapshot,
 }
 
 /// Keys a `multi_get` looks up in the point cache together: it loads their slots, then
@@ -290,39 +373,69 @@ impl Values {
 /// A raw cursor over one keyspace range of one partition, yielding encoded tuples and stored
 /// values without copying them.
 pub struct Cursor<'a> {
-    inner: DBRawIterator<'a>,
+    pub(crate) source: Source<'a>,
     view: &'a ReadView<'a>,
     /// A memory-only view's budget ran out: the cursor reads as ended, with an error.
     stopped: bool,
 }
 
+/// What a cursor steps through.
+pub(crate) enum Source<'a> {
+    /// RocksDB at the view's snapshot.
+    Rocks(DBRawIterator<'a>),
+    /// A cached group's rows `first..end`; `at == end` is past either end.
+    Group {
+        rows: GroupRows,
+        first: usize,
+        end: usize,
+        at: usize,
+    },
+}
+
 impl<'a> Cursor<'a> {
-    fn step<'c>(&'c mut self, f: impl FnOnce(&'c mut DBRawIterator<'a>)) {
-        if self.view.spend(1) {
-            f(&mut self.inner);
-        } else {
-            self.stopped = true;
+    /// Moves a RocksDB cursor with `rocks` (spending a read of a memory-only view's budget),
+    /// a group's with `group` (from memory, no budget).
+    fn step<'c>(
+        &'c mut self,
+        rocks: impl FnOnce(&'c mut DBRawIterator<'a>),
+        group: impl FnOnce(usize, usize, usize) -> usize,
+    ) {
+        match &mut self.source {
+            Source::Rocks(it) => {
+                if self.view.spend(1) {
+                    rocks(it);
+                } else {
+                    self.stopped = true;
+                }
+            }
+            Source::Group { first, end, at, .. } => *at = group(*first, *end, *at),
         }
     }
 
     /// Positions at the first entry of the range.
     pub fn seek_to_first(&mut self) {
-        self.step(|it| it.seek_to_first());
+        self.step(|it| it.seek_to_first(), |first, _, _| first);
     }
 
     /// Positions at the last entry of the range.
     pub fn seek_to_last(&mut self) {
-        self.step(|it| it.seek_to_last());
+        self.step(
+            |it| it.seek_to_last(),
+            |first, end, _| if end > first { end - 1 } else { end },
+        );
     }
 
     /// Moves forward.
     pub fn next(&mut self) {
-        self.step(|it| it.next());
+        self.step(|it| it.next(), |_, end, at| (at + 1).min(end));
     }
 
     /// Moves backward.
     pub fn prev(&mut self) {
-        self.step(|it| it.prev());
+        self.step(
+            |it| it.prev(),
+            |first, end, at| if at > first && at < end { at - 1 } else { end },
+        );
     }
 
     /// The current entry: encoded tuple and stored value; `None` past either end.
@@ -330,8 +443,13 @@ impl<'a> Cursor<'a> {
         if self.stopped {
             return None;
         }
-        let (key, value) = self.inner.item()?;
-        Some((layout::tuple_of(key), value))
+        match &self.source {
+            Source::Rocks(it) => {
+                let (key, value) = it.item()?;
+                Some((layout::tuple_of(key), value))
+            }
+            Source::Group { rows, end, at, .. } => (at < end).then(|| rows.get(*at)),
+        }
     }
 
     /// An error the cursor met, if iteration stopped because of one.
@@ -339,7 +457,10 @@ impl<'a> Cursor<'a> {
         if self.stopped {
             return Err(StorageError::WouldBlock);
         }
-        self.inner.status().map_err(|e| self.view.error(e))
+        match &self.source {
+            Source::Rocks(it) => it.status().map_err(|e| self.view.error(e)),
+            Source::Group { .. } => Ok(()),
+        }
     }
 }
 

@@ -249,20 +249,36 @@ pub fn visit_tuple(
     scratch: &mut Vec<u8>,
     mut visit: impl FnMut(&KeyElement, ElementRef<'_>),
 ) -> Result<(), TypesError> {
-    let mut rest = input;
-    for el in schema {
+    visit_tuple_from(schema, input, (0, 0), scratch, |el, value, _| {
+        visit(el, value)
+    })
+}
+
+/// [`visit_tuple`] of the elements after the first `skip`, which end at byte `at` of `input`
+/// (as an earlier visit of these bytes, or of a key sharing them, reported): `visit` gets
+/// each element and the byte where it ends.
+pub fn visit_tuple_from(
+    schema: &[KeyElement],
+    input: &[u8],
+    (skip, at): (usize, usize),
+    scratch: &mut Vec<u8>,
+    mut visit: impl FnMut(&KeyElement, ElementRef<'_>, usize),
+) -> Result<(), TypesError> {
+    let mut pos = at;
+    for el in schema.iter().skip(skip) {
+        let rest = input.get(pos..).unwrap_or_default();
         if rest.is_empty() {
             return Ok(());
         }
         let (value, used) =
             decode_element_ref(rest, el.ty, el.order, scratch).map_err(|e| in_field(e, el))?;
-        visit(el, value);
-        rest = rest.get(used..).unwrap_or_default();
+        pos += used;
+        visit(el, value, pos);
     }
-    if !rest.is_empty() {
-        return Err(trailing(schema.len(), rest.len()));
+    match input.get(pos..).unwrap_or_default() {
+        [] => Ok(()),
+        rest => Err(trailing(schema.len(), rest.len())),
     }
-    Ok(())
 }
 
 /// Appends the encoding of `values`, the first `values.len()` elements of the key described by

@@ -26,7 +26,8 @@ pub mod wire;
 
 pub use codec::{
     decode_element, decode_element_ref, decode_tuple, encode_element, encode_element_ref,
-    encode_tuple, encode_tuple_refs, prefix_successor, skip_elements, visit_tuple, ElementRef,
+    encode_tuple, encode_tuple_refs, prefix_successor, skip_elements, visit_tuple,
+    visit_tuple_from, ElementRef,
 };
 pub use element::{compare_elements, compare_tuples, Element, ElementType, KeyElement, Order};
 pub use error::TypesError;

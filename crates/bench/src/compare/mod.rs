@@ -86,6 +86,12 @@ pub struct CompareArgs {
     /// hold the point keys (about 230 bytes each with 100-byte values), as Redis holds them.
     #[arg(long, default_value_t = 512)]
     pub notadb_point_cache_mb: usize,
+    /// Row cache (for `Scan` and `Aggregate` inside one partition key) of the node this
+    /// command starts, MiB: sized to hold the seed questions' groups (about 60 MB each for
+    /// the items of every store and product and the activity of every user, at the default
+    /// sizes), as Redis holds them.
+    #[arg(long, default_value_t = 512)]
+    pub notadb_row_cache_mb: usize,
     /// PostgreSQL server (any database of it: the benchmark works in `--postgres-db`).
     #[arg(
         long,
@@ -149,7 +155,11 @@ async fn open_targets(
             // A node this command starts may take longer than a peer's connect timeout.
             "notadb" => notadb_target::NotadbTarget::open(
                 args.notadb_addr.as_deref(),
-                (args.notadb_block_cache_mb, args.notadb_point_cache_mb),
+                notadb_target::NodeMemory {
+                    block_cache_mb: args.notadb_block_cache_mb,
+                    point_cache_mb: args.notadb_point_cache_mb,
+                    row_cache_mb: args.notadb_row_cache_mb,
+                },
                 placement,
             )
             .await

@@ -38,19 +38,33 @@ pub struct NotadbTarget {
     _node: Option<StartedNode>,
 }
 
+/// The caches of a node the benchmark starts, MiB.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeMemory {
+    pub block_cache_mb: usize,
+    pub point_cache_mb: usize,
+    pub row_cache_mb: usize,
+}
+
 impl NotadbTarget {
-    /// Connects to `addr`, or starts a node with a block cache and a point cache of
-    /// `(block_cache_mb, point_cache_mb)` when `addr` is `None`.
+    /// Connects to `addr`, or starts a node with the caches of `memory` when `addr` is
+    /// `None`.
     pub async fn open(
         addr: Option<&str>,
-        (block_cache_mb, point_cache_mb): (usize, usize),
+        memory: NodeMemory,
         placement: &Placement,
     ) -> anyhow::Result<NotadbTarget> {
         let (addr, node) = match addr {
             Some(a) => (a.to_string(), None),
             None => {
+                let NodeMemory {
+                    block_cache_mb,
+                    point_cache_mb,
+                    row_cache_mb,
+                } = memory;
                 let config = format!(
-                    "[node]\nblock_cache_mb = {block_cache_mb}\npoint_cache_mb = {point_cache_mb}\n"
+                    "[node]\nblock_cache_mb = {block_cache_mb}\npoint_cache_mb = {point_cache_mb}\n\
+                     row_cache_mb = {row_cache_mb}\n"
                 );
                 let node = StartedNode::start(&config, placement).await?;
                 (node.addr.clone(), Some(node))

@@ -3,6 +3,7 @@
 use super::filter::Filters;
 use super::json::field_number;
 use super::range::ResolvedRange;
+use super::scan::range_cursor;
 use crate::request::{AggregateFunction, Group};
 use crate::NodeError;
 use notadb_storage::{value, ReadView};
@@ -142,12 +143,7 @@ pub fn aggregate_partition(
     if plan.range.is_empty() {
         return Ok(out);
     }
-    let mut cursor = view.cursor(
-        p,
-        plan.keyspace,
-        &plan.range.lower,
-        plan.range.upper.as_deref(),
-    );
+    let mut cursor = range_cursor(view, plan.keyspace, plan.schema, plan.range, p);
     cursor.seek_to_first();
     let mut group_bytes = Vec::new();
     while let Some((encoded, stored)) = cursor.entry() {

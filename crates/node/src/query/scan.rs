@@ -1,11 +1,11 @@
 //! Range scans over a read view: one partition at a time, merged across partitions.
 
 use super::filter::Filters;
-use super::range::ResolvedRange;
+use super::range::{Partitions, ResolvedRange};
 use crate::catalog::KeyspaceDef;
 use crate::request::{Row, ScanResult};
 use crate::NodeError;
-use notadb_storage::{value, ReadView};
+use notadb_storage::{value, Cursor, Freshness, ReadView};
 use notadb_types::{Element, KeyspaceId, KeyspaceSchema, PartitionId};
 use std::sync::Arc;
 
@@ -134,6 +134,29 @@ pub struct PartitionRows {
     pub more: bool,
 }
 
+/// A cursor over a request's range in partition `p`, for a view that reads nothing else:
+/// through the row cache when the range lies inside one partition key (see
+/// `ReadView::group_cursor`), else over RocksDB.
+pub fn range_cursor<'v>(
+    view: &'v ReadView<'_>,
+    keyspace: KeyspaceId,
+    schema: &KeyspaceSchema,
+    range: &ResolvedRange,
+    p: PartitionId,
+) -> Cursor<'v> {
+    let upper = range.upper.as_deref();
+    match range.partitions {
+        Partitions::One(_) => view.group_cursor(
+            p,
+            keyspace,
+            schema,
+            (&range.lower, upper),
+            Freshness::Newest,
+        ),
+        Partitions::All => view.cursor(p, keyspace, &range.lower, upper),
+    }
+}
+
 /// Scans one partition.
 pub fn scan_partition(
     view: &ReadView<'_>,
@@ -144,12 +167,7 @@ pub fn scan_partition(
     if plan.range.is_empty() || plan.limit == 0 {
         return Ok(PartitionRows { rows, more: false });
     }
-    let mut cursor = view.cursor(
-        p,
-        plan.keyspace,
-        &plan.range.lower,
-        plan.range.upper.as_deref(),
-    );
+    let mut cursor = range_cursor(view, plan.keyspace, plan.schema, plan.range, p);
     if plan.reverse {
         cursor.seek_to_last();
     } else {
