@@ -552,6 +552,22 @@ impl Client {
         args: &serde_json::Value,
         tokens: &[Token],
     ) -> Result<serde_json::Value, ClientError> {
+        let text = self
+            .query_text(name, keyspace, partition_key, args, tokens)
+            .await?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Invalid(format!("result_json: {e}")))
+    }
+
+    /// `query`'s answer as the JSON text the node sent (one JSON value), unparsed: for a
+    /// caller that passes it on, or reads it into its own types.
+    pub async fn query_text(
+        &self,
+        name: &str,
+        keyspace: &str,
+        partition_key: &[Element],
+        args: &serde_json::Value,
+        tokens: &[Token],
+    ) -> Result<String, ClientError> {
         let request = v1::QueryRequest {
             name: name.into(),
             keyspace: keyspace.into(),
@@ -568,8 +584,7 @@ impl Client {
                 c.query(r).await
             })
             .await?;
-        serde_json::from_str(&r.result_json)
-            .map_err(|e| ClientError::Invalid(format!("result_json: {e}")))
+        Ok(r.result_json)
     }
 
     /// The routing table as the connected node sees it.

@@ -286,15 +286,18 @@ impl Target for NotadbTarget {
                     json!({"product": seed::product(p.product), "limit": TOP_N}),
                 );
                 async move {
-                    let rows = c
-                        .query("top_available", "items", &store, &args, &[])
+                    // The answer's text read into the scores alone, as the peers' answers are
+                    // read: a `serde_json::Value` tree of every record made the load
+                    // generator's core, not the node's, set the pace of this workload.
+                    #[derive(serde::Deserialize)]
+                    struct Scored {
+                        score: f64,
+                    }
+                    let text = c
+                        .query_text("top_available", "items", &store, &args, &[])
                         .await?;
-                    let rows = rows
-                        .as_array()
-                        .ok_or_else(|| anyhow!("expected an array"))?;
-                    Ok(score_answer(
-                        rows.iter().filter_map(|r| r["score"].as_f64()),
-                    ))
+                    let rows: Vec<Scored> = serde_json::from_str(&text)?;
+                    Ok(score_answer(rows.iter().map(|r| r.score)))
                 }
                 .boxed()
             }),
