@@ -4,20 +4,24 @@
 //! Layout of the log directory:
 //!
 //! ```text
-//! LOG_META                                   format version and partition count
-//! p00000/00000000000000000001.seg            partition 0's segments, named by first seq
-//! p00000/00000000000000131073.seg
-//! p00001/...
+//! LOG_META                         format version and partition count
+//! wal/00000000000000000001.wal     segments shared by every partition, numbered in order
+//! wal/00000000000000000002.wal
 //! ```
 //!
-//! A segment is a sequence of frames `len u32 LE | crc32 u32 LE | seq u64 LE | payload` (the CRC
-//! covers seq and payload). Only one process may open a log directory at a time; this is not
-//! enforced.
+//! A segment is a header (each partition's next seq when the segment was started) and a
+//! sequence of frames `len u32 LE | crc32 u32 LE | partition u16 LE | 0u16 | seq u64 LE |
+//! payload` (the CRC covers everything after it). Only one process may open a log directory at
+//! a time; this is not enforced. A log of the first format (a directory of segments per
+//! partition) is converted when it is opened (see the `legacy` module).
 //!
-//! One writer thread appends for every partition (see the `writer` module). Readers use
-//! positional reads on the segment files through an in-memory index of acknowledged records, so
-//! they never see an entry before its append is acknowledged. Reads of up to
-//! 64 KiB run inline on the calling task; larger ones run on tokio's blocking pool.
+//! One writer thread appends for every partition into the one active segment, so one
+//! `fdatasync` acknowledges a batch of appends to any partitions (see the `writer` module).
+//! Readers go through an in-memory index of acknowledged records, so they never see an entry
+//! before its append is acknowledged: the newest entries of each partition are served from
+//! memory, older ones by positional reads of the segment files (reads of up to 64 KiB inline on
+//! the calling task, larger ones on tokio's blocking pool). A sealed segment is deleted once
+//! every partition has truncated the entries it holds.
 
 use std::fmt;
 use std::fs;
@@ -31,9 +35,10 @@ use notadb_types::{PartitionId, Seq};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::frame::MAX_FRAME_PAYLOAD_BYTES;
-use crate::partition::{self, Partition};
+use crate::index::Planned;
+use crate::partition::Partition;
 use crate::read::{self, MAX_READ_BYTES};
-use crate::segment::{sync_dir, with_path};
+use crate::segment::{self, sync_dir, with_path, WAL_DIR};
 use crate::writer::{Command, Writer, WRITE_QUEUE_CAPACITY};
 use crate::{meta, EmbeddedLogOptions, FsyncPolicy, Log, LogBounds, LogEntry, LogError};
 
@@ -70,14 +75,24 @@ impl EmbeddedLog {
         options: EmbeddedLogOptions,
     ) -> Result<EmbeddedLog, LogError> {
         fs::create_dir_all(dir).map_err(with_path(dir))?;
-        meta::open_or_create(dir, partitions)?;
-        let opened: Vec<Partition> = (0..partitions)
-            .map(|p| Partition::open(partition::dir_path(dir, p)))
-            .collect::<Result<_, _>>()?;
-        // Partition directories may be new: make their entries durable before any append.
+        if meta::open_or_create(dir, partitions)? == meta::LEGACY_FORMAT {
+            crate::legacy::convert(dir, partitions)?;
+        }
+        crate::legacy::remove_leftovers(dir)?;
+        let wal = dir.join(WAL_DIR);
+        let tail_bytes = options.tail_bytes / usize::from(partitions.max(1));
+        let recovered = segment::recover(&wal, usize::from(partitions), tail_bytes)?;
+        // The segment directory may be new: make its entry durable before any append.
         sync_dir(dir)?;
-        let opened: Arc<[Partition]> = opened.into();
-        let writer = Writer::new(opened.clone(), options.fsync, options.segment_bytes);
+        let opened: Arc<[Partition]> = recovered.indexes.into_iter().map(Partition::new).collect();
+        let writer = Writer::new(
+            opened.clone(),
+            wal,
+            recovered.segments,
+            recovered.active_len,
+            options.fsync,
+            options.segment_bytes,
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
@@ -158,7 +173,7 @@ impl Log for EmbeddedLog {
         let deadline = tokio::time::Instant::now().checked_add(wait);
         let mut acked = shared.acked.subscribe();
         loop {
-            let chunks = {
+            let planned = {
                 let index = shared.index();
                 let bounds = index.bounds();
                 if from < bounds.first {
@@ -173,8 +188,12 @@ impl Log for EmbeddedLog {
                 }
                 (from <= bounds.last).then(|| index.plan_read(from, max, MAX_READ_BYTES))
             };
-            if let Some(chunks) = chunks {
-                return read::read_entries(chunks).await;
+            match planned {
+                Some(Planned::Memory(entries)) => return Ok(entries),
+                Some(Planned::Files(chunks)) => {
+                    return read::read_entries(partition.0, chunks).await
+                }
+                None => {}
             }
             // The writer publishes a seq only after committing it to the index, so once the
             // watch reaches `from` the next pass finds the entry.

@@ -8,7 +8,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
     /// Sync before acknowledging an append; an acknowledged entry survives power loss. Group
-    /// commit: one sync of a file covers every append that arrived while the previous sync ran.
+    /// commit: one sync covers every append, to any partition, that arrived while the previous
+    /// sync ran.
     #[default]
     Always,
     /// Acknowledge once the entry is written to the operating system (`write(2)`): it survives

@@ -2,8 +2,9 @@
 //!
 //! - [`Log`]: the trait every backend implements: per partition, a totally ordered, durable
 //!   sequence of entries numbered by [`Seq`](notadb_types::Seq) from 1.
-//! - [`EmbeddedLog`]: the single-node default, on local files, one writer thread with group
-//!   commit; see [`FsyncPolicy`] for what an acknowledgement guarantees.
+//! - [`EmbeddedLog`]: the single-node default, on local files shared by every partition, one
+//!   writer thread with group commit (one `fdatasync` for a batch of appends to any
+//!   partitions); see [`FsyncPolicy`] for what an acknowledgement guarantees.
 //! - [`JetStreamLog`]: the multi-node backend on NATS JetStream, one stream per partition; see
 //!   [`jetstream`] for its guarantees, and [`jetstream::NatsServer`] to run a server in tests.
 //! - [`conformance`]: the suite every implementation runs.
@@ -16,6 +17,7 @@ mod frame;
 mod fsync;
 mod index;
 pub mod jetstream;
+mod legacy;
 mod log;
 mod meta;
 mod options;
@@ -23,7 +25,6 @@ mod partition;
 pub mod process;
 mod read;
 mod segment;
-mod sync;
 mod writer;
 
 pub use embedded::EmbeddedLog;
@@ -31,4 +32,6 @@ pub use error::LogError;
 pub use fsync::{FsyncPolicy, FsyncPolicyParseError};
 pub use jetstream::{JetStreamLog, JetStreamOptions};
 pub use log::{partition_slot, Log, LogBounds, LogEntry};
-pub use options::{EmbeddedLogOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SEGMENT_BYTES};
+pub use options::{
+    EmbeddedLogOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_TAIL_BYTES,
+};

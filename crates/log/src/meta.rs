@@ -4,8 +4,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::partition;
-use crate::segment::{sync_dir, with_path};
+use crate::legacy;
+use crate::segment::{sync_dir, with_path, WAL_DIR};
 use crate::LogError;
 
 /// Name of the metadata file in a log directory.
@@ -17,20 +17,28 @@ const META_TEMP_FILE: &str = "LOG_META.tmp";
 /// First line of the metadata file.
 const META_MAGIC: &str = "notadb-log";
 
-/// Version of the directory layout and record frame this code writes and reads.
-const FORMAT_VERSION: u32 = 1;
+/// Version of the directory layout and record frame this code writes: segments shared by
+/// every partition.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
-/// Checks the metadata of the log in `dir`, or writes it if the directory holds no log yet.
-pub(crate) fn open_or_create(dir: &Path, partitions: u16) -> Result<(), LogError> {
+/// The first format, a directory of segments per partition, which opening converts.
+pub(crate) const LEGACY_FORMAT: u32 = 1;
+
+/// Checks the metadata of the log in `dir`, or writes it if the directory holds no log yet;
+/// returns the log's format version.
+pub(crate) fn open_or_create(dir: &Path, partitions: u16) -> Result<u32, LogError> {
     let path = dir.join(META_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => check(&path, &text, partitions),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => create(dir, partitions),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            create(dir, partitions)?;
+            Ok(FORMAT_VERSION)
+        }
         Err(error) => Err(with_path(&path)(error).into()),
     }
 }
 
-fn check(path: &Path, text: &str, partitions: u16) -> Result<(), LogError> {
+fn check(path: &Path, text: &str, partitions: u16) -> Result<u32, LogError> {
     let corrupt = |expected: &str, found: &str| {
         LogError::Corrupt(format!(
             "{}: expected {expected}, found {found:?}",
@@ -43,12 +51,16 @@ fn check(path: &Path, text: &str, partitions: u16) -> Result<(), LogError> {
         return Err(corrupt(&format!("the line {META_MAGIC:?}"), magic));
     }
     let version = field(&mut lines, "format").map_err(|line| corrupt("\"format <n>\"", line))?;
-    if version != u64::from(FORMAT_VERSION) {
-        return Err(LogError::Corrupt(format!(
-            "{}: expected format version {FORMAT_VERSION}, found version {version}",
-            path.display()
-        )));
-    }
+    let version = match u32::try_from(version) {
+        Ok(v @ (LEGACY_FORMAT | FORMAT_VERSION)) => v,
+        _ => {
+            return Err(LogError::Corrupt(format!(
+                "{}: expected format version {LEGACY_FORMAT} or {FORMAT_VERSION}, found version \
+                 {version}",
+                path.display()
+            )))
+        }
+    };
     let found =
         field(&mut lines, "partitions").map_err(|line| corrupt("\"partitions <n>\"", line))?;
     let found = u16::try_from(found)
@@ -62,7 +74,7 @@ fn check(path: &Path, text: &str, partitions: u16) -> Result<(), LogError> {
             found,
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Parses the next line as `<name> <u64>`; on failure returns the line found.
@@ -77,13 +89,20 @@ fn field<'a>(lines: &mut std::str::Lines<'a>, name: &str) -> Result<u64, &'a str
 fn create(dir: &Path, partitions: u16) -> Result<(), LogError> {
     for entry in fs::read_dir(dir).map_err(with_path(dir))? {
         let name = entry.map_err(with_path(dir))?.file_name();
-        if partition::is_partition_dir_name(&name.to_string_lossy()) {
+        let name = name.to_string_lossy();
+        if name == WAL_DIR || legacy::is_partition_dir_name(&name) {
             return Err(LogError::Corrupt(format!(
-                "{}: expected {META_FILE} beside the partition directory {name:?}, found none",
+                "{}: expected {META_FILE} beside the log directory {name:?}, found none",
                 dir.display()
             )));
         }
     }
+    write(dir, partitions)
+}
+
+/// Writes the metadata of a log of the current format with `partitions` partitions, replacing
+/// any (atomically, by rename).
+pub(crate) fn write(dir: &Path, partitions: u16) -> Result<(), LogError> {
     let temp = dir.join(META_TEMP_FILE);
     fs::File::create(&temp)
         .and_then(|mut file| {
@@ -126,7 +145,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join(META_FILE);
         for (text, needle) in [
-            ("notadb-log\nformat 2\npartitions 8\n", "format version 1"),
+            (
+                "notadb-log\nformat 3\npartitions 8\n",
+                "format version 1 or 2",
+            ),
             ("something else\n", "notadb-log"),
             ("notadb-log\nformat x\npartitions 8\n", "format <n>"),
             ("notadb-log\nformat 1\npartitions 70000\n", "below 65536"),

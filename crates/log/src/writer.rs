@@ -1,19 +1,21 @@
 //! [`Writer`]: the one thread that appends to, syncs and truncates every partition's files.
 //!
-//! It takes every pending command (a bounded batch), writes all appends of the batch (one
-//! positional write per partition and segment), syncs each touched file once if the policy is
-//! [`FsyncPolicy::Always`], makes the records visible to readers, publishes the new last seqs and
-//! only then answers the waiters. Truncations and flushes of the batch run after its appends.
+//! It takes every pending command (a bounded batch), writes the frames of all appends of the
+//! batch, whatever their partitions, with one positional write to the active segment, syncs
+//! that one file once if the policy is [`FsyncPolicy::Always`] (group commit across
+//! partitions), makes the records visible to readers, publishes the new last seqs and only then
+//! answers the waiters. Truncations and flushes of the batch run after its appends.
 //!
 //! Any failure to write or sync is fatal to the writer: it answers the batch with the error and
 //! stops, so later writes get [`LogError::Closed`] and the log must be reopened (which verifies
 //! the files and cuts off a torn tail). Retrying a failed `fsync` is not safe, and a write error
 //! leaves the file in an unknown state.
 
-use std::fs::File;
+use std::collections::VecDeque;
+use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,8 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::frame;
 use crate::partition::Partition;
-use crate::segment::{self, Segment};
-use crate::sync::SyncPool;
+use crate::segment::{self, SegmentFile};
 use crate::{FsyncPolicy, LogError};
 
 /// Capacity of the queue of commands waiting for the writer; appenders wait when it is full.
@@ -52,7 +53,8 @@ pub(crate) enum Command {
         /// Receives the seq, or why the append failed.
         reply: oneshot::Sender<Result<Seq, LogError>>,
     },
-    /// Delete the sealed segments of `partition` that hold only seqs below `before`.
+    /// Forget the entries of `partition` below `before`, and delete the sealed segments that
+    /// no partition needs any more.
     Truncate {
         /// Index of the partition.
         partition: u16,
@@ -61,23 +63,11 @@ pub(crate) enum Command {
         /// Receives the outcome.
         reply: oneshot::Sender<Result<(), LogError>>,
     },
-    /// Sync every file written since its last sync.
+    /// Sync the active segment if it was written since its last sync.
     Flush {
         /// Receives the outcome.
         reply: oneshot::Sender<Result<(), LogError>>,
     },
-}
-
-/// Write-side state of a partition's active segment.
-struct Active {
-    first: Seq,
-    path: Arc<Path>,
-    file: Arc<File>,
-    /// Bytes written to the file, acknowledged or not.
-    len: u64,
-    next_seq: Seq,
-    /// Written since its last sync.
-    dirty: bool,
 }
 
 /// An append of the current batch.
@@ -87,46 +77,69 @@ struct PendingAppend {
     reply: oneshot::Sender<Result<Seq, LogError>>,
 }
 
+/// Where an append of the current batch was written.
+struct Placed {
+    seq: Seq,
+    /// The segment's number.
+    segment: u64,
+    offset: u64,
+}
+
 /// The writer thread's state: it alone writes to, syncs and deletes segment files.
 pub(crate) struct Writer {
     partitions: Arc<[Partition]>,
-    active: Vec<Active>,
+    /// The directory of the segment files.
+    dir: PathBuf,
+    /// Oldest first; the last one is active.
+    segments: VecDeque<Arc<SegmentFile>>,
+    /// Bytes written to the active segment, acknowledged or not.
+    active_len: u64,
+    /// The seq each partition's next append gets.
+    next: Vec<Seq>,
+    /// Each partition's entries below this seq may go.
+    truncated: Vec<Seq>,
     policy: FsyncPolicy,
     segment_bytes: u64,
-    /// When a file first became dirty after the last sync (drives [`FsyncPolicy::Interval`]).
+    /// The active segment was written since its last sync.
+    dirty: bool,
+    /// When the active segment first became dirty after the last sync (drives
+    /// [`FsyncPolicy::Interval`]).
     dirty_since: Option<Instant>,
     /// Reused buffer of encoded frames.
     frames: Vec<u8>,
-    /// Syncs the files of several partitions in parallel.
-    sync: SyncPool,
 }
 
 impl Writer {
-    /// A writer appending after the last record of each partition's active segment.
-    pub fn new(partitions: Arc<[Partition]>, policy: FsyncPolicy, segment_bytes: u64) -> Writer {
-        let active = partitions
+    /// A writer appending after `active_len` bytes of the last of `segments` (in `dir`), each
+    /// partition's numbering going on from its index.
+    pub fn new(
+        partitions: Arc<[Partition]>,
+        dir: PathBuf,
+        segments: Vec<Arc<SegmentFile>>,
+        active_len: u64,
+        policy: FsyncPolicy,
+        segment_bytes: u64,
+    ) -> Writer {
+        let next = partitions
             .iter()
-            .map(|partition| {
-                let index = partition.index();
-                let segment = index.active();
-                Active {
-                    first: segment.first,
-                    path: segment.path.clone(),
-                    file: segment.file.clone(),
-                    len: segment.end,
-                    next_seq: segment.next_seq(),
-                    dirty: false,
-                }
-            })
+            .map(|partition| partition.index().bounds().last.next())
+            .collect();
+        let truncated = partitions
+            .iter()
+            .map(|partition| partition.index().bounds().first)
             .collect();
         Writer {
             partitions,
-            active,
+            dir,
+            segments: segments.into(),
+            active_len,
+            next,
+            truncated,
             policy,
             segment_bytes,
+            dirty: false,
             dirty_since: None,
             frames: Vec::new(),
-            sync: SyncPool::new(),
         }
     }
 
@@ -179,7 +192,8 @@ impl Writer {
         self.sync_dirty()
     }
 
-    /// When dirty files must be synced next, if the policy syncs on a timer and any is dirty.
+    /// When the active segment must be synced next, if the policy syncs on a timer and it is
+    /// dirty.
     fn sync_deadline(&self) -> Option<Instant> {
         match self.policy {
             FsyncPolicy::Interval(every) => self
@@ -216,8 +230,18 @@ impl Writer {
         if !appends.is_empty() {
             self.append(appends)?;
         }
-        for (partition, before, reply) in truncations {
-            let _ = reply.send(self.truncate(partition, before));
+        if !truncations.is_empty() {
+            for (partition, before, _) in &truncations {
+                let truncated = &mut self.truncated[usize::from(*partition)];
+                *truncated = (*truncated).max(*before);
+            }
+            let result = self.remove_unused_segments();
+            for (_, _, reply) in truncations {
+                let _ = reply.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(copy_error(error)),
+                });
+            }
         }
         if !flushes.is_empty() {
             let result = self.sync_dirty();
@@ -233,24 +257,11 @@ impl Writer {
     }
 
     /// Writes, syncs (per policy), publishes and acknowledges `appends`.
-    fn append(&mut self, mut appends: Vec<PendingAppend>) -> Result<(), LogError> {
-        // Stable: each partition's appends stay in arrival order.
-        appends.sort_by_key(|append| append.partition);
-        let mut seqs = Vec::with_capacity(appends.len());
-        let mut written: Vec<(u16, Vec<Segment>)> = Vec::new();
-        let mut result = Ok(());
-        for group in appends.chunk_by(|a, b| a.partition == b.partition) {
-            let partition = group[0].partition;
-            match self.write_partition(partition, group, &mut seqs) {
-                Ok(segments) => written.push((partition, segments)),
-                Err(error) => {
-                    result = Err(error);
-                    break;
-                }
-            }
-        }
+    fn append(&mut self, appends: Vec<PendingAppend>) -> Result<(), LogError> {
+        let mut placed = Vec::with_capacity(appends.len());
+        let mut result = self.write(&appends, &mut placed);
         if result.is_ok() {
-            result = self.sync_written(written.iter().map(|(partition, _)| *partition));
+            result = self.sync_written();
         }
         if self.frames.capacity() > RETAINED_BUFFER_BYTES {
             self.frames = Vec::new();
@@ -262,79 +273,105 @@ impl Writer {
             }
             return Err(error);
         }
-        for (partition, segments) in written {
-            let partition = usize::from(partition);
-            let shared = &self.partitions[partition];
+        // Each partition's index is locked once: appends grouped by partition, in seq order.
+        let mut order: Vec<usize> = (0..appends.len()).collect();
+        order.sort_by_key(|i| appends[*i].partition);
+        let oldest = self.segments.front().map_or(0, |s| s.number);
+        for group in order.chunk_by(|a, b| appends[*a].partition == appends[*b].partition) {
+            let shared = &self.partitions[usize::from(appends[group[0]].partition)];
+            let mut last = Seq(0);
             {
                 let mut index = shared.index_mut();
-                for segment in segments {
-                    index.commit(segment);
+                for i in group {
+                    let (append, at) = (&appends[*i], &placed[*i]);
+                    let segment = &self.segments[(at.segment - oldest) as usize];
+                    let len = u32::try_from(append.payload.len())
+                        .expect("payload sizes are checked against the limit");
+                    index.push(segment, at.seq, at.offset, len);
+                    index.keep(append.payload.clone());
+                    last = at.seq;
                 }
             }
-            shared
-                .acked
-                .send_replace(Seq(self.active[partition].next_seq.0 - 1));
+            shared.acked.send_replace(last);
         }
-        for (append, seq) in appends.into_iter().zip(seqs) {
-            let _ = append.reply.send(Ok(seq));
+        for (append, at) in appends.into_iter().zip(placed) {
+            let _ = append.reply.send(Ok(at.seq));
         }
         Ok(())
     }
 
-    /// Writes the frames of `group` (appends to one partition) and returns what was written to
-    /// each segment, rolling to a new segment when the active one is full.
-    fn write_partition(
-        &mut self,
-        partition: u16,
-        group: &[PendingAppend],
-        seqs: &mut Vec<Seq>,
-    ) -> io::Result<Vec<Segment>> {
-        let dir = &self.partitions[usize::from(partition)].dir;
-        let active = &mut self.active[usize::from(partition)];
-        let frames = &mut self.frames;
-        frames.clear();
-        let mut written = Vec::new();
-        let mut chunk = written_chunk(active);
-        for append in group {
-            if active.len > 0 && active.len >= self.segment_bytes {
-                active
-                    .file
-                    .write_all_at(frames, chunk.end - frames.len() as u64)
-                    .map_err(segment::with_path(&active.path))?;
-                frames.clear();
-                roll(active, dir)?;
-                written.push(std::mem::replace(&mut chunk, written_chunk(active)));
+    /// Numbers the appends, encodes their frames and writes them to the active segment,
+    /// rolling to a new segment when it is full; notes in `placed` where each went.
+    fn write(&mut self, appends: &[PendingAppend], placed: &mut Vec<Placed>) -> io::Result<()> {
+        self.frames.clear();
+        let header = segment::header_len(self.next.len());
+        for append in appends {
+            let written = self.active_len + self.frames.len() as u64;
+            if written >= self.segment_bytes && written > header {
+                self.write_frames()?;
+                self.roll()?;
             }
-            chunk.offsets.push(active.len);
-            seqs.push(active.next_seq);
-            frame::encode(frames, active.next_seq, &append.payload);
-            active.len += frame::frame_len(append.payload.len());
-            active.next_seq = active.next_seq.next();
-            chunk.end = active.len;
+            let partition = usize::from(append.partition);
+            let seq = self.next[partition];
+            placed.push(Placed {
+                seq,
+                segment: self.active().number,
+                offset: self.active_len + self.frames.len() as u64,
+            });
+            frame::encode(&mut self.frames, append.partition, seq, &append.payload);
+            self.next[partition] = seq.next();
         }
-        active
-            .file
-            .write_all_at(frames, chunk.end - frames.len() as u64)
-            .map_err(segment::with_path(&active.path))?;
-        active.dirty = true;
-        written.push(chunk);
-        Ok(written)
+        self.write_frames()
     }
 
-    /// Syncs the given partitions' active files if the policy asks for it before
-    /// acknowledging; otherwise notes that they are dirty.
-    fn sync_written(&mut self, partitions: impl Iterator<Item = u16>) -> io::Result<()> {
+    fn active(&self) -> &Arc<SegmentFile> {
+        self.segments
+            .back()
+            .expect("there is always an active segment")
+    }
+
+    /// Writes the buffered frames at the end of the active segment.
+    fn write_frames(&mut self) -> io::Result<()> {
+        if self.frames.is_empty() {
+            return Ok(());
+        }
+        let active = self.active();
+        active
+            .file
+            .write_all_at(&self.frames, self.active_len)
+            .map_err(segment::with_path(&active.path))?;
+        self.active_len += self.frames.len() as u64;
+        self.frames.clear();
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Seals the active segment (synced, so that no newer segment exists before it is complete
+    /// on disk) and starts the next one, whose header records every partition's next seq.
+    fn roll(&mut self) -> io::Result<()> {
+        let active = self.active().clone();
+        active
+            .file
+            .sync_data()
+            .map_err(segment::with_path(&active.path))?;
+        let next = SegmentFile::create(&self.dir, active.number + 1, &self.next)?;
+        self.segments.push_back(Arc::new(next));
+        self.active_len = segment::header_len(self.next.len());
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Syncs the active segment if the policy asks for it before acknowledging; otherwise
+    /// notes that it is dirty.
+    fn sync_written(&mut self) -> io::Result<()> {
         match self.policy {
             FsyncPolicy::Always => {
-                let partitions: Vec<usize> = partitions.map(usize::from).collect();
-                let files = partitions
-                    .iter()
-                    .map(|p| self.active[*p].file.clone())
-                    .collect();
-                self.sync.sync_data(files)?;
-                for partition in partitions {
-                    self.active[partition].dirty = false;
-                }
+                let active = self.active();
+                active
+                    .file
+                    .sync_data()
+                    .map_err(segment::with_path(&active.path))?;
+                self.dirty = false;
             }
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => {
                 if self.dirty_since.is_none() {
@@ -345,70 +382,48 @@ impl Writer {
         Ok(())
     }
 
-    /// Syncs every file written since its last sync.
+    /// Syncs the active segment if it was written since its last sync (sealed segments were
+    /// synced when sealed).
     fn sync_dirty(&mut self) -> Result<(), LogError> {
-        let dirty = self
-            .active
-            .iter()
-            .filter(|a| a.dirty)
-            .map(|a| a.file.clone())
-            .collect();
-        self.sync.sync_data(dirty)?;
-        for active in &mut self.active {
-            active.dirty = false;
+        if self.dirty {
+            let active = self.active();
+            active
+                .file
+                .sync_data()
+                .map_err(segment::with_path(&active.path))?;
+            self.dirty = false;
         }
         self.dirty_since = None;
         Ok(())
     }
 
-    /// Deletes the sealed segments of `partition` holding only seqs below `before`.
-    fn truncate(&mut self, partition: u16, before: Seq) -> Result<(), LogError> {
-        let partition = &self.partitions[usize::from(partition)];
-        let removed = partition.index_mut().remove_before(before);
-        if removed.is_empty() {
+    /// Deletes the sealed segments that hold no entry any partition still keeps, and drops
+    /// their entries from the partitions' indexes: a partition keeps what a reopen would find.
+    fn remove_unused_segments(&mut self) -> Result<(), LogError> {
+        let active = self.active().number;
+        let keep_from = self
+            .partitions
+            .iter()
+            .zip(&self.truncated)
+            .filter_map(|(partition, before)| partition.index().segment_needed_from(*before))
+            .min()
+            .unwrap_or(active)
+            .min(active);
+        if self.segments.front().is_none_or(|s| s.number >= keep_from) {
             return Ok(());
         }
-        for segment in &removed {
-            segment::remove(segment)?;
+        for partition in self.partitions.iter() {
+            partition.index_mut().forget_segments_before(keep_from);
         }
-        segment::sync_dir(&partition.dir)?;
-        tracing::debug!(
-            dir = %partition.dir.display(),
-            segments = removed.len(),
-            before = before.0,
-            "truncated log segments"
-        );
+        let mut removed = 0;
+        while let Some(oldest) = self.segments.front().filter(|s| s.number < keep_from) {
+            fs::remove_file(&oldest.path).map_err(segment::with_path(&oldest.path))?;
+            self.segments.pop_front();
+            removed += 1;
+        }
+        segment::sync_dir(&self.dir)?;
+        tracing::debug!(dir = %self.dir.display(), segments = removed, "deleted log segments");
         Ok(())
-    }
-}
-
-/// Seals the active segment (synced, so that no newer segment exists before it is complete on
-/// disk) and starts the next one.
-fn roll(active: &mut Active, dir: &Path) -> io::Result<()> {
-    active
-        .file
-        .sync_data()
-        .map_err(segment::with_path(&active.path))?;
-    let segment = Segment::create(dir, active.next_seq)?;
-    *active = Active {
-        first: segment.first,
-        path: segment.path,
-        file: segment.file,
-        len: 0,
-        next_seq: active.next_seq,
-        dirty: false,
-    };
-    Ok(())
-}
-
-/// An empty description of what is about to be written to `active`.
-fn written_chunk(active: &Active) -> Segment {
-    Segment {
-        first: active.first,
-        path: active.path.clone(),
-        file: active.file.clone(),
-        offsets: Vec::new(),
-        end: active.len,
     }
 }
 

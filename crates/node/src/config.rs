@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub log_fsync: String,
     /// Embedded log segment size, MiB.
     pub log_segment_mb: u64,
+    /// The newest embedded log entries kept in memory for the apply loop, MiB, shared evenly
+    /// among partitions.
+    pub log_tail_mb: usize,
     /// Entries each partition keeps in the embedded log behind its applied position.
     pub log_retain_entries: u64,
     /// How often applied log entries are truncated, seconds.
@@ -79,6 +82,7 @@ impl Default for NodeConfig {
             flush_idle_secs: 5,
             log_fsync: "always".into(),
             log_segment_mb: 64,
+            log_tail_mb: notadb_log::DEFAULT_TAIL_BYTES >> 20,
             log_retain_entries: 10_000,
             log_truncate_interval_secs: 60,
             apply_batch: DEFAULT_APPLY_BATCH,
@@ -120,6 +124,7 @@ impl NodeConfig {
         Ok(EmbeddedLogOptions {
             fsync,
             segment_bytes: self.log_segment_mb << 20,
+            tail_bytes: self.log_tail_mb << 20,
             // A log entry holds at most one write batch plus framing.
             max_entry_bytes: self.limits.max_batch_bytes + (64 << 10),
         })
