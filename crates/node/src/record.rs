@@ -131,6 +131,12 @@ impl Record {
         out
     }
 
+    /// Whether the entry `bytes` is a transaction's (which may read storage and send reads to
+    /// other partitions when applied); anything else only writes.
+    pub fn is_txn(bytes: &[u8]) -> bool {
+        bytes.get(1) == Some(&KIND_TXN)
+    }
+
     /// Parses an entry. A malformed entry is an error every replica meets identically.
     pub fn decode(bytes: &[u8]) -> Result<Record, String> {
         let mut r = WireReader::new(bytes);

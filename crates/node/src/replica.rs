@@ -1,7 +1,8 @@
 //! One partition on this replica: its applied position, and the task that applies its log.
 
-use crate::apply::Applier;
+use crate::apply::{Applied, Applier};
 use crate::clock::Clock;
+use crate::record::Record;
 use crate::txn::{append_until_done, TxnWaiters};
 use crate::txn_store::reads_record;
 use notadb_log::{Log, LogEntry};
@@ -16,6 +17,9 @@ use tokio::sync::watch;
 const POLL_WAIT: Duration = Duration::from_millis(500);
 /// Pause before retrying a log read that failed transiently.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Runs of at most this many entries that only write are applied on the async task itself
+/// instead of a blocking thread: two thread hand-offs cost more than the memtable inserts.
+const INLINE_APPLY_ENTRIES: usize = 64;
 
 /// Shared view of one partition's progress.
 #[derive(Debug)]
@@ -118,6 +122,7 @@ impl ApplyTask {
         // When reads come back empty although the log holds more entries (the log is
         // unreachable, say), since when: readiness must not report such a stall as no lag.
         let mut stalled_since: Option<Instant> = None;
+        let metrics = ApplyMetrics::new(p);
         loop {
             let next = self
                 .applier
@@ -133,7 +138,7 @@ impl ApplyTask {
                 Ok(entries) if entries.is_empty() => {
                     if self.applier.as_ref().is_some_and(|a| a.in_flight() > 0) {
                         // Give the executor its idle turn (contention analysis).
-                        if let Err(e) = self.apply(Vec::new()).await {
+                        if let Err(e) = self.apply(Vec::new(), &metrics).await {
                             tracing::error!(partition = %p, error = %e, "apply failed; partition stopped");
                             self.state.failed.store(true, Ordering::Release);
                             return;
@@ -169,7 +174,7 @@ impl ApplyTask {
                     return;
                 }
             };
-            match self.apply(entries).await {
+            match self.apply(entries, &metrics).await {
                 Ok(()) => {}
                 Err(e) => {
                     tracing::error!(partition = %p, error = %e, "apply failed; partition stopped");
@@ -180,8 +185,12 @@ impl ApplyTask {
         }
     }
 
-    async fn apply(&mut self, entries: Vec<LogEntry>) -> Result<(), String> {
-        let mut applier = self
+    async fn apply(
+        &mut self,
+        entries: Vec<LogEntry>,
+        metrics: &ApplyMetrics,
+    ) -> Result<(), String> {
+        let applier = self
             .applier
             .take()
             .expect("the applier is back after each batch");
@@ -199,14 +208,57 @@ impl ApplyTask {
         if let Some(last) = entries.last() {
             self.state.appended(last.seq);
         }
+        let started = Instant::now();
+        let count = entries.len();
+        // Nothing in flight and no transaction among the entries: applying reads nothing from
+        // storage and sends nothing to other partitions, so it cannot wait on I/O.
+        let inline = count <= INLINE_APPLY_ENTRIES
+            && applier.in_flight() == 0
+            && !entries.iter().any(|e| Record::is_txn(&e.payload));
+        let (applier, result) = if inline {
+            apply_inline(applier, &self.storage, &entries)
+        } else {
+            self.apply_blocking(applier, entries).await?
+        };
+        let in_flight = applier.in_flight();
+        self.applier = Some(applier);
+        let applied = result?;
+        metrics.in_flight.set(in_flight as f64);
+        if let Some(ts) = applied.first_ts {
+            self.state.lag_micros.store(
+                self.clock.now_micros().saturating_sub(ts),
+                Ordering::Release,
+            );
+        }
+        let p = self.state.id;
+        for f in &applied.effects.finished {
+            tracing::debug!(partition = %p, seq = %f.seq, txn = %f.txn, outcome = ?f.outcome, "transaction finished");
+        }
+        self.waiters.report(p, &applied.effects.finished);
+        self.state
+            .applied
+            .send_replace(applied.effects.position.watermark);
+        metrics.entries.increment(count as u64);
+        metrics.malformed.increment(applied.malformed);
+        metrics.seconds.record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+impl ApplyTask {
+    /// Applies `entries` on a blocking thread: transactions may read storage and send reads to
+    /// other partitions' logs.
+    async fn apply_blocking(
+        &self,
+        mut applier: Applier,
+        entries: Vec<LogEntry>,
+    ) -> Result<(Applier, Result<Applied, String>), String> {
         let storage = self.storage.clone();
         let log = self.log.clone();
         let clock = self.clock.clone();
         let shutdown = self.shutdown.clone();
         let runtime = tokio::runtime::Handle::current();
-        let started = Instant::now();
-        let count = entries.len();
-        let (applier, result) = tokio::task::spawn_blocking(move || {
+        let done = tokio::task::spawn_blocking(move || {
             let mut batch = storage.batch();
             let applied = match applier.apply(&storage, &mut batch, &entries) {
                 Ok(applied) => applied,
@@ -265,29 +317,52 @@ impl ApplyTask {
         })
         .await
         .map_err(|e| format!("apply task failed: {e}"))?;
-        let in_flight = applier.in_flight();
-        self.applier = Some(applier);
-        let applied = result?;
-        metrics::gauge!("notadb_txn_in_flight", "partition" => self.state.id.to_string())
-            .set(in_flight as f64);
-        if let Some(ts) = applied.first_ts {
-            self.state.lag_micros.store(
-                self.clock.now_micros().saturating_sub(ts),
-                Ordering::Release,
-            );
+        Ok(done)
+    }
+}
+
+/// Applies `entries`, which only write, on the calling async task. The commit does not wait
+/// on a RocksDB write stall there: a stalled write moves to `block_in_place`.
+fn apply_inline(
+    mut applier: Applier,
+    storage: &RocksStorage,
+    entries: &[LogEntry],
+) -> (Applier, Result<Applied, String>) {
+    let mut batch = storage.batch();
+    let applied = match applier.apply(storage, &mut batch, entries) {
+        Ok(applied) => applied,
+        Err(e) => return (applier, Err(e.to_string())),
+    };
+    debug_assert!(applied.effects.sends.is_empty(), "writes send no reads");
+    applier.persist(&applied.effects, &mut batch);
+    let result = storage
+        .commit_or_wait(batch, |write| {
+            match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(write),
+                _ => write(),
+            }
+        })
+        .map(|()| applied)
+        .map_err(|e| e.to_string());
+    (applier, result)
+}
+
+/// The apply loop's metric handles, registered once per partition.
+struct ApplyMetrics {
+    in_flight: metrics::Gauge,
+    entries: metrics::Counter,
+    malformed: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+impl ApplyMetrics {
+    fn new(p: PartitionId) -> ApplyMetrics {
+        ApplyMetrics {
+            in_flight: metrics::gauge!("notadb_txn_in_flight", "partition" => p.to_string()),
+            entries: metrics::counter!("notadb_applied_entries_total"),
+            malformed: metrics::counter!("notadb_apply_malformed_entries_total"),
+            seconds: metrics::histogram!("notadb_apply_batch_seconds"),
         }
-        let p = self.state.id;
-        for f in &applied.effects.finished {
-            tracing::debug!(partition = %p, seq = %f.seq, txn = %f.txn, outcome = ?f.outcome, "transaction finished");
-        }
-        self.waiters.report(p, &applied.effects.finished);
-        self.state
-            .applied
-            .send_replace(applied.effects.position.watermark);
-        metrics::counter!("notadb_applied_entries_total").increment(count as u64);
-        metrics::counter!("notadb_apply_malformed_entries_total").increment(applied.malformed);
-        metrics::histogram!("notadb_apply_batch_seconds").record(started.elapsed().as_secs_f64());
-        Ok(())
     }
 }
 

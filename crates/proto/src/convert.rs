@@ -60,7 +60,7 @@ pub fn element_into_proto(element: Element) -> v1::Element {
 /// label is only built for an error).
 pub fn tuple_from_proto(
     tuple: Option<&v1::Tuple>,
-    field: &str,
+    field: impl std::fmt::Display,
 ) -> Result<Vec<Element>, ConvertError> {
     let Some(tuple) = tuple else {
         return Ok(Vec::new());

@@ -46,14 +46,17 @@ pub fn consistency(tokens: &[v1::Token], metadata: &MetadataMap) -> Result<Consi
 }
 
 /// A key tuple (required).
-pub fn key(tuple: Option<&v1::Tuple>, field: &str) -> Result<Vec<notadb_types::Element>, Status> {
+pub fn key(
+    tuple: Option<&v1::Tuple>,
+    field: impl std::fmt::Display,
+) -> Result<Vec<notadb_types::Element>, Status> {
     tuple_from_proto(tuple, field).map_err(convert_status)
 }
 
 fn bound(b: Option<&v1::Bound>, field: &str) -> Result<Option<Bound>, Status> {
     b.map(|b| {
         Ok(Bound {
-            key: key(b.key.as_ref(), &format!("{field}.key"))?,
+            key: key(b.key.as_ref(), format_args!("{field}.key"))?,
             inclusive: b.inclusive,
         })
     })
@@ -73,7 +76,7 @@ pub fn range(r: Option<&v1::Range>) -> Result<KeyRange, Status> {
 }
 
 /// A value (required).
-pub fn value(v: Option<&v1::Value>, field: &str) -> Result<ValueInput, Status> {
+pub fn value(v: Option<&v1::Value>, field: impl std::fmt::Display) -> Result<ValueInput, Status> {
     match v.and_then(|v| v.kind.as_ref()) {
         Some(v1::value::Kind::Bytes(b)) => Ok(ValueInput::Bytes(b.clone())),
         Some(v1::value::Kind::Json(s)) => Ok(ValueInput::Json(s.clone())),
@@ -95,34 +98,45 @@ pub fn value_to_proto(format: ValueFormat, bytes: Vec<u8>) -> v1::Value {
     v1::Value { kind: Some(kind) }
 }
 
-fn keyspace(name: &str, field: &str) -> Result<String, Status> {
+fn keyspace(name: &str, field: impl std::fmt::Display) -> Result<String, Status> {
     if name.is_empty() {
         return Err(invalid(format!("{field}: a keyspace name is required")));
     }
     Ok(name.to_string())
 }
 
+/// A field's name: a prefix (`mutations[3].`, or none) and a name, formatted only when an
+/// error needs it.
+#[derive(Clone, Copy)]
+struct Field<'a>(&'a str, &'static str);
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
+    }
+}
+
 /// A put.
 pub fn put(p: &v1::PutRequest, field: &str) -> Result<Mutation, Status> {
     Ok(Mutation::Put {
-        keyspace: keyspace(&p.keyspace, &format!("{field}keyspace"))?,
-        key: key(p.key.as_ref(), &format!("{field}key"))?,
-        value: value(p.value.as_ref(), &format!("{field}value"))?,
+        keyspace: keyspace(&p.keyspace, Field(field, "keyspace"))?,
+        key: key(p.key.as_ref(), Field(field, "key"))?,
+        value: value(p.value.as_ref(), Field(field, "value"))?,
     })
 }
 
 /// A delete.
 pub fn delete(d: &v1::DeleteRequest, field: &str) -> Result<Mutation, Status> {
     Ok(Mutation::Delete {
-        keyspace: keyspace(&d.keyspace, &format!("{field}keyspace"))?,
-        key: key(d.key.as_ref(), &format!("{field}key"))?,
+        keyspace: keyspace(&d.keyspace, Field(field, "keyspace"))?,
+        key: key(d.key.as_ref(), Field(field, "key"))?,
     })
 }
 
 /// A range delete.
 pub fn delete_range(d: &v1::DeleteRangeRequest, field: &str) -> Result<Mutation, Status> {
     Ok(Mutation::DeleteRange {
-        keyspace: keyspace(&d.keyspace, &format!("{field}keyspace"))?,
+        keyspace: keyspace(&d.keyspace, Field(field, "keyspace"))?,
         range: range(d.range.as_ref())?,
     })
 }

@@ -177,8 +177,40 @@ impl RocksStorage {
     pub fn commit(&self, batch: StorageBatch<'_>, sync: bool) -> Result<(), StorageError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
+        self.commit_with(batch, |db, inner| db.write_opt(inner, &opts))
+    }
+
+    /// Commits a batch like `commit(batch, false)` for a caller that must not block (an async
+    /// task): RocksDB is asked not to wait, and only if it would have to (a write stall while
+    /// memtables are flushed or level 0 is compacted) does `wait` run the write that may wait,
+    /// given to it as a closure (on tokio, inside `block_in_place`).
+    pub fn commit_or_wait(
+        &self,
+        batch: StorageBatch<'_>,
+        wait: impl FnOnce(&mut dyn FnMut() -> Result<(), rocksdb::Error>) -> Result<(), rocksdb::Error>,
+    ) -> Result<(), StorageError> {
+        let mut quick = WriteOptions::default();
+        quick.set_no_slowdown(true);
+        // A refused write consumes its batch: keep the bytes to write them again.
+        let data = batch.inner.data().to_vec();
+        self.commit_with(batch, move |db, inner| match db.write_opt(inner, &quick) {
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => {
+                let mut slow =
+                    || db.write_opt(WriteBatch::from_data(&data), &WriteOptions::default());
+                wait(&mut slow)
+            }
+            other => other,
+        })
+    }
+
+    /// Commits `batch` with `write`, keeping the point and row caches exact around it.
+    fn commit_with(
+        &self,
+        batch: StorageBatch<'_>,
+        write: impl FnOnce(&DB, WriteBatch) -> Result<(), rocksdb::Error>,
+    ) -> Result<(), StorageError> {
         let (touched, ranged) = (&batch.touched, batch.ranged);
-        let write = || self.db.write_opt(batch.inner, &opts);
+        let write = || write(&self.db, batch.inner);
         let through_rows = || match &self.rows {
             Some(rows) => rows.write(touched, ranged, write),
             None => write(),

@@ -89,7 +89,7 @@ impl CacheService {
             .map(|(i, k)| match &k.kind {
                 Some(cache_key::Kind::Bytes(b)) => Ok(Bytes::copy_from_slice(b)),
                 Some(cache_key::Kind::Tuple(t)) => {
-                    let elements = tuple_from_proto(Some(t), &format!("{field}[{i}]"))
+                    let elements = tuple_from_proto(Some(t), format_args!("{field}[{i}]"))
                         .map_err(convert_status)?;
                     self.node
                         .cache_key_of(cache, &elements)

@@ -284,7 +284,7 @@ impl Data for DataService {
                 .keys
                 .iter()
                 .enumerate()
-                .map(|(i, k)| tuple_from_proto(Some(k), &format!("keys[{i}]")))
+                .map(|(i, k)| tuple_from_proto(Some(k), format_args!("keys[{i}]")))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(convert_status)?;
             let Some(cluster) = self.router.scattering(request.metadata()) else {

@@ -55,7 +55,7 @@ impl Transactions for TxnService {
             for (i, k) in r.keys.iter().enumerate() {
                 keys.push(TxnKeyRequest {
                     keyspace: k.keyspace.clone(),
-                    key: tuple_from_proto(k.key.as_ref(), &format!("keys[{i}].key"))
+                    key: tuple_from_proto(k.key.as_ref(), format_args!("keys[{i}].key"))
                         .map_err(convert_status)?,
                     access: access_from_proto(k.access, i)?,
                 });
