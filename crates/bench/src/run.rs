@@ -1,4 +1,5 @@
-//! `notadb-bench run`: the seed questions, point `Get`, `MultiGet` and `Put` against a running
+//! `notadb-bench run`: the seed questions, point `Get`, `MultiGet`, `Put` and a `Write` of 100
+//! rows against a running
 //! node with N concurrent clients; prints ops/s, the servers' CPU time per request and latency
 //! percentiles as a markdown table. Given several nodes (`--addr before,after`) and
 //! `--rounds`, it interleaves them workload by workload, so drift in a noisy machine falls on
@@ -22,7 +23,11 @@ use std::time::{Duration, Instant};
 const KV: &str = "bench_kv";
 /// Value size of the point workloads, bytes.
 const VALUE_BYTES: usize = 100;
-const WORKLOADS: [&str; 7] = [
+/// Keyspace of the `write-100` workload: rows `(g, k)` partitioned by `g`.
+const ROWS: &str = "bench_rows";
+/// Groups (partition keys) of `bench_rows`.
+const ROW_GROUPS: usize = 1000;
+const WORKLOADS: [&str; 8] = [
     "q1-scan",
     "q1-query",
     "q2-aggregate",
@@ -30,9 +35,12 @@ const WORKLOADS: [&str; 7] = [
     "get",
     "multi-get",
     "put",
+    "write-100",
 ];
 /// Keys of one `multi-get` request.
 const MULTI_GET_KEYS: usize = 100;
+/// Rows of one `write-100` request, all of one group (one partition).
+const WRITE_ROWS: usize = 100;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -46,7 +54,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
     /// Workloads, comma separated: q1-scan, q1-query, q2-aggregate, q2-query, get,
-    /// multi-get (100 keys), put, or all.
+    /// multi-get (100 keys), put, write-100 (a `Write` of 100 rows of one partition), or all.
     #[arg(long, default_value = "all")]
     pub workloads: String,
     /// Keys loaded into `bench_kv` for get/put.
@@ -96,6 +104,22 @@ fn string_keyed(name: &str, value_format: ValueFormat) -> KeyspaceSchema {
         }],
         partition_by: 1,
         value_format,
+        ttl: None,
+    }
+}
+
+/// The schema of `bench_rows`: byte values under `(g, k)`, partitioned by `g`.
+fn rows_schema() -> KeyspaceSchema {
+    let element = |name: &str| KeyElement {
+        name: name.into(),
+        ty: ElementType::String,
+        order: Order::Asc,
+    };
+    KeyspaceSchema {
+        name: ROWS.into(),
+        key: vec![element("g"), element("k")],
+        partition_by: 1,
+        value_format: ValueFormat::Bytes,
         ttl: None,
     }
 }
@@ -178,6 +202,25 @@ async fn call(
                 .put(KV, &kv_key(rng.random_range(0..args.kv_keys)), v)
                 .await
                 .map(drop)
+        }
+        "write-100" => {
+            let group = format!("group-{:04}", rng.random_range(0..ROW_GROUPS));
+            let mutations = (0..WRITE_ROWS)
+                .map(|_| {
+                    let key = [
+                        Element::String(group.clone()),
+                        Element::String(format!("row-{:06}", rng.random_range(0..100_000))),
+                    ];
+                    proto::Mutation {
+                        op: Some(proto::mutation::Op::Put(proto::PutRequest {
+                            keyspace: ROWS.into(),
+                            key: Some(notadb_client::tuple(&key)),
+                            value: Some(value(rng)),
+                        })),
+                    }
+                })
+                .collect();
+            client.write(mutations).await.map(drop)
         }
         other => unreachable!("unknown workload {other}"),
     }
@@ -363,6 +406,9 @@ pub async fn run(addr: &str, placement: &Placement, args: RunArgs) -> anyhow::Re
         let point = ["get", "multi-get", "put"];
         if workloads.iter().any(|w| point.contains(w)) && !args.no_load {
             load_kv(&client, &args).await?;
+        }
+        if workloads.contains(&"write-100") {
+            client.create_keyspace(&rows_schema(), true).await?;
         }
         println!(
             "node {addr}: client transport {}",

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -187,14 +187,36 @@ impl Model {
 /// `writes` puts and deletes over `keys` keys from 16 concurrent writers; every third write
 /// to a key deletes it.
 async fn write_load(client: &Client, model: &Model, writes: usize, keys: usize, round: u32) {
+    write_load_until(
+        client,
+        model,
+        writes,
+        keys,
+        round,
+        Arc::new(AtomicBool::new(true)),
+    )
+    .await
+}
+
+/// `write_load` that goes on past `writes` until `stop` is set: load that lasts however fast
+/// the node takes writes.
+async fn write_load_until(
+    client: &Client,
+    model: &Model,
+    writes: usize,
+    keys: usize,
+    round: u32,
+    stop: Arc<AtomicBool>,
+) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (client, model, next) = (client.clone(), model.clone(), next.clone());
+        let (client, model, next, stop) =
+            (client.clone(), model.clone(), next.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= writes {
+                if i >= writes && stop.load(Ordering::Acquire) {
                     return;
                 }
                 let key = format!("k{:05}", (i * 7919) % keys);
@@ -381,9 +403,13 @@ fn a_lost_database_connection_under_load_loses_and_reorders_nothing() {
         let client = node.client().await;
         create_items(&client).await;
         let model = Model::default();
+        // The load goes on until the database is back, so the outage falls inside it.
+        let stop = Arc::new(AtomicBool::new(false));
         let load = {
-            let (client, model) = (client.clone(), model.clone());
-            tokio::spawn(async move { write_load(&client, &model, 30_000, 3_000, 0).await })
+            let (client, model, stop) = (client.clone(), model.clone(), stop.clone());
+            tokio::spawn(
+                async move { write_load_until(&client, &model, 30_000, 3_000, 0, stop).await },
+            )
         };
         tokio::time::sleep(Duration::from_secs(1)).await;
         admin
@@ -405,6 +431,7 @@ fn a_lost_database_connection_under_load_loses_and_reorders_nothing() {
             .batch_execute(&format!("ALTER ROLE {role} LOGIN"))
             .await
             .expect("allow");
+        stop.store(true, Ordering::Release);
         load.await.expect("load");
         // Lag drains.
         flush_and_match(&client, &model, &db).await;
