@@ -349,12 +349,9 @@ impl Writer {
     /// Seals the active segment (synced, so that no newer segment exists before it is complete
     /// on disk) and starts the next one, whose header records every partition's next seq.
     fn roll(&mut self) -> io::Result<()> {
-        let active = self.active().clone();
-        active
-            .file
-            .sync_data()
-            .map_err(segment::with_path(&active.path))?;
-        let next = SegmentFile::create(&self.dir, active.number + 1, &self.next)?;
+        self.sync_active()?;
+        let number = self.active().number + 1;
+        let next = SegmentFile::create(&self.dir, number, &self.next)?;
         self.segments.push_back(Arc::new(next));
         self.active_len = segment::header_len(self.next.len());
         self.dirty = false;
@@ -365,14 +362,7 @@ impl Writer {
     /// notes that it is dirty.
     fn sync_written(&mut self) -> io::Result<()> {
         match self.policy {
-            FsyncPolicy::Always => {
-                let active = self.active();
-                active
-                    .file
-                    .sync_data()
-                    .map_err(segment::with_path(&active.path))?;
-                self.dirty = false;
-            }
+            FsyncPolicy::Always => self.sync_active()?,
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => {
                 if self.dirty_since.is_none() {
                     self.dirty_since = Some(Instant::now());
@@ -386,14 +376,20 @@ impl Writer {
     /// synced when sealed).
     fn sync_dirty(&mut self) -> Result<(), LogError> {
         if self.dirty {
-            let active = self.active();
-            active
-                .file
-                .sync_data()
-                .map_err(segment::with_path(&active.path))?;
-            self.dirty = false;
+            self.sync_active()?;
         }
         self.dirty_since = None;
+        Ok(())
+    }
+
+    /// Syncs the active segment's data.
+    fn sync_active(&mut self) -> io::Result<()> {
+        let active = self.active();
+        active
+            .file
+            .sync_data()
+            .map_err(segment::with_path(&active.path))?;
+        self.dirty = false;
         Ok(())
     }
 
