@@ -171,12 +171,15 @@ async fn kill_9_while_writing_loses_no_acknowledged_write() {
     let client = Client::connect(&node.url()).await.expect("connect");
     client.create_keyspace(&kv(), false).await.expect("create");
     let acked: Arc<Mutex<Vec<i64>>> = Arc::default();
+    // Enough writers that the log's batches, each made durable by one fdatasync of the
+    // shared segment, hold appends to many partitions when the kill lands.
+    const WRITERS: i64 = 32;
     let mut writers = Vec::new();
-    for w in 0..8i64 {
+    for w in 0..WRITERS {
         let (client, acked) = (client.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             for i in 0.. {
-                let k = i * 8 + w;
+                let k = i * WRITERS + w;
                 match client
                     .put("kv", &[Element::I64(k)], bytes(&format!("value-{k}")))
                     .await
@@ -188,7 +191,7 @@ async fn kill_9_while_writing_loses_no_acknowledged_write() {
         }));
     }
     // Let writes flow, then kill without warning.
-    while acked.lock().expect("lock").len() < 300 {
+    while acked.lock().expect("lock").len() < 2000 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node.kill9();
