@@ -91,7 +91,12 @@ impl Applier {
         batch: &mut StorageBatch<'_>,
         entries: &[LogEntry],
     ) -> Result<Applied, TxnError> {
-        let mut overlay = Overlay::default();
+        // Only transactions read: in the run, or in flight from earlier runs.
+        let reads = self.in_flight() > 0
+            || entries
+                .iter()
+                .any(|e| crate::record::Record::is_txn(&e.payload));
+        let mut overlay = Overlay::new(reads);
         let mut store = ApplyStore {
             partition: self.partition,
             storage,

@@ -121,11 +121,25 @@ impl Persisted {
     }
 }
 
-/// Changes made by the run being built, which storage does not show yet.
-#[derive(Default)]
+/// Changes made by the run being built, which storage does not show yet: what a transaction
+/// later in the run reads.
 pub(crate) struct Overlay {
     keys: BTreeMap<(KeyspaceId, Vec<u8>), Option<Vec<u8>>>,
     ranges: Vec<(KeyspaceId, Vec<u8>, Vec<u8>)>,
+    /// Whether anything in the run may read (a transaction in it or in flight); when not, the
+    /// run's writes go to the batch only.
+    reads: bool,
+}
+
+impl Overlay {
+    /// An empty overlay; `reads` says whether the run may read its own writes.
+    pub(crate) fn new(reads: bool) -> Overlay {
+        Overlay {
+            keys: BTreeMap::new(),
+            ranges: Vec::new(),
+            reads,
+        }
+    }
 }
 
 /// One partition's storage as the executor sees it during one run of entries.
@@ -140,16 +154,20 @@ pub(crate) struct ApplyStore<'a, 'b> {
 }
 
 impl ApplyStore<'_, '_> {
-    fn put(&mut self, ks: KeyspaceId, key: &[u8], stored: Option<Vec<u8>>) {
+    fn put(&mut self, ks: KeyspaceId, key: &[u8], stored: Option<&[u8]>) {
         if self.dropped.contains(&ks) {
             return;
         }
         let p = self.partition;
-        match &stored {
+        match stored {
             Some(v) => self.batch.put(p, ks, key, v),
             None => self.batch.delete(p, ks, key),
         }
-        self.overlay.keys.insert((ks, key.to_vec()), stored);
+        if self.overlay.reads {
+            self.overlay
+                .keys
+                .insert((ks, key.to_vec()), stored.map(<[u8]>::to_vec));
+        }
     }
 
     /// Applies a record that is not plain puts and deletes, as replicas always have.
@@ -163,7 +181,7 @@ impl ApplyStore<'_, '_> {
                             keyspace,
                             key,
                             stored,
-                        } => self.put(keyspace, &key, Some(stored)),
+                        } => self.put(keyspace, &key, Some(&stored)),
                         Op::Delete { keyspace, key } => self.put(keyspace, &key, None),
                         Op::DeleteRange {
                             keyspace,
@@ -171,10 +189,12 @@ impl ApplyStore<'_, '_> {
                             end,
                         } if !self.dropped.contains(&keyspace) => {
                             self.batch.delete_range(p, keyspace, &start, &end);
-                            self.overlay
-                                .keys
-                                .retain(|(ks, k), _| *ks != keyspace || *k < start || *k >= end);
-                            self.overlay.ranges.push((keyspace, start, end));
+                            if self.overlay.reads {
+                                self.overlay.keys.retain(|(ks, k), _| {
+                                    *ks != keyspace || *k < start || *k >= end
+                                });
+                                self.overlay.ranges.push((keyspace, start, end));
+                            }
                         }
                         Op::DeleteRange { .. } => {}
                         cache_op => {
@@ -194,6 +214,10 @@ impl ApplyStore<'_, '_> {
 
 impl TxnStore for ApplyStore<'_, '_> {
     fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, String> {
+        if !self.overlay.reads {
+            // The run was judged to read nothing; answering from storage would miss its writes.
+            return Err("a read in a run of entries that was not expected to read".to_string());
+        }
         if self.dropped.contains(&key.keyspace) {
             return Ok(None);
         }
@@ -224,11 +248,13 @@ impl TxnStore for ApplyStore<'_, '_> {
         origin: WriteOrigin,
     ) -> Result<(), String> {
         for (key, v) in writes {
-            let stored = v.as_ref().map(|v| match origin {
-                WriteOrigin::Entry => v.to_vec(),
-                WriteOrigin::Procedure => value::encode(None, v),
-            });
-            self.put(key.keyspace, &key.key, stored);
+            match (v, origin) {
+                (Some(v), WriteOrigin::Procedure) => {
+                    let stored = value::encode(None, v);
+                    self.put(key.keyspace, &key.key, Some(&stored));
+                }
+                (v, _) => self.put(key.keyspace, &key.key, v.as_deref()),
+            }
         }
         Ok(())
     }
