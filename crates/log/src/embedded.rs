@@ -65,10 +65,11 @@ struct Inner {
 impl EmbeddedLog {
     /// Opens the log in `dir` with `partitions` partitions, creating it if `dir` holds none.
     ///
-    /// Verifies every record; cuts a torn tail off each partition's last segment (logging a
-    /// warning); fails with [`LogError::PartitionCount`] if the existing log has another
-    /// partition count and [`LogError::Corrupt`] if older data is damaged. Blocking: meant to
-    /// be called at start-up.
+    /// Converts a log of the first format (a directory per partition); verifies every record;
+    /// cuts a torn tail off the newest segment (logging a warning); fails with
+    /// [`LogError::PartitionCount`] if the existing log has another partition count and
+    /// [`LogError::Corrupt`] if older data is damaged. Blocking: meant to be called at
+    /// start-up.
     pub fn open(
         dir: &Path,
         partitions: u16,

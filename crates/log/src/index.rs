@@ -53,9 +53,8 @@ pub(crate) struct PartitionIndex {
     /// The seq the next entry gets.
     next: Seq,
     runs: VecDeque<Run>,
-    /// The newest entries' payloads, `tail_first..next`.
+    /// The newest entries' payloads: those of `next - tail.len()..next`.
     tail: VecDeque<Bytes>,
-    tail_first: Seq,
     tail_bytes: usize,
     tail_budget: usize,
 }
@@ -69,7 +68,6 @@ impl PartitionIndex {
             next,
             runs: VecDeque::new(),
             tail: VecDeque::new(),
-            tail_first: next,
             tail_bytes: 0,
             tail_budget,
         }
@@ -83,8 +81,17 @@ impl PartitionIndex {
         }
     }
 
-    /// Notes entry `seq` (which must be the next) at `offset` of `segment`, `len` payload bytes.
-    pub fn push(&mut self, segment: &Arc<SegmentFile>, seq: Seq, offset: u64, len: u32) {
+    /// Notes entry `seq` (which must be the next) at `offset` of `segment`, `len` payload bytes,
+    /// keeping `payload` in memory when given (the oldest kept ones beyond the budget go). An
+    /// entry not kept empties the tail, which holds only the newest entries, without a gap.
+    pub fn push(
+        &mut self,
+        segment: &Arc<SegmentFile>,
+        seq: Seq,
+        offset: u64,
+        len: u32,
+        payload: Option<Bytes>,
+    ) {
         assert_eq!(seq, self.next, "entries are indexed in seq order");
         let loc = Loc { offset, len };
         match self.runs.back_mut() {
@@ -96,25 +103,32 @@ impl PartitionIndex {
             }),
         }
         self.next = seq.next();
+        match payload {
+            Some(payload) => {
+                self.tail_bytes += payload.len();
+                self.tail.push_back(payload);
+                while self.tail_bytes > self.tail_budget && self.drop_oldest_kept() {}
+            }
+            None => {
+                self.tail.clear();
+                self.tail_bytes = 0;
+            }
+        }
     }
 
-    /// Keeps the payload of the entry just pushed in memory, dropping the oldest kept ones
-    /// beyond the budget.
-    pub fn keep(&mut self, payload: Bytes) {
-        let seq = Seq(self.next.0 - 1);
-        if self.tail_first.0 + self.tail.len() as u64 != seq.0 {
-            self.tail.clear();
-            self.tail_bytes = 0;
-            self.tail_first = seq;
-        }
-        self.tail_bytes += payload.len();
-        self.tail.push_back(payload);
-        while self.tail_bytes > self.tail_budget {
-            let Some(oldest) = self.tail.pop_front() else {
-                break;
-            };
-            self.tail_bytes -= oldest.len();
-            self.tail_first = self.tail_first.next();
+    /// The seq of the oldest entry kept in memory (`next` when none is).
+    fn tail_first(&self) -> Seq {
+        Seq(self.next.0 - self.tail.len() as u64)
+    }
+
+    /// Drops the oldest entry kept in memory; false if none is.
+    fn drop_oldest_kept(&mut self) -> bool {
+        match self.tail.pop_front() {
+            Some(oldest) => {
+                self.tail_bytes -= oldest.len();
+                true
+            }
+            None => false,
         }
     }
 
@@ -139,25 +153,19 @@ impl PartitionIndex {
             self.runs.pop_front();
         }
         self.first = self.runs.front().map_or(self.next, |run| run.first);
-        while self.tail_first < self.first {
-            let Some(oldest) = self.tail.pop_front() else {
-                self.tail_first = self.first;
-                break;
-            };
-            self.tail_bytes -= oldest.len();
-            self.tail_first = self.tail_first.next();
-        }
+        while self.tail_first() < self.first && self.drop_oldest_kept() {}
     }
 
     /// How to read up to `max` entries from `from` (within the bounds), about `max_bytes` at
     /// most but at least one entry: from memory when the tail holds `from`.
     pub fn plan_read(&self, from: Seq, max: usize, max_bytes: u64) -> Planned {
         debug_assert!(self.first <= from && from < self.next && max > 0);
-        if from >= self.tail_first && !self.tail.is_empty() {
+        let tail_first = self.tail_first();
+        if from >= tail_first && !self.tail.is_empty() {
             let mut bytes = 0u64;
             let entries = self
                 .tail
-                .range((from.0 - self.tail_first.0) as usize..)
+                .range((from.0 - tail_first.0) as usize..)
                 .take(max)
                 .take_while(|payload| {
                     let first = bytes == 0;
@@ -247,7 +255,13 @@ mod tests {
             if segments.last().is_none_or(|s| s.number != number) {
                 segments.push(segment(number));
             }
-            index.push(segments.last().expect("pushed"), Seq(i), offset(i), 10);
+            index.push(
+                segments.last().expect("pushed"),
+                Seq(i),
+                offset(i),
+                10,
+                None,
+            );
         }
         index
     }
@@ -273,8 +287,8 @@ mod tests {
             }
         );
         let (one, two) = (segment(1), segment(2));
-        idx.push(&one, Seq(5), 100, 1);
-        idx.push(&two, Seq(6), 200, 1);
+        idx.push(&one, Seq(5), 100, 1, None);
+        idx.push(&two, Seq(6), 200, 1, None);
         assert_eq!(
             idx.bounds(),
             LogBounds {
@@ -362,8 +376,13 @@ mod tests {
         let mut idx = PartitionIndex::new(Seq(1), 25);
         let s = segment(1);
         for i in 1..=4u64 {
-            idx.push(&s, Seq(i), 100 * i, 10);
-            idx.keep(Bytes::from(vec![i as u8; 10]));
+            idx.push(
+                &s,
+                Seq(i),
+                100 * i,
+                10,
+                Some(Bytes::from(vec![i as u8; 10])),
+            );
         }
         // Budget 25 bytes: entries 3 and 4 stay in memory.
         match idx.plan_read(Seq(3), 10, u64::MAX) {

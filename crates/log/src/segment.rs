@@ -292,7 +292,7 @@ fn scan(
                 expected.0, frame.seq.0
             )));
         }
-        indexes[p].push(segment, frame.seq, offset, frame.len);
+        indexes[p].push(segment, frame.seq, offset, frame.len, None);
         next[p] = expected.next();
         offset += frame.frame_len();
     };

@@ -237,19 +237,13 @@ impl Writer {
             }
             let result = self.remove_unused_segments();
             for (_, _, reply) in truncations {
-                let _ = reply.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(error) => Err(copy_error(error)),
-                });
+                let _ = reply.send(copy_result(&result));
             }
         }
         if !flushes.is_empty() {
             let result = self.sync_dirty();
             for reply in flushes {
-                let _ = reply.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(error) => Err(copy_error(error)),
-                });
+                let _ = reply.send(copy_result(&result));
             }
             result?;
         }
@@ -287,8 +281,13 @@ impl Writer {
                     let segment = &self.segments[(at.segment - oldest) as usize];
                     let len = u32::try_from(append.payload.len())
                         .expect("payload sizes are checked against the limit");
-                    index.push(segment, at.seq, at.offset, len);
-                    index.keep(append.payload.clone());
+                    index.push(
+                        segment,
+                        at.seq,
+                        at.offset,
+                        len,
+                        Some(append.payload.clone()),
+                    );
                     last = at.seq;
                 }
             }
@@ -354,7 +353,6 @@ impl Writer {
         let next = SegmentFile::create(&self.dir, number, &self.next)?;
         self.segments.push_back(Arc::new(next));
         self.active_len = segment::header_len(self.next.len());
-        self.dirty = false;
         Ok(())
     }
 
@@ -429,6 +427,11 @@ fn command_bytes(command: &Command) -> usize {
         Command::Append { payload, .. } => payload.len() + frame::FRAME_HEADER_BYTES,
         Command::Truncate { .. } | Command::Flush { .. } => 0,
     }
+}
+
+/// A copy of `result` for another waiter.
+fn copy_result(result: &Result<(), LogError>) -> Result<(), LogError> {
+    result.as_ref().map_err(copy_error).copied()
 }
 
 /// A copy of `error` for another waiter (I/O errors are not `Clone`).

@@ -82,6 +82,15 @@ impl Applier {
         self.executor.in_flight() + self.executor.backlog()
     }
 
+    /// Whether applying `entries` only writes: no transaction among them and none in flight,
+    /// so nothing reads storage or sends reads to other partitions (only transactions do).
+    pub fn only_writes(&self, entries: &[LogEntry]) -> bool {
+        self.in_flight() == 0
+            && !entries
+                .iter()
+                .any(|e| crate::record::Record::is_txn(&e.payload))
+    }
+
     /// Applies `entries` (from [`Applier::next_seq`] on, in order) into `batch`, then gives the
     /// executor its idle turn. The executor's state changes are added to `batch` by
     /// [`Applier::persist`], once the caller has sent the reads it asks for.
@@ -91,12 +100,7 @@ impl Applier {
         batch: &mut StorageBatch<'_>,
         entries: &[LogEntry],
     ) -> Result<Applied, TxnError> {
-        // Only transactions read: in the run, or in flight from earlier runs.
-        let reads = self.in_flight() > 0
-            || entries
-                .iter()
-                .any(|e| crate::record::Record::is_txn(&e.payload));
-        let mut overlay = Overlay::new(reads);
+        let mut overlay = Overlay::new(!self.only_writes(entries));
         let mut store = ApplyStore {
             partition: self.partition,
             storage,

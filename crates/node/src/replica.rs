@@ -2,7 +2,6 @@
 
 use crate::apply::{Applied, Applier};
 use crate::clock::Clock;
-use crate::record::Record;
 use crate::txn::{append_until_done, TxnWaiters};
 use crate::txn_store::reads_record;
 use notadb_log::{Log, LogEntry};
@@ -210,11 +209,8 @@ impl ApplyTask {
         }
         let started = Instant::now();
         let count = entries.len();
-        // Nothing in flight and no transaction among the entries: applying reads nothing from
-        // storage and sends nothing to other partitions, so it cannot wait on I/O.
-        let inline = count <= INLINE_APPLY_ENTRIES
-            && applier.in_flight() == 0
-            && !entries.iter().any(|e| Record::is_txn(&e.payload));
+        // A run that only writes cannot wait on I/O but a write stall (`apply_inline`).
+        let inline = count <= INLINE_APPLY_ENTRIES && applier.only_writes(&entries);
         let (applier, result) = if inline {
             apply_inline(applier, &self.storage, &entries)
         } else {
@@ -243,9 +239,7 @@ impl ApplyTask {
         metrics.seconds.record(started.elapsed().as_secs_f64());
         Ok(())
     }
-}
 
-impl ApplyTask {
     /// Applies `entries` on a blocking thread: transactions may read storage and send reads to
     /// other partitions' logs.
     async fn apply_blocking(

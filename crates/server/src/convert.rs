@@ -105,38 +105,27 @@ fn keyspace(name: &str, field: impl std::fmt::Display) -> Result<String, Status>
     Ok(name.to_string())
 }
 
-/// A field's name: a prefix (`mutations[3].`, or none) and a name, formatted only when an
-/// error needs it.
-#[derive(Clone, Copy)]
-struct Field<'a>(&'a str, &'static str);
-
-impl std::fmt::Display for Field<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.0, self.1)
-    }
-}
-
 /// A put.
 pub fn put(p: &v1::PutRequest, field: &str) -> Result<Mutation, Status> {
     Ok(Mutation::Put {
-        keyspace: keyspace(&p.keyspace, Field(field, "keyspace"))?,
-        key: key(p.key.as_ref(), Field(field, "key"))?,
-        value: value(p.value.as_ref(), Field(field, "value"))?,
+        keyspace: keyspace(&p.keyspace, format_args!("{field}keyspace"))?,
+        key: key(p.key.as_ref(), format_args!("{field}key"))?,
+        value: value(p.value.as_ref(), format_args!("{field}value"))?,
     })
 }
 
 /// A delete.
 pub fn delete(d: &v1::DeleteRequest, field: &str) -> Result<Mutation, Status> {
     Ok(Mutation::Delete {
-        keyspace: keyspace(&d.keyspace, Field(field, "keyspace"))?,
-        key: key(d.key.as_ref(), Field(field, "key"))?,
+        keyspace: keyspace(&d.keyspace, format_args!("{field}keyspace"))?,
+        key: key(d.key.as_ref(), format_args!("{field}key"))?,
     })
 }
 
 /// A range delete.
 pub fn delete_range(d: &v1::DeleteRangeRequest, field: &str) -> Result<Mutation, Status> {
     Ok(Mutation::DeleteRange {
-        keyspace: keyspace(&d.keyspace, Field(field, "keyspace"))?,
+        keyspace: keyspace(&d.keyspace, format_args!("{field}keyspace"))?,
         range: range(d.range.as_ref())?,
     })
 }
