@@ -14,6 +14,7 @@ pub const NOTADB: &str = "notadb";
 pub const REDIS: &str = "redis-server";
 pub const POSTGRES: &str = "postgres";
 pub const NATS: &str = "nats-server";
+pub const TANSU: &str = "tansu";
 
 /// A set of CPU numbers: `1`, `0,2`, `2-3,6`.
 #[derive(Clone, Debug, PartialEq)]

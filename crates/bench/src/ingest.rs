@@ -110,6 +110,10 @@ struct ClusterRun {
     connections: usize,
     /// Unpaced ingest.
     max: Ingest,
+    /// CPU time of every member of the cluster during the unpaced ingest, microseconds.
+    nodes_cpu: Option<u64>,
+    /// CPU time of the broker's processes on this machine during the unpaced ingest.
+    broker_cpu: Option<u64>,
     /// Rate of the paced run, writes/s.
     lag_rate: f64,
     /// Apply lag of the paced run, microseconds.
@@ -122,7 +126,7 @@ pub async fn run(addr: &str, args: IngestArgs) -> anyhow::Result<()> {
         let raw = raw_publish(nats_url, &args)
             .await
             .context("raw JetStream publish")?;
-        let cluster = measure_cluster(addr, &args)
+        let cluster = measure_cluster(addr, &args, &[crate::cpu::NATS])
             .await
             .with_context(|| format!("the cluster on JetStream at {addr}"))?;
         runs.push(BrokerRun {
@@ -136,7 +140,7 @@ pub async fn run(addr: &str, args: IngestArgs) -> anyhow::Result<()> {
         let raw = raw_produce(bootstrap, &args)
             .await
             .context("raw Kafka produce")?;
-        let cluster = measure_cluster(kafka_addr, &args)
+        let cluster = measure_cluster(kafka_addr, &args, &[crate::cpu::TANSU])
             .await
             .with_context(|| format!("the cluster on Kafka at {kafka_addr}"))?;
         runs.push(BrokerRun {
@@ -154,9 +158,16 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
+/// CPU microseconds per write, or blank when unmeasured.
+fn per_write(cpu: Option<u64>, writes: usize) -> String {
+    cpu.map_or_else(String::new, |c| {
+        format!("{:.1} µs", c as f64 / writes.max(1) as f64)
+    })
+}
+
 fn print_table(args: &IngestArgs, runs: &[BrokerRun]) {
-    println!("| measurement | writes | writes/s | p50 | p99 |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| measurement | writes | writes/s | p50 | p99 | nodes' CPU per write | broker's CPU per write |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for run in runs {
         let BrokerRun {
             broker,
@@ -165,21 +176,23 @@ fn print_table(args: &IngestArgs, runs: &[BrokerRun]) {
             cluster: c,
         } = run;
         println!(
-            "| raw {broker} {raw_what}, {} in flight (ceiling) | {} | {raw:.0} | | |",
+            "| raw {broker} {raw_what}, {} in flight (ceiling) | {} | {raw:.0} | | | | |",
             args.clients, args.writes
         );
         println!(
-            "| notadb on {broker}: Put acknowledged, {} in flight over {} connection(s) | {} | {:.0} ({:.0}% of raw {broker}) | {:.2} ms | {:.2} ms |",
+            "| notadb on {broker}: Put acknowledged, {} in flight over {} connection(s) | {} | {:.0} ({:.0}% of raw {broker}) | {:.2} ms | {:.2} ms | {} | {} |",
             args.clients,
             c.connections,
             args.writes,
             c.max.rate,
             100.0 * c.max.rate / raw,
             ms(c.max.latency.value_at_quantile(0.5)),
-            ms(c.max.latency.value_at_quantile(0.99))
+            ms(c.max.latency.value_at_quantile(0.99)),
+            per_write(c.nodes_cpu, args.writes),
+            per_write(c.broker_cpu, args.writes),
         );
         println!(
-            "| notadb on {broker}: apply lag on every replica at {:.0} writes/s (half the maximum) | {} | {:.0} | {:.2} ms | {:.2} ms |",
+            "| notadb on {broker}: apply lag on every replica at {:.0} writes/s (half the maximum) | {} | {:.0} | {:.2} ms | {:.2} ms | | |",
             c.lag_rate,
             c.lag.len(),
             c.lag.len() as f64 / args.lag_duration.as_secs_f64(),
@@ -189,8 +202,13 @@ fn print_table(args: &IngestArgs, runs: &[BrokerRun]) {
     }
 }
 
-/// The cluster reached at `addr`: unpaced ingest, then apply lag at half its rate.
-async fn measure_cluster(addr: &str, args: &IngestArgs) -> anyhow::Result<ClusterRun> {
+/// The cluster reached at `addr`: unpaced ingest, with the CPU time its members and the
+/// broker (processes named `broker`) spend, then apply lag at half its rate.
+async fn measure_cluster(
+    addr: &str,
+    args: &IngestArgs,
+    broker: &'static [&'static str],
+) -> anyhow::Result<ClusterRun> {
     let client = Client::connect(addr).await?;
     client
         .create_keyspace(&crate::run::string_keyed_bytes(KEYSPACE), true)
@@ -204,7 +222,14 @@ async fn measure_cluster(addr: &str, args: &IngestArgs) -> anyhow::Result<Cluste
             writers.push(Client::connect(&member.grpc_addr).await?);
         }
     }
+    let nodes = crate::cpu::Meter::notadb_at(addr).await?;
+    let broker = crate::cpu::Meter::Named(broker);
+    let (nodes_window, broker_window) = (
+        crate::cpu::Window::start(&nodes).await?,
+        crate::cpu::Window::start(&broker).await?,
+    );
     let max = ingest(&writers, args, args.writes, None).await?;
+    let (nodes_cpu, broker_cpu) = (nodes_window.used().await?, broker_window.used().await?);
     // Every replica of every group, by group, to wait on tokens.
     let mut replicas: HashMap<u32, Vec<Client>> = HashMap::new();
     for m in &cluster.members {
@@ -227,6 +252,8 @@ async fn measure_cluster(addr: &str, args: &IngestArgs) -> anyhow::Result<Cluste
     Ok(ClusterRun {
         connections: writers.len(),
         max,
+        nodes_cpu,
+        broker_cpu,
         lag_rate,
         lag,
     })

@@ -430,7 +430,7 @@ impl Node {
             payloads.push((p, payload));
         }
         let appends = payloads.into_iter().map(|(p, payload)| async move {
-            let seq = self.append(p, payload).await?;
+            let seq = self.append_batch(p, payload).await?;
             Ok::<_, NodeError>(Token { partition: p, seq })
         });
         futures::future::try_join_all(appends).await
@@ -546,7 +546,7 @@ impl Node {
             ops: vec![op],
         }
         .encode();
-        let seq = self.append(p, payload).await?;
+        let seq = self.append_batch(p, payload).await?;
         // The flight ends once this node serves the value, so no second load starts here.
         self.partition(p).wait_applied(seq).await;
         Ok(value)

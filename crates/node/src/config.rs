@@ -52,6 +52,12 @@ pub struct NodeConfig {
     pub log_truncate_interval_secs: u64,
     /// Most entries one apply step takes from the log.
     pub apply_batch: usize,
+    /// Appends each partition runs at once; writes arriving while all are busy wait and go
+    /// together as one log entry.
+    pub append_in_flight: usize,
+    /// Largest log entry coalesced writes make, KiB (a larger write goes alone); 0 turns
+    /// coalescing off, so every write is its own entry.
+    pub append_coalesce_kb: usize,
     /// `/readyz` answers 503 while any owned partition is more than this many entries behind
     /// the end of its log.
     pub ready_max_lag_records: u64,
@@ -86,6 +92,8 @@ impl Default for NodeConfig {
             log_retain_entries: 10_000,
             log_truncate_interval_secs: 60,
             apply_batch: DEFAULT_APPLY_BATCH,
+            append_in_flight: 1,
+            append_coalesce_kb: 256,
             ready_max_lag_records: 1000,
             ready_max_lag_secs: 5.0,
             txn_sca: true,

@@ -12,6 +12,7 @@ mod cache;
 mod cache_store;
 mod catalog;
 mod clock;
+mod coalesce;
 mod config;
 mod error;
 mod handler;

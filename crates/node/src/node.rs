@@ -193,6 +193,8 @@ pub(crate) struct NodeInner {
     pub txn_waiters: Arc<TxnWaiters>,
     /// Counters of reads by where they ran, registered once.
     pub read_metrics: ReadMetrics,
+    /// Concurrent writes to a partition waiting to be appended as one entry.
+    pub(crate) coalescer: crate::coalesce::Coalescer,
 }
 
 /// Reads by where they ran: on the serving thread from memory, or on the blocking pool.
@@ -381,6 +383,11 @@ impl Node {
                 forwarder_gate: b.forwarder_gate,
                 txn_waiters: Arc::new(TxnWaiters::new(b.txn_notifier)),
                 read_metrics: ReadMetrics::new(),
+                coalescer: crate::coalesce::Coalescer::new(
+                    config.partitions,
+                    config.append_coalesce_kb << 10,
+                    config.append_in_flight,
+                ),
                 config,
             }),
         };
@@ -782,7 +789,7 @@ impl Node {
                 limits.max_batch_bytes
             )));
         }
-        let seq = self.append(partition, payload).await?;
+        let seq = self.append_batch(partition, payload).await?;
         Ok(Token { partition, seq })
     }
 

@@ -26,6 +26,8 @@ const VERSION: u8 = 1;
 const KIND_BATCH: u8 = 1;
 const KIND_DROP: u8 = 2;
 const KIND_TXN: u8 = 3;
+/// Bytes of a batch entry before its mutations: version, kind, append time, count.
+pub const BATCH_HEADER: usize = 14;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_DELETE_RANGE: u8 = 3;
@@ -129,6 +131,27 @@ impl Record {
             }
         }
         out
+    }
+
+    /// Appends the mutations of the batch entry `next` to the batch entry `into`, as if they
+    /// had been written together: `into` keeps its append time, and its mutations come first.
+    /// Returns false, changing nothing, unless both are well-formed batch headers.
+    pub fn merge_batches(into: &mut Vec<u8>, next: &[u8]) -> bool {
+        let count = |bytes: &[u8]| -> Option<u32> {
+            if bytes.len() < BATCH_HEADER || bytes[0] != VERSION || bytes[1] != KIND_BATCH {
+                return None;
+            }
+            Some(u32::from_be_bytes(bytes[10..BATCH_HEADER].try_into().ok()?))
+        };
+        let (Some(a), Some(b)) = (count(into), count(next)) else {
+            return false;
+        };
+        let Some(total) = a.checked_add(b) else {
+            return false;
+        };
+        into[10..BATCH_HEADER].copy_from_slice(&total.to_be_bytes());
+        into.extend_from_slice(&next[BATCH_HEADER..]);
+        true
     }
 
     /// Whether the entry `bytes` is a transaction's (which may read storage and send reads to
@@ -373,5 +396,47 @@ mod tests {
         let mut huge_count = good;
         huge_count[10..14].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(Record::decode(&huge_count).is_err());
+    }
+
+    #[test]
+    fn merged_batches_decode_as_one_batch_in_order() {
+        let put = |key: &[u8]| Op::Put {
+            keyspace: KeyspaceId(1),
+            key: key.to_vec(),
+            stored: vec![0, 7],
+        };
+        let first = Record::Batch {
+            ts_micros: 10,
+            ops: vec![put(b"a"), put(b"b")],
+        };
+        let second = Record::Batch {
+            ts_micros: 20,
+            ops: vec![Op::Delete {
+                keyspace: KeyspaceId(2),
+                key: b"c".to_vec(),
+            }],
+        };
+        let mut merged = first.encode();
+        assert!(Record::merge_batches(&mut merged, &second.encode()));
+        let Ok(Record::Batch { ts_micros, ops }) = Record::decode(&merged) else {
+            panic!("merged batch does not decode");
+        };
+        assert_eq!(ts_micros, 10);
+        let second_ops = match second {
+            Record::Batch { ops, .. } => ops,
+            _ => unreachable!(),
+        };
+        assert_eq!(ops, [vec![put(b"a"), put(b"b")], second_ops].concat());
+        // Anything but two batch entries is refused untouched.
+        let drop = Record::DropKeyspace {
+            ts_micros: 1,
+            keyspace: KeyspaceId(4),
+        }
+        .encode();
+        let before = merged.clone();
+        assert!(!Record::merge_batches(&mut merged, &drop));
+        assert!(!Record::merge_batches(&mut drop.clone(), &before));
+        assert!(!Record::merge_batches(&mut merged, &before[..5]));
+        assert_eq!(merged, before);
     }
 }
