@@ -472,6 +472,94 @@ fn kill_9_of_a_replica_under_write_load_loses_nothing_and_it_catches_up_on(kind:
     });
 }
 
+/// The value of an unlabelled counter in a node's `/metrics` (0 when absent).
+fn counter(node: &ClusterNode, name: &str) -> u64 {
+    let (_, metrics) = harness::http_get(node.admin, "/metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// kill -9 of the node every write goes through, while writes it coalesced into shared log
+/// entries are in flight: every acknowledged write is on the other replica and, once the killed
+/// node is back, on it too; the replicas' digests agree. Writes in flight at the kill may or may
+/// not be there (their clients saw errors, not acknowledgements).
+#[test]
+fn kill_9_of_the_writing_node_with_coalesced_batches_in_flight_loses_no_acknowledged_write() {
+    const WRITERS: usize = 64;
+    serial(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = TestBroker::start(BrokerKind::Nats, dir.path());
+        let spec = |id| broker.spec("t_coalesced_kill9", 1, 0, id, dir.path());
+        let mut nodes = start_nodes(vec![spec("writer"), spec("replica")]);
+        wait_members(&[&nodes[0], &nodes[1]], 2).await;
+        create_keyspace(&[&nodes[0], &nodes[1]]).await;
+        let client = nodes[0]
+            .client()
+            .await
+            .with_timeout(Duration::from_secs(10));
+        let acked = Arc::new(Acked::default());
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut writers = Vec::new();
+        for _ in 0..WRITERS {
+            let (client, acked, next) = (client.clone(), acked.clone(), next.clone());
+            writers.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    match client
+                        .put_json(KS, &key(&key_of(i)), &json!({ "i": i }))
+                        .await
+                    {
+                        Ok(token) => acked.record(i, token),
+                        // The node is gone: this write's outcome is unknown.
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        wait_acked(&acked, 5_000, Duration::from_secs(60)).await;
+        let coalesced = counter(&nodes[0], "notadb_writes_coalesced_total");
+        assert!(coalesced > 0, "no write was coalesced before the kill");
+        blocking(|| nodes[0].kill9());
+        for w in writers {
+            w.await.expect("writer task");
+        }
+        let writes = acked.take();
+        eprintln!(
+            "coalesced kill -9 test: {} writes acknowledged, {coalesced} of them (or more) coalesced, then the writer was killed",
+            writes.len()
+        );
+        let tokens = newest_tokens(writes.iter().map(|(_, t)| t));
+        let expected: Vec<(String, serde_json::Value)> = writes
+            .iter()
+            .map(|(i, _)| (key_of(*i), json!({ "i": i })))
+            .collect();
+        let survivor = nodes[1].client().await;
+        let missing = missing_keys(&survivor, &expected, &tokens).await;
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged writes missing on the replica: {:?}",
+            missing.len(),
+            writes.len(),
+            &missing[..missing.len().min(10)]
+        );
+        blocking(|| nodes[0].restart());
+        for node in &mut nodes {
+            blocking(|| node.wait_ready(Duration::from_secs(60)));
+        }
+        blocking(|| wait_converged(&[&nodes[0], &nodes[1]], &tokens, Duration::from_secs(60)));
+        let restarted = nodes[0].client().await;
+        let missing = missing_keys(&restarted, &expected, &tokens).await;
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged writes missing on the restarted writer: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    });
+}
+
 /// Test 3: A new, empty replica restores the group's newest checkpoint instead of replaying the
 /// log, becomes ready, and converges with its peer.
 #[test]

@@ -145,6 +145,11 @@ impl Log for EmbeddedLog {
         u16::try_from(self.inner.partitions.len()).expect("opened with a u16 partition count")
     }
 
+    /// Concurrent appends to any partitions share one write and one `fdatasync`.
+    fn groups_appends(&self) -> bool {
+        true
+    }
+
     async fn append(&self, partition: PartitionId, payload: Bytes) -> Result<Seq, LogError> {
         self.partition(partition)?;
         if payload.len() > self.inner.max_entry_bytes {

@@ -34,6 +34,13 @@ pub trait Log: Send + Sync + 'static {
     /// Number of partitions this log was created with.
     fn partitions(&self) -> u16;
 
+    /// Whether concurrent appends already share one durable write inside the log (the
+    /// embedded log's group commit), so that a caller gains nothing by merging them into
+    /// fewer entries first. Logs whose every append is a round trip to a broker say no.
+    fn groups_appends(&self) -> bool {
+        false
+    }
+
     /// Appends one entry; returns its seq once the entry is durable as the backend's policy
     /// defines. Seqs of a partition start at 1 and are contiguous, in append order.
     ///

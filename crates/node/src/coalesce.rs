@@ -7,6 +7,11 @@
 //! appended at once and a loaded partition sends one entry per round trip (one publish and one
 //! ack on JetStream, one produce on Kafka, one frame and one apply step everywhere).
 //!
+//! Only logs that do not group appends themselves coalesce ([`Log::groups_appends`]): in
+//! front of the embedded log, whose group commit already gives concurrent appends one
+//! `fdatasync`, holding writes back for a turn cost more than the entries it saved (measured:
+//! 44.1k -> 36.6k `Put`/s at 64 clients).
+//!
 //! Every write in a batch gets the batch's seq as its token, which still means "applied once
 //! this seq is". Writes are validated one by one before they queue, so bad input fails only its
 //! own write; a batch whose append fails fails every write in it with the same error, which
@@ -16,6 +21,8 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+#[cfg(doc)]
+use notadb_log::Log;
 use notadb_types::{PartitionId, Seq};
 use tokio::sync::oneshot;
 

@@ -56,7 +56,8 @@ pub struct NodeConfig {
     /// together as one log entry.
     pub append_in_flight: usize,
     /// Largest log entry coalesced writes make, KiB (a larger write goes alone); 0 turns
-    /// coalescing off, so every write is its own entry.
+    /// coalescing off, so every write is its own entry. Writes are never coalesced on the
+    /// embedded log, whose group commit already gives concurrent appends one `fdatasync`.
     pub append_coalesce_kb: usize,
     /// `/readyz` answers 503 while any owned partition is more than this many entries behind
     /// the end of its log.

@@ -358,6 +358,7 @@ impl Node {
             })
             .await??;
         }
+        let groups_appends = log.groups_appends();
         let node = Node {
             inner: Arc::new(NodeInner {
                 partitioner,
@@ -385,7 +386,11 @@ impl Node {
                 read_metrics: ReadMetrics::new(),
                 coalescer: crate::coalesce::Coalescer::new(
                     config.partitions,
-                    config.append_coalesce_kb << 10,
+                    if groups_appends {
+                        0
+                    } else {
+                        config.append_coalesce_kb << 10
+                    },
                     config.append_in_flight,
                 ),
                 config,

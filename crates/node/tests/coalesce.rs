@@ -155,7 +155,11 @@ async fn writes_queued_behind_an_append_share_one_entry_and_bad_ones_fail_alone(
         );
         tokens.push(token);
     }
-    assert_eq!(log.started.load(Ordering::Acquire), 2, "two appends for 11 writes");
+    assert_eq!(
+        log.started.load(Ordering::Acquire),
+        2,
+        "two appends for 11 writes"
+    );
     let rows = node
         .scan(scan_items(), &Consistency::tokens(tokens))
         .await
