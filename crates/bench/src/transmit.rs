@@ -87,6 +87,14 @@ pub async fn run(args: TransmitArgs) -> anyhow::Result<()> {
         .create_keyspace(crate::run::string_keyed_json(TABLE), true)
         .await?;
     let tokens = load(server.node(), args.rows).await?;
+    // Applied and flushed to table files, so that the restart below recovers nothing and the
+    // drain's clock measures the transmitter, not the node catching up.
+    server
+        .node()
+        .wait_for(&notadb::Consistency::tokens(tokens.clone()))
+        .await?;
+    let node = server.node().clone();
+    tokio::task::spawn_blocking(move || node.storage().flush()).await??;
     server.shutdown().await?;
 
     config.transmitter = Some(TransmitterConfig {
