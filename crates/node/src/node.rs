@@ -195,6 +195,8 @@ pub(crate) struct NodeInner {
     pub read_metrics: ReadMetrics,
     /// Concurrent writes to a partition waiting to be appended as one entry.
     pub(crate) coalescer: crate::coalesce::Coalescer,
+    /// Entries this node asked the log to append (each retry inside the log included once).
+    appends: metrics::Counter,
 }
 
 /// Reads by where they ran: on the serving thread from memory, or on the blocking pool.
@@ -393,6 +395,7 @@ impl Node {
                     },
                     config.append_in_flight,
                 ),
+                appends: metrics::counter!("notadb_log_appends_total"),
                 config,
             }),
         };
@@ -460,6 +463,7 @@ impl Node {
 
     /// Appends to the log, noting failures that retries will not fix.
     pub(crate) async fn append(&self, p: PartitionId, payload: Vec<u8>) -> Result<Seq, NodeError> {
+        self.inner.appends.increment(1);
         match self.inner.log.append(p, payload.into()).await {
             Ok(seq) => {
                 self.partition(p).appended(seq);

@@ -170,7 +170,27 @@ impl ApplyStore<'_, '_> {
         }
     }
 
-    /// Applies a record that is not plain puts and deletes, as replicas always have.
+    /// Applies a log entry that is not a transaction's, decoded once; a malformed one is
+    /// counted and skipped, as on every replica. Returns the entry's append time.
+    pub(crate) fn apply_entry(&mut self, seq: Seq, payload: &[u8]) -> Option<i64> {
+        match Record::decode(payload) {
+            Ok(record) => {
+                let ts = record.ts_micros();
+                self.apply_record(record);
+                Some(ts)
+            }
+            Err(message) => {
+                tracing::error!(
+                    partition = %self.partition, seq = %seq, %message,
+                    "skipping a malformed log entry"
+                );
+                self.malformed += 1;
+                None
+            }
+        }
+    }
+
+    /// Applies a record that is not a transaction's, as replicas always have.
     fn apply_record(&mut self, record: Record) {
         let p = self.partition;
         match record {
@@ -260,16 +280,7 @@ impl TxnStore for ApplyStore<'_, '_> {
     }
 
     fn barrier(&mut self, seq: Seq, payload: &Bytes) -> Result<(), String> {
-        match Record::decode(payload) {
-            Ok(record) => self.apply_record(record),
-            Err(message) => {
-                tracing::error!(
-                    partition = %self.partition, seq = %seq, %message,
-                    "skipping a malformed log entry"
-                );
-                self.malformed += 1;
-            }
-        }
+        self.apply_entry(seq, payload);
         Ok(())
     }
 }

@@ -327,6 +327,25 @@ impl Executor {
         Ok(fx)
     }
 
+    /// Takes entry `seq` as applied by the caller, without admitting it, when the executor is
+    /// idle at it: `seq` is the next entry, every earlier one is done, nothing waits in the
+    /// backlog and it did not finish before a restart. An entry that only writes (no
+    /// transaction, no remote reads), applied then in log order, needs no locks: this is what
+    /// [`Executor::step`] would do with it, without the lock table. Returns false, changing
+    /// nothing, when the executor is not idle at `seq`; the caller then steps the entry.
+    pub fn pass(&mut self, seq: Seq) -> bool {
+        let idle = seq == self.next
+            && seq == self.low
+            && self.backlog.is_empty()
+            && self.scheduler.in_flight() == 0
+            && !self.resumed.contains(&seq);
+        if idle {
+            self.next = seq.next();
+            self.mark_done(seq);
+        }
+        idle
+    }
+
     /// Tells the executor no entry is available now: with SCA on, it looks for blocked entries
     /// that can run.
     pub fn idle(&mut self, store: &mut dyn TxnStore) -> Result<Effects, TxnError> {
@@ -554,6 +573,11 @@ impl Executor {
 
     fn complete(&mut self, seq: Seq, fx: &mut Effects) {
         fx.completed.push(seq);
+        self.mark_done(seq);
+    }
+
+    /// Moves the low-watermark past `seq` once everything before it is done.
+    fn mark_done(&mut self, seq: Seq) {
         if seq != self.low {
             self.done_above.insert(seq);
             return;

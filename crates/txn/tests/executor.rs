@@ -316,3 +316,37 @@ fn the_blocked_cap_holds_later_entries_back_in_order() {
     assert_eq!((ex.blocked(), ex.backlog(), ex.in_flight()), (0, 0, 0));
     assert_eq!(store.data[&key("dst")], Bytes::from_static(b"b"));
 }
+
+#[test]
+fn an_idle_executor_lets_plain_writes_pass_and_a_waiting_transaction_stops_them() {
+    let mut ex = executor(1);
+    let mut store = MemStore::default();
+    // Idle: entries 1 and 2 pass without admission and the watermark follows.
+    assert!(ex.pass(Seq(1)));
+    assert!(ex.pass(Seq(2)));
+    assert!(!ex.pass(Seq(4)), "not the next entry");
+    assert_eq!(ex.next_seq(), Seq(3));
+    assert_eq!(ex.idle(&mut store).unwrap().position.watermark, Seq(2));
+    // A transaction waiting for partition 0's reads: nothing passes until it is done.
+    let i = input(9, "copy", b"", copy_keys(0, 1));
+    ex.step(Seq(3), txn(i, Some(1)), &mut store).unwrap();
+    assert!(!ex.pass(Seq(4)));
+    assert_eq!(ex.next_seq(), Seq(4), "a refused pass changes nothing");
+    ex.step(
+        Seq(4),
+        Entry::Write(vec![(key("other"), Some(Bytes::from_static(b"o")))]),
+        &mut store,
+    )
+    .unwrap();
+    assert!(!ex.pass(Seq(5)), "entry 3 is not done");
+    let reads = RemoteReads {
+        txn: TxnId(9),
+        sequenced: Seq(1),
+        from: PartitionId(0),
+        values: vec![(key("src"), Some(Bytes::from_static(b"remote")))],
+    };
+    let fx = ex.step(Seq(5), Entry::Reads(reads), &mut store).unwrap();
+    assert_eq!(fx.position.watermark, Seq(5));
+    assert!(ex.pass(Seq(6)));
+    assert_eq!(ex.idle(&mut store).unwrap().position.watermark, Seq(6));
+}
