@@ -3,84 +3,23 @@
 
 mod common;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use common::*;
-use notadb_log::{EmbeddedLog, EmbeddedLogOptions, Log, LogBounds, LogEntry, LogError};
 use notadb_node::*;
-use notadb_types::{Element, PartitionId, Seq, Token};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use notadb_types::{Element, Seq, Token};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The real embedded log with appends held until the gate opens; counts the appends started
-/// and fails the ones whose number (from 1) is in `fail`.
-struct GatedLog {
-    inner: EmbeddedLog,
-    gate: tokio::sync::watch::Sender<bool>,
-    started: AtomicUsize,
-    fail: Vec<usize>,
-}
-
-impl GatedLog {
-    fn open(dir: &std::path::Path, fail: Vec<usize>) -> Arc<GatedLog> {
-        Arc::new(GatedLog {
-            inner: EmbeddedLog::open(&dir.join("log"), 8, EmbeddedLogOptions::default())
-                .expect("log"),
-            gate: tokio::sync::watch::Sender::new(false),
-            started: AtomicUsize::new(0),
-            fail,
-        })
+/// Lets the spawned writers run until `n` appends have started and the rest wait.
+async fn until_started(log: &GatedLog, n: usize) {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
     }
-
-    /// Lets the spawned writers run until `n` appends have started and the rest wait.
-    async fn until_started(&self, n: usize) {
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
-        while self.started.load(Ordering::Acquire) < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
+    while log.started.load(Ordering::Acquire) < n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-#[async_trait]
-impl Log for GatedLog {
-    fn partitions(&self) -> u16 {
-        self.inner.partitions()
-    }
-    async fn append(&self, p: PartitionId, payload: Bytes) -> Result<Seq, LogError> {
-        let n = self.started.fetch_add(1, Ordering::AcqRel) + 1;
-        self.gate
-            .subscribe()
-            .wait_for(|open| *open)
-            .await
-            .expect("gate");
-        if self.fail.contains(&n) {
-            return Err(LogError::Unavailable(format!("append {n} refused")));
-        }
-        self.inner.append(p, payload).await
-    }
-    async fn read(
-        &self,
-        p: PartitionId,
-        from: Seq,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<LogEntry>, LogError> {
-        self.inner.read(p, from, max, wait).await
-    }
-    async fn truncate_before(&self, p: PartitionId, before: Seq) -> Result<(), LogError> {
-        self.inner.truncate_before(p, before).await
-    }
-    async fn bounds(&self, p: PartitionId) -> Result<LogBounds, LogError> {
-        self.inner.bounds(p).await
-    }
-    async fn flush(&self) -> Result<(), LogError> {
-        self.inner.flush().await
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -113,10 +52,10 @@ fn scan_items() -> ScanRequest {
 #[tokio::test]
 async fn writes_queued_behind_an_append_share_one_entry_and_bad_ones_fail_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = GatedLog::open(dir.path(), vec![]);
+    let log = GatedLog::open(dir.path(), false, true, vec![]);
     let node = items_node_on(dir.path(), log.clone()).await;
     let first = spawn_write(&node, 0);
-    log.until_started(1).await;
+    until_started(&log, 1).await;
     let queued: Vec<_> = (1..=10).map(|id| spawn_write(&node, id)).collect();
     // Bad input beside them fails on its own, at once, naming what is wrong.
     let bad = node
@@ -140,9 +79,9 @@ async fn writes_queued_behind_an_append_share_one_entry_and_bad_ones_fail_alone(
         .await
         .expect_err("not JSON");
     assert!(not_json.to_string().contains("not JSON"), "{not_json}");
-    log.until_started(1).await;
+    until_started(&log, 1).await;
     assert_eq!(log.started.load(Ordering::Acquire), 1, "the others wait");
-    log.gate.send_replace(true);
+    log.appends.send_replace(true);
     let first = first.await.expect("join").expect("first write");
     let mut tokens = vec![first];
     for write in queued {
@@ -172,13 +111,13 @@ async fn writes_queued_behind_an_append_share_one_entry_and_bad_ones_fail_alone(
 async fn a_failed_batch_fails_each_of_its_writes_and_the_partition_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The second append (the batch) fails.
-    let log = GatedLog::open(dir.path(), vec![2]);
+    let log = GatedLog::open(dir.path(), false, true, vec![2]);
     let node = items_node_on(dir.path(), log.clone()).await;
     let first = spawn_write(&node, 0);
-    log.until_started(1).await;
+    until_started(&log, 1).await;
     let queued: Vec<_> = (1..=5).map(|id| spawn_write(&node, id)).collect();
-    log.until_started(1).await;
-    log.gate.send_replace(true);
+    until_started(&log, 1).await;
+    log.appends.send_replace(true);
     let first = first.await.expect("join").expect("first write");
     for write in queued {
         let err = write.await.expect("join").expect_err("the batch failed");
@@ -201,18 +140,18 @@ async fn a_failed_batch_fails_each_of_its_writes_and_the_partition_goes_on() {
 #[tokio::test]
 async fn an_abandoned_append_hands_its_turn_to_the_queued_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = GatedLog::open(dir.path(), vec![]);
+    let log = GatedLog::open(dir.path(), false, true, vec![]);
     let node = items_node_on(dir.path(), log.clone()).await;
     // The first writer's request is cancelled while its append waits.
     let first = spawn_write(&node, 0);
-    log.until_started(1).await;
+    until_started(&log, 1).await;
     let queued: Vec<_> = (1..=3).map(|id| spawn_write(&node, id)).collect();
-    log.until_started(1).await;
+    until_started(&log, 1).await;
     first.abort();
     assert!(first.await.expect_err("aborted").is_cancelled());
     // The queued batch takes the turn at once.
-    log.until_started(2).await;
-    log.gate.send_replace(true);
+    until_started(&log, 2).await;
+    log.appends.send_replace(true);
     let mut tokens = Vec::new();
     for write in queued {
         tokens.push(write.await.expect("join").expect("queued write"));

@@ -2,10 +2,9 @@
 
 mod common;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use common::*;
-use notadb_log::{EmbeddedLog, EmbeddedLogOptions, Log, LogBounds, LogEntry, LogError};
+use notadb_log::{EmbeddedLog, EmbeddedLogOptions, Log};
 use notadb_node::*;
 use notadb_types::{Element, PartitionId, Seq};
 use std::sync::Arc;
@@ -287,57 +286,10 @@ async fn two_replicas_on_one_log_reach_identical_state() {
     assert!(checked > 3, "writes reached several partitions");
 }
 
-/// The real embedded log, with reads held back until released: lets a test keep a write
-/// acknowledged but unapplied.
-struct HeldLog {
-    inner: EmbeddedLog,
-    open: tokio::sync::watch::Sender<bool>,
-}
-
-#[async_trait]
-impl Log for HeldLog {
-    fn partitions(&self) -> u16 {
-        self.inner.partitions()
-    }
-    async fn append(&self, p: PartitionId, payload: Bytes) -> Result<Seq, LogError> {
-        self.inner.append(p, payload).await
-    }
-    async fn read(
-        &self,
-        p: PartitionId,
-        from: Seq,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<LogEntry>, LogError> {
-        let mut rx = self.open.subscribe();
-        if tokio::time::timeout(wait, rx.wait_for(|o| *o))
-            .await
-            .is_err()
-        {
-            return Ok(Vec::new());
-        }
-        self.inner.read(p, from, max, wait).await
-    }
-    async fn truncate_before(&self, p: PartitionId, before: Seq) -> Result<(), LogError> {
-        self.inner.truncate_before(p, before).await
-    }
-    async fn bounds(&self, p: PartitionId) -> Result<LogBounds, LogError> {
-        self.inner.bounds(p).await
-    }
-    async fn flush(&self) -> Result<(), LogError> {
-        self.inner.flush().await
-    }
-}
-
 #[tokio::test]
 async fn a_read_waits_for_its_token_until_the_deadline() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inner =
-        EmbeddedLog::open(&dir.path().join("log"), 8, EmbeddedLogOptions::default()).expect("log");
-    let log = Arc::new(HeldLog {
-        inner,
-        open: tokio::sync::watch::Sender::new(false),
-    });
+    let log = GatedLog::open(dir.path(), true, false, vec![]);
     let node = NodeBuilder::new(config(dir.path()))
         .log(log.clone())
         .keyspace(items())
@@ -370,7 +322,7 @@ async fn a_read_waits_for_its_token_until_the_deadline() {
         .expect("scan")
         .rows
         .is_empty());
-    log.open.send_replace(true);
+    log.reads.send_replace(true);
     let rows = node
         .scan(scan_all("items"), &Consistency::tokens(vec![token]))
         .await

@@ -118,3 +118,98 @@ pub async fn fill_stores(node: &Node, stores: &[&str], rows: u32) -> Vec<notadb_
     }
     tokens
 }
+
+/// The real embedded log (8 partitions) behind two gates: appends wait while `appends` is
+/// closed, reads return nothing while `reads` is closed. Counts the appends started and fails
+/// those whose number (from 1) is in `fail`. Lets a test hold writes in flight, or keep them
+/// acknowledged but unapplied.
+pub struct GatedLog {
+    inner: notadb_log::EmbeddedLog,
+    pub appends: tokio::sync::watch::Sender<bool>,
+    pub reads: tokio::sync::watch::Sender<bool>,
+    pub started: std::sync::atomic::AtomicUsize,
+    fail: Vec<usize>,
+}
+
+impl GatedLog {
+    /// A log in `dir/log` with the gates open as given.
+    pub fn open(
+        dir: &std::path::Path,
+        appends_open: bool,
+        reads_open: bool,
+        fail: Vec<usize>,
+    ) -> Arc<GatedLog> {
+        Arc::new(GatedLog {
+            inner: notadb_log::EmbeddedLog::open(
+                &dir.join("log"),
+                8,
+                notadb_log::EmbeddedLogOptions::default(),
+            )
+            .expect("log"),
+            appends: tokio::sync::watch::Sender::new(appends_open),
+            reads: tokio::sync::watch::Sender::new(reads_open),
+            started: std::sync::atomic::AtomicUsize::new(0),
+            fail,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl notadb_log::Log for GatedLog {
+    fn partitions(&self) -> u16 {
+        self.inner.partitions()
+    }
+    async fn append(
+        &self,
+        p: notadb_types::PartitionId,
+        payload: bytes::Bytes,
+    ) -> Result<notadb_types::Seq, notadb_log::LogError> {
+        let n = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        self.appends
+            .subscribe()
+            .wait_for(|open| *open)
+            .await
+            .expect("gate");
+        if self.fail.contains(&n) {
+            return Err(notadb_log::LogError::Unavailable(format!(
+                "append {n} refused"
+            )));
+        }
+        self.inner.append(p, payload).await
+    }
+    async fn read(
+        &self,
+        p: notadb_types::PartitionId,
+        from: notadb_types::Seq,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<notadb_log::LogEntry>, notadb_log::LogError> {
+        let mut open = self.reads.subscribe();
+        if tokio::time::timeout(wait, open.wait_for(|o| *o))
+            .await
+            .is_err()
+        {
+            return Ok(Vec::new());
+        }
+        self.inner.read(p, from, max, wait).await
+    }
+    async fn truncate_before(
+        &self,
+        p: notadb_types::PartitionId,
+        before: notadb_types::Seq,
+    ) -> Result<(), notadb_log::LogError> {
+        self.inner.truncate_before(p, before).await
+    }
+    async fn bounds(
+        &self,
+        p: notadb_types::PartitionId,
+    ) -> Result<notadb_log::LogBounds, notadb_log::LogError> {
+        self.inner.bounds(p).await
+    }
+    async fn flush(&self) -> Result<(), notadb_log::LogError> {
+        self.inner.flush().await
+    }
+}
