@@ -1,16 +1,19 @@
 //! The deterministic apply step: log entries of one partition in, storage mutations out.
 //!
-//! Every entry goes through the partition's transaction executor (`notadb_txn`), which locks
-//! keys with VLL so that transactions waiting for other partitions' reads hold up only the
-//! entries that touch their keys; plain puts and deletes lock their keys, everything else
-//! (range deletes, cache operations, keyspace drops) runs alone. With no transaction in flight
-//! this is the log order, entry by entry.
+//! Entries go through the partition's transaction executor (`notadb_txn`), which locks keys
+//! with VLL so that transactions waiting for other partitions' reads hold up only the entries
+//! that touch their keys; plain puts and deletes lock their keys, everything else (range
+//! deletes, cache operations, keyspace drops) runs alone. An entry that is not a transaction's,
+//! met while the executor is idle (nothing in flight or waiting), is applied at once in log
+//! order and only reported to the executor ([`Executor::pass`]): the lock table would grant it
+//! anyway. Either way the storage effects are the same.
 //!
 //! Everything here depends only on the entry bytes and on state derived from entries applied
 //! before. No clock, no randomness, no iteration over unordered maps, no I/O but reads of the
 //! replica's own RocksDB: the caller commits the batch, with the partition's low-watermark.
 
 use crate::cache_store::CacheMemory;
+use crate::record::Record;
 use crate::txn_store::{entry_of, ApplyStore, Overlay, Persisted};
 use notadb_log::LogEntry;
 use notadb_storage::{RocksStorage, StorageBatch};
@@ -85,10 +88,7 @@ impl Applier {
     /// Whether applying `entries` only writes: no transaction among them and none in flight,
     /// so nothing reads storage or sends reads to other partitions (only transactions do).
     pub fn only_writes(&self, entries: &[LogEntry]) -> bool {
-        self.in_flight() == 0
-            && !entries
-                .iter()
-                .any(|e| crate::record::Record::is_txn(&e.payload))
+        self.in_flight() == 0 && !entries.iter().any(|e| Record::is_txn(&e.payload))
     }
 
     /// Applies `entries` (from [`Applier::next_seq`] on, in order) into `batch`, then gives the
@@ -100,8 +100,7 @@ impl Applier {
         batch: &mut StorageBatch<'_>,
         entries: &[LogEntry],
     ) -> Result<Applied, TxnError> {
-        let only_writes = self.only_writes(entries);
-        let mut overlay = Overlay::new(!only_writes);
+        let mut overlay = Overlay::new(!self.only_writes(entries));
         let mut store = ApplyStore {
             partition: self.partition,
             storage,
@@ -113,8 +112,7 @@ impl Applier {
         };
         let mut out = Applied::default();
         for entry in entries {
-            if only_writes && self.executor.pass(entry.seq) {
-                // Nothing in flight: in log order, with no locks and one decode.
+            if !Record::is_txn(&entry.payload) && self.executor.pass(entry.seq) {
                 let ts = store.apply_entry(entry.seq, &entry.payload);
                 if out.first_ts.is_none() {
                     out.first_ts = ts;

@@ -26,7 +26,7 @@ use notadb_log::Log;
 use notadb_types::{PartitionId, Seq};
 use tokio::sync::oneshot;
 
-use crate::record::{Record, BATCH_HEADER};
+use crate::record::Record;
 use crate::{Node, NodeError};
 
 /// Where an append's outcome goes.
@@ -49,7 +49,7 @@ struct Slot {
 }
 
 /// Writes waiting to be appended as one entry.
-pub(crate) struct Batch {
+struct Batch {
     payload: Vec<u8>,
     waiters: Vec<Waiter>,
 }
@@ -85,27 +85,16 @@ impl Coalescer {
         }
         self.queued.increment(1);
         let (tx, rx) = oneshot::channel();
-        let joined = match slot.queue.back_mut() {
-            Some(last)
-                if last.payload.len() + payload.len().saturating_sub(BATCH_HEADER)
-                    <= self.max_bytes =>
-            {
-                Record::merge_batches(&mut last.payload, &payload)
+        if let Some(last) = slot.queue.back_mut() {
+            if Record::merge_batches(&mut last.payload, &payload, self.max_bytes) {
+                last.waiters.push(tx);
+                return Admit::Queued(rx);
             }
-            _ => false,
-        };
-        if joined {
-            slot.queue
-                .back_mut()
-                .expect("joined a batch")
-                .waiters
-                .push(tx);
-        } else {
-            slot.queue.push_back(Batch {
-                payload,
-                waiters: vec![tx],
-            });
         }
+        slot.queue.push_back(Batch {
+            payload,
+            waiters: vec![tx],
+        });
         Admit::Queued(rx)
     }
 
@@ -183,7 +172,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Op;
+    use crate::record::{Op, BATCH_HEADER};
     use notadb_types::KeyspaceId;
 
     fn batch(keys: &[&[u8]]) -> Vec<u8> {

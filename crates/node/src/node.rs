@@ -195,7 +195,7 @@ pub(crate) struct NodeInner {
     pub read_metrics: ReadMetrics,
     /// Concurrent writes to a partition waiting to be appended as one entry.
     pub(crate) coalescer: crate::coalesce::Coalescer,
-    /// Entries this node asked the log to append (each retry inside the log included once).
+    /// Appends this node asked of the log (retries inside the log not counted again).
     appends: metrics::Counter,
 }
 

@@ -26,8 +26,10 @@ const VERSION: u8 = 1;
 const KIND_BATCH: u8 = 1;
 const KIND_DROP: u8 = 2;
 const KIND_TXN: u8 = 3;
-/// Bytes of a batch entry before its mutations: version, kind, append time, count.
-pub const BATCH_HEADER: usize = 14;
+/// Where a batch entry's mutation count lies: after version, kind and append time.
+const BATCH_COUNT: std::ops::Range<usize> = 10..14;
+/// Bytes of a batch entry before its mutations.
+pub(crate) const BATCH_HEADER: usize = BATCH_COUNT.end;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_DELETE_RANGE: u8 = 3;
@@ -135,21 +137,25 @@ impl Record {
 
     /// Appends the mutations of the batch entry `next` to the batch entry `into`, as if they
     /// had been written together: `into` keeps its append time, and its mutations come first.
-    /// Returns false, changing nothing, unless both are well-formed batch headers.
-    pub fn merge_batches(into: &mut Vec<u8>, next: &[u8]) -> bool {
+    /// Returns false, changing nothing, unless both are well-formed batch headers and the
+    /// merged entry stays within `max_len` bytes.
+    pub fn merge_batches(into: &mut Vec<u8>, next: &[u8], max_len: usize) -> bool {
         let count = |bytes: &[u8]| -> Option<u32> {
             if bytes.len() < BATCH_HEADER || bytes[0] != VERSION || bytes[1] != KIND_BATCH {
                 return None;
             }
-            Some(u32::from_be_bytes(bytes[10..BATCH_HEADER].try_into().ok()?))
+            Some(u32::from_be_bytes(bytes[BATCH_COUNT].try_into().ok()?))
         };
+        if into.len() + next.len().saturating_sub(BATCH_HEADER) > max_len {
+            return false;
+        }
         let (Some(a), Some(b)) = (count(into), count(next)) else {
             return false;
         };
         let Some(total) = a.checked_add(b) else {
             return false;
         };
-        into[10..BATCH_HEADER].copy_from_slice(&total.to_be_bytes());
+        into[BATCH_COUNT].copy_from_slice(&total.to_be_bytes());
         into.extend_from_slice(&next[BATCH_HEADER..]);
         true
     }
@@ -417,7 +423,11 @@ mod tests {
             }],
         };
         let mut merged = first.encode();
-        assert!(Record::merge_batches(&mut merged, &second.encode()));
+        assert!(Record::merge_batches(
+            &mut merged,
+            &second.encode(),
+            usize::MAX
+        ));
         let Ok(Record::Batch { ts_micros, ops }) = Record::decode(&merged) else {
             panic!("merged batch does not decode");
         };
@@ -434,9 +444,23 @@ mod tests {
         }
         .encode();
         let before = merged.clone();
-        assert!(!Record::merge_batches(&mut merged, &drop));
-        assert!(!Record::merge_batches(&mut drop.clone(), &before));
-        assert!(!Record::merge_batches(&mut merged, &before[..5]));
+        assert!(!Record::merge_batches(&mut merged, &drop, usize::MAX));
+        assert!(!Record::merge_batches(
+            &mut drop.clone(),
+            &before,
+            usize::MAX
+        ));
+        assert!(!Record::merge_batches(
+            &mut merged,
+            &before[..5],
+            usize::MAX
+        ));
+        // Nor beyond the length bound.
+        assert!(!Record::merge_batches(
+            &mut merged,
+            &before,
+            2 * before.len() - BATCH_HEADER - 1
+        ));
         assert_eq!(merged, before);
     }
 }
