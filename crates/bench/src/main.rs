@@ -16,6 +16,11 @@ mod txn;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator of the `notadb` binary, for the nodes this process runs itself (`transmit`,
+/// `txn`), so that they cost what a deployed node does. The load it generates costs less too.
+#[global_allocator]
+static ALLOC: notadb::Allocator = notadb::Allocator;
+
 /// notadb-bench: notadb's workloads beside PostgreSQL, Redis and NATS, with the servers' CPU
 /// time per request.
 #[derive(Parser, Debug)]

@@ -2,6 +2,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: notadb::Allocator = notadb::Allocator;
+
 #[tokio::main]
 async fn main() {
     let cli = notadb_cli::cli::Cli::parse();

@@ -20,6 +20,16 @@
 //! server.run_until_signal().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! A service's binary should also name [`Allocator`] its global allocator, as the `notadb`
+//! command does: the request and apply paths make many small, short-lived allocations, and
+//! with the system allocator a `Put` costs about a fifth more server CPU (`docs/performance.md`).
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static ALLOC: notadb::Allocator = notadb::Allocator;
+//! # fn main() {}
+//! ```
 
 pub use notadb_client as client;
 pub use notadb_log as log;
@@ -34,3 +44,6 @@ pub use notadb_types::{
     Element, ElementType, KeyElement, KeyspaceSchema, Order, PartitionId, Seq, Token, TtlSpec,
     ValueFormat,
 };
+/// The global allocator of notadb's binaries: jemalloc, as in TiKV. It serves Rust's
+/// allocations; RocksDB's own stay with the system allocator.
+pub use tikv_jemallocator::Jemalloc as Allocator;

@@ -390,13 +390,13 @@ async fn write_rows(
     Ok(())
 }
 
-/// Column arrays of a statement: text per column, then the seqs.
-struct Params {
-    texts: Vec<Vec<Option<String>>>,
+/// Column arrays of a statement: text per column (borrowed from the rows), then the seqs.
+struct Params<'a> {
+    texts: Vec<Vec<Option<&'a str>>>,
     seqs: Vec<i64>,
 }
 
-impl Params {
+impl Params<'_> {
     fn refs(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
         let mut out: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = self
             .texts
@@ -408,14 +408,14 @@ impl Params {
     }
 }
 
-fn columns_of(rows: &[&RowChange], with_values: bool) -> Params {
+fn columns_of<'a>(rows: &[&'a RowChange], with_values: bool) -> Params<'a> {
     let first = rows[0];
     let width = first.key.len()
         + match (&first.op, with_values) {
             (RowOp::Upsert(v), true) => v.len(),
             _ => 0,
         };
-    let mut texts: Vec<Vec<Option<String>>> =
+    let mut texts: Vec<Vec<Option<&str>>> =
         (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
     let mut seqs = Vec::with_capacity(rows.len());
     for r in rows {
@@ -426,8 +426,8 @@ fn columns_of(rows: &[&RowChange], with_values: bool) -> Params {
         let cells = r
             .key
             .iter()
-            .map(|k| Some(k.clone()))
-            .chain(values.iter().cloned());
+            .map(|k| Some(k.as_str()))
+            .chain(values.iter().map(Option::as_deref));
         for (column, cell) in texts.iter_mut().zip(cells) {
             column.push(cell);
         }

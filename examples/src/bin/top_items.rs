@@ -4,6 +4,9 @@
 use notadb::{JsonHandler, Server, ServerConfig};
 use notadb_examples::items;
 
+#[global_allocator]
+static ALLOC: notadb::Allocator = notadb::Allocator;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt::init();
