@@ -123,6 +123,28 @@ struct Tables {
     ignored: BTreeSet<KeyspaceId>,
 }
 
+impl Tables {
+    /// The keyspaces `record` writes that are neither mapped nor known to be ignored.
+    fn unknown<'a>(&'a self, record: &'a Record) -> impl Iterator<Item = KeyspaceId> + 'a {
+        let ops = match record {
+            Record::Batch { ops, .. } => ops.as_slice(),
+            _ => &[],
+        };
+        ops.iter()
+            .filter_map(|op| match op {
+                Op::Put { keyspace, .. }
+                | Op::Delete { keyspace, .. }
+                | Op::DeleteRange { keyspace, .. } => Some(*keyspace),
+                // Cache ops are not transmitted.
+                Op::CacheSet { .. }
+                | Op::CacheDelete { .. }
+                | Op::CacheTouch { .. }
+                | Op::CacheClear { .. } => None,
+            })
+            .filter(|k| !self.by_id.contains_key(k) && !self.ignored.contains(k))
+    }
+}
+
 /// Aborts the reader tasks when dropped.
 struct Readers(Vec<JoinHandle<()>>);
 
@@ -464,20 +486,8 @@ impl Inner {
         sink: &mut Sink,
         tables: &mut Tables,
     ) -> Result<(), TransmitterError> {
-        let Record::Batch { ops, .. } = record else {
-            return Ok(());
-        };
-        for op in ops {
-            let (Op::Put { keyspace, .. }
-            | Op::Delete { keyspace, .. }
-            | Op::DeleteRange { keyspace, .. }) = op
-            else {
-                // Cache ops are not transmitted.
-                continue;
-            };
-            if tables.by_id.contains_key(keyspace) || tables.ignored.contains(keyspace) {
-                continue;
-            }
+        let unknown: BTreeSet<KeyspaceId> = tables.unknown(record).collect();
+        for keyspace in &unknown {
             let waited = Instant::now();
             let def = loop {
                 let found = self
@@ -513,7 +523,9 @@ impl Inner {
     }
 
     /// Reads the partitions from their committed positions and writes batches until `stop`
-    /// fires (`Ok`) or something needs a fresh start (`Err`).
+    /// fires (`Ok`) or something needs a fresh start (`Err`). While one batch is written, the
+    /// next is gathered from the entries whose keyspaces are already known, so the database
+    /// does not wait for the log to be read and decoded between transactions.
     async fn stream(
         &self,
         parts: &[PartitionId],
@@ -542,67 +554,126 @@ impl Inner {
                 .collect(),
         );
         drop(tx);
+        let max_rows = self.config.batch_max_rows;
         let mut backoff = Backoff::new(&self.config);
+        // Gathered while the previous batch was written: the batch, when its first chunk came,
+        // and the rest of a chunk that names a keyspace to learn (which needs the connection).
+        let mut next = Batch::new();
+        let mut next_since: Option<Instant> = None;
+        let mut held: Option<(PartitionId, Vec<LogEntry>)> = None;
+        let mut closed = false;
         loop {
-            let mut batch = Batch::new();
-            let first = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return Ok(()),
-                chunk = rx.recv() => chunk,
-            };
-            let Some(first) = first else {
-                return Ok(());
-            };
-            self.add_chunk(&mut batch, first?, &mut sink, &mut tables)
-                .await?;
-            let deadline = Instant::now() + self.config.batch_max_delay();
-            while batch.row_count() < self.config.batch_max_rows {
+            let mut batch = std::mem::take(&mut next);
+            let mut since = next_since.take();
+            if let Some(chunk) = held.take() {
+                since.get_or_insert_with(Instant::now);
+                self.add_chunk(&mut batch, chunk, &mut sink, &mut tables)
+                    .await?;
+            }
+            if since.is_none() {
+                if closed {
+                    return Ok(());
+                }
+                let first = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    chunk = rx.recv() => chunk,
+                };
+                let Some(first) = first else {
+                    return Ok(());
+                };
+                since = Some(Instant::now());
+                self.add_chunk(&mut batch, first?, &mut sink, &mut tables)
+                    .await?;
+            }
+            let deadline = since.unwrap_or_else(Instant::now) + self.config.batch_max_delay();
+            while !closed && batch.row_count() < max_rows {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
                     chunk = rx.recv() => match chunk {
                         Some(chunk) => self.add_chunk(&mut batch, chunk?, &mut sink, &mut tables).await?,
-                        None => break,
+                        None => closed = true,
                     },
                 }
             }
-            loop {
-                let started = Instant::now();
-                match sink.write(&tables.list, &batch, &positions).await {
-                    Ok(written) => {
-                        metrics::histogram!("notadb_transmitter_batch_seconds")
-                            .record(started.elapsed().as_secs_f64());
-                        metrics::counter!("notadb_transmitter_batches_total").increment(1);
-                        metrics::counter!("notadb_transmitter_rows_total")
-                            .increment(written.rows as u64);
-                        metrics::counter!("notadb_transmitter_entries_total")
-                            .increment(batch.entry_count() as u64);
-                        metrics::counter!("notadb_transmitter_dead_letters_total")
-                            .increment(written.dead_letters.len() as u64);
-                        for d in &written.dead_letters {
-                            tracing::warn!(keyspace = %d.keyspace, partition = %d.partition, seq = %d.seq, error = %d.error, "transmitter: change written to the dead-letter table");
+            let mut write = std::pin::pin!(self.write_batch(
+                &mut sink,
+                &tables,
+                &batch,
+                &mut positions,
+                &mut backoff,
+                stop
+            ));
+            let committed = loop {
+                tokio::select! {
+                    biased;
+                    committed = &mut write => break committed?,
+                    chunk = rx.recv(), if !closed && held.is_none() && next.row_count() < max_rows => match chunk {
+                        Some(chunk) => {
+                            next_since.get_or_insert_with(Instant::now);
+                            held = self.add_known(&mut next, chunk?, &tables).await?;
                         }
-                        for (p, a) in batch.advances() {
-                            positions.insert(*p, a.seq);
-                        }
-                        let changed: BTreeMap<PartitionId, Seq> =
-                            batch.advances().iter().map(|(p, a)| (*p, a.seq)).collect();
-                        self.committed(
-                            &changed,
-                            Some((written.rows as u64, written.dead_letters.len() as u64)),
-                        );
-                        backoff.reset();
-                        break;
+                        None => closed = true,
+                    },
+                }
+            };
+            if !committed {
+                return Ok(());
+            }
+            if closed && next.entry_count() == 0 && held.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes `batch` with its positions, retrying with backoff on a fresh connection until it
+    /// commits (`Ok(true)`) or `stop` fires (`Ok(false)`).
+    async fn write_batch(
+        &self,
+        sink: &mut Sink,
+        tables: &Tables,
+        batch: &Batch,
+        positions: &mut BTreeMap<PartitionId, Seq>,
+        backoff: &mut Backoff,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, TransmitterError> {
+        loop {
+            let started = Instant::now();
+            match sink.write(&tables.list, batch, positions).await {
+                Ok(written) => {
+                    metrics::histogram!("notadb_transmitter_batch_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("notadb_transmitter_batches_total").increment(1);
+                    metrics::counter!("notadb_transmitter_rows_total")
+                        .increment(written.rows as u64);
+                    metrics::counter!("notadb_transmitter_entries_total")
+                        .increment(batch.entry_count() as u64);
+                    metrics::counter!("notadb_transmitter_dead_letters_total")
+                        .increment(written.dead_letters.len() as u64);
+                    for d in &written.dead_letters {
+                        tracing::warn!(keyspace = %d.keyspace, partition = %d.partition, seq = %d.seq, error = %d.error, "transmitter: change written to the dead-letter table");
                     }
-                    Err(TransmitterError::Fenced) => return Err(TransmitterError::Fenced),
-                    Err(e) => {
-                        self.retrying(&e);
-                        if pause(backoff.next(), stop).await {
-                            return Ok(());
-                        }
-                        // A fresh connection: the old one may be gone.
-                        match self.reconnect(&tables).await {
-                            Ok(s) => sink = s,
-                            Err(e) => self.failed(&e),
-                        }
+                    for (p, a) in batch.advances() {
+                        positions.insert(*p, a.seq);
+                    }
+                    let changed: BTreeMap<PartitionId, Seq> =
+                        batch.advances().iter().map(|(p, a)| (*p, a.seq)).collect();
+                    self.committed(
+                        &changed,
+                        Some((written.rows as u64, written.dead_letters.len() as u64)),
+                    );
+                    backoff.reset();
+                    return Ok(true);
+                }
+                Err(TransmitterError::Fenced) => return Err(TransmitterError::Fenced),
+                Err(e) => {
+                    self.retrying(&e);
+                    if pause(backoff.next(), stop).await {
+                        return Ok(false);
+                    }
+                    // A fresh connection: the old one may be gone.
+                    match self.reconnect(tables).await {
+                        Ok(s) => *sink = s,
+                        Err(e) => self.failed(&e),
                     }
                 }
             }
@@ -614,27 +685,40 @@ impl Inner {
         Sink::prepare(client, &self.config.schema, &self.config.name, &tables.list).await
     }
 
+    /// Adds every entry of `chunk`, learning the keyspaces they name on the way.
     async fn add_chunk(
         &self,
         batch: &mut Batch,
-        (p, entries): (PartitionId, Vec<LogEntry>),
+        mut chunk: (PartitionId, Vec<LogEntry>),
         sink: &mut Sink,
         tables: &mut Tables,
     ) -> Result<(), TransmitterError> {
-        for entry in &entries {
-            let mut record = Record::decode(&entry.payload).ok();
-            if let Some(r) = &record {
-                // A transaction's writes are not in the log: its effects are read from this
-                // replica once applied.
-                let effects = self.node.txn_effects(p, entry.seq, r).await;
-                if let Some(effects) =
-                    effects.map_err(|e| TransmitterError::Replica(e.to_string()))?
-                {
-                    record = Some(effects);
-                }
+        while let Some((p, rest)) = self.add_known(batch, chunk, tables).await? {
+            if let Some(record) = self.record_of(p, &rest[0]).await? {
+                self.learn_keyspaces(&record, sink, tables).await?;
             }
-            if let Some(r) = &record {
-                self.learn_keyspaces(r, sink, tables).await?;
+            chunk = (p, rest);
+        }
+        Ok(())
+    }
+
+    /// Adds the entries of `chunk` up to the first that names a keyspace not learned yet, and
+    /// returns the rest from that entry on (`None` when every entry was added).
+    async fn add_known(
+        &self,
+        batch: &mut Batch,
+        (p, mut entries): (PartitionId, Vec<LogEntry>),
+        tables: &Tables,
+    ) -> Result<Option<(PartitionId, Vec<LogEntry>)>, TransmitterError> {
+        let mut rest = None;
+        for (i, entry) in entries.iter().enumerate() {
+            let record = self.record_of(p, entry).await?;
+            if record
+                .as_ref()
+                .is_some_and(|r| tables.unknown(r).next().is_some())
+            {
+                rest = Some(i);
+                break;
             }
             batch.add(p, entry.seq, record.as_ref(), &tables.list, &tables.by_id);
         }
@@ -646,7 +730,26 @@ impl Inner {
                 .entry(p)
                 .or_insert(ts);
         }
-        Ok(())
+        Ok(rest.map(|i| (p, entries.split_off(i))))
+    }
+
+    /// What entry `seq` of `p` writes: its record, or for a transaction its effects as applied
+    /// on this replica (a transaction's writes are not in the log); `None` if it does not
+    /// decode (replicas skip it too).
+    async fn record_of(
+        &self,
+        p: PartitionId,
+        entry: &LogEntry,
+    ) -> Result<Option<Record>, TransmitterError> {
+        let Ok(record) = Record::decode(&entry.payload) else {
+            return Ok(None);
+        };
+        let effects = self
+            .node
+            .txn_effects(p, entry.seq, &record)
+            .await
+            .map_err(|e| TransmitterError::Replica(e.to_string()))?;
+        Ok(Some(effects.unwrap_or(record)))
     }
 }
 
