@@ -7,7 +7,9 @@
 //!
 //! Header: `magic "notadbWL" | partitions u16 LE | 0u16 | 0u32 | number u64 LE |
 //! next seq u64 LE per partition | crc32 u32 LE` (the CRC covers everything before it). Frames
-//! (see the `frame` module) follow.
+//! (see the `frame` module) follow. The active segment's file runs on past its last frame with
+//! zeros that the writer wrote ahead (so that its size does not change with every sync); a
+//! sealed segment is cut to its last frame.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
@@ -262,11 +264,21 @@ fn scan(
         if left == 0 {
             break None;
         }
+        let mut bytes = [0u8; FRAME_HEADER_BYTES];
+        let head = &mut bytes[..left.min(FRAME_HEADER_BYTES as u64) as usize];
+        reader.read_exact(head).map_err(with_path(path))?;
+        if head.iter().all(|b| *b == 0) {
+            // The writer extends the file with zeros ahead of its frames: zeros up to the end
+            // are the clean end of the segment (no frame starts with a zero length and CRC).
+            let rest = left - head.len() as u64;
+            if zeros_only(&mut reader, rest).map_err(with_path(path))? {
+                break None;
+            }
+            break Some("zeros followed by other bytes".to_string());
+        }
         if left < FRAME_HEADER_BYTES as u64 {
             break Some(format!("a partial frame header of {left} bytes"));
         }
-        let mut bytes = [0u8; FRAME_HEADER_BYTES];
-        reader.read_exact(&mut bytes).map_err(with_path(path))?;
         let frame = FrameHeader::decode(&bytes);
         if frame.frame_len() > left {
             break Some(format!(
@@ -315,6 +327,21 @@ fn scan(
             .map_err(with_path(path))?;
     }
     Ok(offset)
+}
+
+/// Whether the next `len` bytes of `reader` are all zero (reads them).
+fn zeros_only(reader: &mut impl Read, len: u64) -> io::Result<bool> {
+    let mut buffer = [0u8; 8 << 10];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buffer.len() as u64) as usize;
+        reader.read_exact(&mut buffer[..n])?;
+        if buffer[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        left -= n as u64;
+    }
+    Ok(true)
 }
 
 /// The file name of segment `number`.

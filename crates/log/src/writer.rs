@@ -107,7 +107,18 @@ pub(crate) struct Writer {
     dirty_since: Option<Instant>,
     /// Reused buffer of encoded frames.
     frames: Vec<u8>,
+    /// Length of the active segment's file: its frames up to `active_len`, zeros after.
+    allocated: u64,
 }
+
+/// How far ahead of its frames the writer extends the active segment with zeros. The file's
+/// size and block map then change once per this many bytes, not with every batch, so the
+/// `fdatasync` after a batch writes its data without the file's inode most of the time.
+/// Recovery reads zeros after the last frame as the clean end of the log.
+const PREALLOCATE_BYTES: u64 = 1 << 20;
+
+/// Zeros written to extend the active segment.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 impl Writer {
     /// A writer appending after `active_len` bytes of the last of `segments` (in `dir`), each
@@ -128,11 +139,17 @@ impl Writer {
             .iter()
             .map(|partition| partition.index().bounds().first)
             .collect();
+        // Zeros after the frames, as a writer before this one left them (or none).
+        let allocated = segments
+            .last()
+            .and_then(|active| active.file.metadata().ok())
+            .map_or(active_len, |m| m.len().max(active_len));
         Writer {
             partitions,
             dir,
             segments: segments.into(),
             active_len,
+            allocated,
             next,
             truncated,
             policy,
@@ -334,6 +351,10 @@ impl Writer {
         if self.frames.is_empty() {
             return Ok(());
         }
+        let end = self.active_len + self.frames.len() as u64;
+        if end > self.allocated {
+            self.preallocate(end)?;
+        }
         let active = self.active();
         active
             .file
@@ -345,14 +366,39 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the active segment (synced, so that no newer segment exists before it is complete
-    /// on disk) and starts the next one, whose header records every partition's next seq.
+    /// Extends the active segment with zeros from `end` (where the frames about to be written
+    /// end) to `PREALLOCATE_BYTES` past it, within the segment's size. Synced with the frames.
+    fn preallocate(&mut self, end: u64) -> io::Result<()> {
+        let target = end.max((end + PREALLOCATE_BYTES).min(self.segment_bytes));
+        let active = self.active();
+        let mut at = end;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            active
+                .file
+                .write_all_at(&ZEROS[..n as usize], at)
+                .map_err(segment::with_path(&active.path))?;
+            at += n;
+        }
+        self.allocated = target.max(end);
+        Ok(())
+    }
+
+    /// Seals the active segment (cut to its frames and synced, so that no newer segment exists
+    /// before it is complete on disk) and starts the next one, whose header records every
+    /// partition's next seq.
     fn roll(&mut self) -> io::Result<()> {
+        let active = self.active();
+        active
+            .file
+            .set_len(self.active_len)
+            .map_err(segment::with_path(&active.path))?;
         self.sync_active()?;
         let number = self.active().number + 1;
         let next = SegmentFile::create(&self.dir, number, &self.next)?;
         self.segments.push_back(Arc::new(next));
         self.active_len = segment::header_len(self.next.len());
+        self.allocated = self.active_len;
         Ok(())
     }
 

@@ -114,7 +114,10 @@ async fn torn_tails_are_cut_off_on_reopen() {
         append_range(&log, P0, 1, 10).await;
         drop(log);
         let last = segments(dir.path()).pop().expect("a segment");
-        let intact_len = fs::metadata(&last).expect("metadata").len();
+        // The writer leaves zeros after its frames (the last payload ends in a non-zero byte).
+        let bytes = fs::read(&last).expect("read the segment");
+        let frames_end = bytes.iter().rposition(|b| *b != 0).expect("frames") as u64 + 1;
+        assert!(bytes.len() as u64 > frames_end, "no zeros written ahead");
         OpenOptions::new()
             .append(true)
             .open(&last)
@@ -122,7 +125,13 @@ async fn torn_tails_are_cut_off_on_reopen() {
             .expect("append a torn tail");
 
         let log = open(dir.path(), 1, 1 << 20);
-        assert_eq!(fs::metadata(&last).expect("metadata").len(), intact_len);
+        // Zeros after the frames are the clean end and stay; anything else after them is cut.
+        let expected_len = if tail.iter().all(|b| *b == 0) {
+            (bytes.len() + tail.len()) as u64
+        } else {
+            frames_end
+        };
+        assert_eq!(fs::metadata(&last).expect("metadata").len(), expected_len);
         let bounds = log.bounds(P0).await.expect("bounds");
         assert_eq!(
             bounds,
@@ -198,12 +207,15 @@ async fn segments_roll_and_truncation_deletes_them() {
         "expected rolled segments, found {files:?}"
     );
     for sealed in &files[..files.len() - 1] {
-        let len = fs::metadata(sealed).expect("metadata").len();
+        let bytes = fs::read(sealed).expect("read a sealed segment");
+        let len = bytes.len() as u64;
         assert!(
             (SEGMENT_BYTES..SEGMENT_BYTES + 100).contains(&len),
             "{} holds {len} bytes",
             sealed.display()
         );
+        // Cut to its last frame: none of the zeros written ahead stay.
+        assert_ne!(bytes.last(), Some(&0), "{} ends in zeros", sealed.display());
     }
 
     log.truncate_before(P0, Seq(50)).await.expect("truncate");
