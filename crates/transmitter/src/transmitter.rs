@@ -563,6 +563,10 @@ impl Inner {
         let mut held: Option<(PartitionId, Vec<LogEntry>)> = None;
         let mut closed = false;
         loop {
+            // Checked on every turn: with a backlog, a batch is always ready to go.
+            if *stop.borrow() {
+                return Ok(());
+            }
             let mut batch = std::mem::take(&mut next);
             let mut since = next_since.take();
             if let Some(chunk) = held.take() {
