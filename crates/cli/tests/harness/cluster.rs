@@ -368,22 +368,7 @@ impl ClusterNode {
     /// SIGTERM, then waits (at most 60 s) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("did not exit within 60 s of SIGTERM: {}", self.describe());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::terminate(&mut child, || self.describe())
     }
 }
 

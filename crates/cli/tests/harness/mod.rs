@@ -129,22 +129,7 @@ impl Node {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node did not exit within 60 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut self.child, || "node".to_string())
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -183,4 +168,25 @@ pub fn failed(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     assert_eq!(stderr.lines().count(), 1, "one clear line, got: {stderr}");
     stderr
+}
+
+/// Sends SIGTERM to `child` and waits (at most 60 s) for its exit status; past that, kills it
+/// and fails, naming the process with `what`.
+pub fn terminate(child: &mut Child, what: impl Fn() -> String) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{} did not exit within 60 s of SIGTERM", what());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
