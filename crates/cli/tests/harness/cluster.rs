@@ -305,10 +305,35 @@ impl ClusterNode {
         }
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Whether the node exited because one of its ports was taken between `free_addr` choosing
+    /// it and the node binding it (another process's connection can get any free port).
+    fn lost_a_port(&mut self) -> bool {
+        let exited = self
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_some());
+        exited
+            && self
+                .stderr_tail()
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("Address already in use"))
+    }
+
+    /// Waits until `/readyz` answers 200. A node that lost one of its ports to another process
+    /// starts again on new ones (up to three times).
     pub fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        let mut relaunches = 0;
         loop {
+            if relaunches < 3 && self.lost_a_port() {
+                relaunches += 1;
+                self.child = None;
+                self.grpc = free_addr();
+                self.admin = free_addr();
+                self.launch();
+                continue;
+            }
             self.assert_running();
             let last = match try_http_get(self.admin, "/readyz") {
                 Ok((200, _)) => return,
