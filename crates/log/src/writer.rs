@@ -380,7 +380,7 @@ impl Writer {
                 .map_err(segment::with_path(&active.path))?;
             at += n;
         }
-        self.allocated = target.max(end);
+        self.allocated = target;
         Ok(())
     }
 

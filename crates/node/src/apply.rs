@@ -112,19 +112,15 @@ impl Applier {
         };
         let mut out = Applied::default();
         for entry in entries {
-            if !Record::is_txn(&entry.payload) && self.executor.pass(entry.seq) {
-                let ts = store.apply_entry(entry.seq, &entry.payload);
-                if out.first_ts.is_none() {
-                    out.first_ts = ts;
-                }
-                continue;
-            }
-            let (e, ts) = entry_of(&entry.payload);
-            if out.first_ts.is_none() {
-                out.first_ts = ts;
-            }
-            let fx = self.executor.step(entry.seq, e, &mut store)?;
-            out.effects.absorb(fx);
+            let ts = if !Record::is_txn(&entry.payload) && self.executor.pass(entry.seq) {
+                store.apply_entry(entry.seq, &entry.payload)
+            } else {
+                let (e, ts) = entry_of(&entry.payload);
+                let fx = self.executor.step(entry.seq, e, &mut store)?;
+                out.effects.absorb(fx);
+                ts
+            };
+            out.first_ts = out.first_ts.or(ts);
         }
         let fx = self.executor.idle(&mut store)?;
         out.effects.absorb(fx);

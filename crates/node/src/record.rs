@@ -80,6 +80,21 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The keyspace a put or delete writes; `None` for cache ops.
+    pub fn keyspace(&self) -> Option<KeyspaceId> {
+        match self {
+            Op::Put { keyspace, .. }
+            | Op::Delete { keyspace, .. }
+            | Op::DeleteRange { keyspace, .. } => Some(*keyspace),
+            Op::CacheSet { .. }
+            | Op::CacheDelete { .. }
+            | Op::CacheTouch { .. }
+            | Op::CacheClear { .. } => None,
+        }
+    }
+}
+
 /// What one log entry asks replicas to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {

@@ -130,17 +130,9 @@ impl Tables {
             Record::Batch { ops, .. } => ops.as_slice(),
             _ => &[],
         };
+        // Cache ops name no keyspace: they are not transmitted.
         ops.iter()
-            .filter_map(|op| match op {
-                Op::Put { keyspace, .. }
-                | Op::Delete { keyspace, .. }
-                | Op::DeleteRange { keyspace, .. } => Some(*keyspace),
-                // Cache ops are not transmitted.
-                Op::CacheSet { .. }
-                | Op::CacheDelete { .. }
-                | Op::CacheTouch { .. }
-                | Op::CacheClear { .. } => None,
-            })
+            .filter_map(Op::keyspace)
             .filter(|k| !self.by_id.contains_key(k) && !self.ignored.contains(k))
     }
 }
@@ -568,28 +560,32 @@ impl Inner {
                 return Ok(());
             }
             let mut batch = std::mem::take(&mut next);
-            let mut since = next_since.take();
             if let Some(chunk) = held.take() {
-                since.get_or_insert_with(Instant::now);
                 self.add_chunk(&mut batch, chunk, &mut sink, &mut tables)
                     .await?;
             }
-            if since.is_none() {
-                if closed {
-                    return Ok(());
+            // Nothing was gathered during the last write (`held` comes with `next_since`): wait
+            // for the first chunk.
+            let since = match next_since.take() {
+                Some(since) => since,
+                None => {
+                    if closed {
+                        return Ok(());
+                    }
+                    let first = tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        chunk = rx.recv() => chunk,
+                    };
+                    let Some(first) = first else {
+                        return Ok(());
+                    };
+                    let since = Instant::now();
+                    self.add_chunk(&mut batch, first?, &mut sink, &mut tables)
+                        .await?;
+                    since
                 }
-                let first = tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
-                    chunk = rx.recv() => chunk,
-                };
-                let Some(first) = first else {
-                    return Ok(());
-                };
-                since = Some(Instant::now());
-                self.add_chunk(&mut batch, first?, &mut sink, &mut tables)
-                    .await?;
-            }
-            let deadline = since.unwrap_or_else(Instant::now) + self.config.batch_max_delay();
+            };
+            let deadline = since + self.config.batch_max_delay();
             while !closed && batch.row_count() < max_rows {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
@@ -623,9 +619,6 @@ impl Inner {
             if !committed {
                 return Ok(());
             }
-            if closed && next.entry_count() == 0 && held.is_none() {
-                return Ok(());
-            }
         }
     }
 
@@ -656,11 +649,9 @@ impl Inner {
                     for d in &written.dead_letters {
                         tracing::warn!(keyspace = %d.keyspace, partition = %d.partition, seq = %d.seq, error = %d.error, "transmitter: change written to the dead-letter table");
                     }
-                    for (p, a) in batch.advances() {
-                        positions.insert(*p, a.seq);
-                    }
                     let changed: BTreeMap<PartitionId, Seq> =
                         batch.advances().iter().map(|(p, a)| (*p, a.seq)).collect();
+                    positions.extend(&changed);
                     self.committed(
                         &changed,
                         Some((written.rows as u64, written.dead_letters.len() as u64)),

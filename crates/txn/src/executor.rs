@@ -5,8 +5,8 @@
 //! The executor is a deterministic state machine. The driver feeds it log entries in order
 //! ([`Executor::step`]), or, for an entry that only writes met while the executor is idle,
 //! applies it itself and reports it done ([`Executor::pass`]); and it tells the executor when
-//! no entry is available ([`Executor::idle`], where selective contention analysis runs). It reads and writes the partition's data through a
-//! [`TxnStore`]; everything else it decides comes back as [`Effects`], which the driver makes
+//! no entry is available ([`Executor::idle`], where selective contention analysis runs). It
+//! reads and writes the partition's data through a [`TxnStore`]; everything else it decides comes back as [`Effects`], which the driver makes
 //! durable in the same atomic write as the data of that step, then acts on (sends remote reads,
 //! answers clients).
 //!
