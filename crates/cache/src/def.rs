@@ -1,10 +1,8 @@
 //! A named cache's settings, and the id its entries are stored and logged under.
 
+use notadb_types::CacheId;
 use serde::{Deserialize, Serialize};
 
-/// Cache ids live above every keyspace id, so a cache's rows and a keyspace's never share a
-/// storage range: keyspace ids are counters or metadata revisions, far below 2^31.
-pub const CACHE_ID_BASE: u32 = 0x8000_0000;
 /// Longest cache name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 /// Smallest capacity a cache may have, in bytes.
@@ -13,25 +11,6 @@ pub const MIN_CAPACITY_BYTES: u64 = 64 << 10;
 pub const MAX_TTL_MS: u64 = 365 * 24 * 3600 * 1000;
 /// The load timeout of a cache created without one, in milliseconds.
 pub const DEFAULT_LOAD_TIMEOUT_MS: u64 = 5_000;
-
-/// A cache's id: `CACHE_ID_BASE | (xxh3_64(name) & 0x7fff_ffff)`. Every node computes it from
-/// the name alone, so log entries and stored rows need no id assignment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct CacheId(pub u32);
-
-impl CacheId {
-    /// The id of the cache named `name`.
-    pub fn of(name: &str) -> CacheId {
-        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
-        CacheId(CACHE_ID_BASE | (hash as u32 & !CACHE_ID_BASE))
-    }
-}
-
-impl std::fmt::Display for CacheId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
-}
 
 /// A named cache and its settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,14 +128,6 @@ impl CacheDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_sit_above_keyspace_ids_and_follow_the_name() {
-        let a = CacheId::of("users");
-        assert!(a.0 >= CACHE_ID_BASE);
-        assert_eq!(a, CacheId::of("users"));
-        assert_ne!(a, CacheId::of("users2"));
-    }
 
     #[test]
     fn bad_definitions_name_their_field() {

@@ -12,7 +12,6 @@ mod def;
 pub mod row;
 mod shard;
 
-pub use def::{
-    CacheDef, CacheDefError, CacheId, CACHE_ID_BASE, DEFAULT_LOAD_TIMEOUT_MS, MAX_TTL_MS,
-};
+pub use def::{CacheDef, CacheDefError, DEFAULT_LOAD_TIMEOUT_MS, MAX_TTL_MS};
+pub use notadb_types::{CacheId, CACHE_ID_BASE};
 pub use shard::{entry_size, CacheOp, CacheShard, Change, Lookup, ShardStats, ENTRY_OVERHEAD};

@@ -100,7 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|(s, p)| seed::items_batch(&size, s, p));
     let mut tokens = send_writes(&client, writes.into_iter().map(|w| vec![w]), 16, &bar).await?;
     bar.finish();
-    let now = seed::now_micros();
+    let now = notadb::record::now_micros();
     let bar = progress((size.users * size.events_per_user) as u64, "activity");
     let writes = (0..size.users).map(|u| seed::activity_batch(&size, u, now));
     tokens.extend(send_writes(&client, writes.into_iter().map(|w| vec![w]), 16, &bar).await?);

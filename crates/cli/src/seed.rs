@@ -53,14 +53,6 @@ impl SeedSize {
     }
 }
 
-/// Microseconds since the Unix epoch by this machine's clock.
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 pub fn store(s: usize) -> String {
     format!("store-{s:04}")
 }

@@ -7,9 +7,9 @@ use crate::control::{KvStore, Objects};
 use crate::error::{nats, ClusterError};
 use async_nats::jetstream::object_store::ObjectStore;
 use notadb_node::Node;
+use notadb_record::now_micros;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -94,9 +94,7 @@ pub(crate) async fn take(
         .iter()
         .map(|k| (k.def.schema.name.clone(), k.def.id.0))
         .collect();
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let millis = now_micros() / 1000;
     let id = format!("{millis:016}-{}", status.node_id);
     let dir = node.config().data_dir.join("checkpoints").join(&id);
     if let Some(parent) = dir.parent() {

@@ -23,9 +23,9 @@ use crate::error::{nats, ClusterError};
 use crate::members::{Candidacies, Routes};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use notadb_record::now_micros;
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// Opens (or creates) the lease bucket; entries expire `ttl` after their last update.
@@ -104,9 +104,7 @@ pub(crate) async fn hold_candidacy(
     held: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let since = now_micros() as u64 / 1000;
     candidacies
         .lock()
         .expect("candidacies lock")

@@ -9,11 +9,12 @@ use crate::meta::ClusterDoc;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use notadb_node::Node;
+use notadb_record::now_micros;
 use notadb_types::{PartitionId, Seq, Token};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Pause before re-watching after the watch stream ended (a NATS restart).
 const REWATCH_PAUSE: Duration = Duration::from_millis(500);
@@ -69,9 +70,7 @@ impl Member {
 /// How long ago, by this node's clock, a heartbeat sent at `sent_unix_ms` was sent (zero if
 /// it seems to come from the future).
 pub(crate) fn age_of(sent_unix_ms: u64) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = now_micros() as u64 / 1000;
     Duration::from_millis(now.saturating_sub(sent_unix_ms))
 }
 
@@ -96,9 +95,7 @@ impl Member {
                     lag_seconds: p.lag_seconds,
                 })
                 .collect(),
-            sent_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            sent_unix_ms: now_micros() as u64 / 1000,
             candidacies: Vec::new(),
         }
     }

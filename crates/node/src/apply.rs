@@ -13,9 +13,9 @@
 //! replica's own RocksDB: the caller commits the batch, with the partition's low-watermark.
 
 use crate::cache_store::CacheMemory;
-use crate::record::Record;
 use crate::txn_store::{entry_of, ApplyStore, Overlay, Persisted};
 use notadb_log::LogEntry;
+use notadb_record::Record;
 use notadb_storage::{RocksStorage, StorageBatch};
 use notadb_txn::{Effects, Executor, ExecutorConfig, Procedures, Resume, TxnError};
 use notadb_types::{KeyspaceId, PartitionId, Seq};

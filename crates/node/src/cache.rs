@@ -6,12 +6,12 @@
 //! replica of the group applies them in order; a read with their tokens sees them.
 
 use crate::cache_store::CacheUsage;
-use crate::catalog::KeyspaceDef;
 use crate::loader::{CacheLoader, LoadKey};
-use crate::record::{Op, Record};
 use crate::{Consistency, Node, NodeError};
 use bytes::Bytes;
 use notadb_cache::{entry_size, CacheDef, Lookup};
+use notadb_record::KeyspaceDef;
+use notadb_record::{Op, Record};
 use notadb_types::{Element, PartitionId, Token};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -6,10 +6,11 @@
 //! the node appends those as touch entries (`take_touches`) so that every replica's eviction
 //! learns of them in log order.
 
-use crate::record::Op;
 use bytes::Bytes;
 use notadb_cache::{row, CacheId, CacheOp, CacheShard, Change, Lookup, ShardStats, CACHE_ID_BASE};
-use notadb_storage::{value, RocksStorage, StorageBatch, StorageError};
+use notadb_record::value;
+use notadb_record::Op;
+use notadb_storage::{RocksStorage, StorageBatch, StorageError};
 use notadb_types::{KeyspaceId, PartitionId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;

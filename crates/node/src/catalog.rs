@@ -2,9 +2,9 @@
 
 use crate::NodeError;
 use notadb_cache::{CacheDef, CACHE_ID_BASE};
+use notadb_record::KeyspaceDef;
 use notadb_storage::RocksStorage;
 use notadb_types::{KeyspaceId, KeyspaceSchema};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -12,13 +12,6 @@ const KEYSPACE_PREFIX: &[u8] = b"keyspace/";
 const DROPPING_PREFIX: &[u8] = b"dropping/";
 const NEXT_ID_KEY: &[u8] = b"next_keyspace_id";
 const CACHE_PREFIX: &[u8] = b"cache/";
-
-/// A keyspace: its schema and the id its data is stored under.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct KeyspaceDef {
-    pub id: KeyspaceId,
-    pub schema: KeyspaceSchema,
-}
 
 /// Name → keyspace, plus the ids of dropped keyspaces whose data is still being deleted, and
 /// name → cache.

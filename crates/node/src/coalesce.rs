@@ -26,8 +26,8 @@ use notadb_log::Log;
 use notadb_types::{PartitionId, Seq};
 use tokio::sync::oneshot;
 
-use crate::record::Record;
 use crate::{Node, NodeError};
+use notadb_record::Record;
 
 /// Where an append's outcome goes.
 type Waiter = oneshot::Sender<Result<Seq, NodeError>>;
@@ -172,7 +172,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Op, BATCH_HEADER};
+    use notadb_record::{Op, BATCH_HEADER};
     use notadb_types::KeyspaceId;
 
     fn batch(keys: &[&[u8]]) -> Vec<u8> {

@@ -1,11 +1,12 @@
 //! The framework API: named query handlers that run on the partition owning their data, over
 //! one consistent snapshot, with typed range iteration.
 
-use crate::catalog::KeyspaceDef;
 use crate::query::range::{resolve, Partitions};
 use crate::request::{KeyRange, Row};
 use crate::NodeError;
-use notadb_storage::{value, Cursor, Freshness, ReadView};
+use notadb_record::value;
+use notadb_record::KeyspaceDef;
+use notadb_storage::{Cursor, Freshness, ReadView};
 use notadb_types::{
     decode_tuple, skip_elements, Element, KeyspaceSchema, PartitionId, Partitioner, ValueFormat,
 };

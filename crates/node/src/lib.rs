@@ -3,15 +3,14 @@
 //! RocksDB in order, exactly once), reads over consistent snapshots (get, multi-get, scan,
 //! aggregate) and the framework API for user query handlers.
 //!
-//! The deciding parts are synchronous and free of I/O: `record` (entry bytes), `apply` (entries
-//! to storage mutations), `write` (validation), `query` (ranges, filters, scans, aggregates).
+//! The deciding parts are synchronous and free of I/O: `apply` (entries, as `notadb_record`
+//! encodes them, to storage mutations), `write` (validation), `query` (ranges, filters, scans, aggregates).
 //! `Node` is the async shell that moves bytes between them, the log and RocksDB.
 
 pub mod apply;
 mod cache;
 mod cache_store;
 mod catalog;
-mod clock;
 mod coalesce;
 mod config;
 mod error;
@@ -22,7 +21,6 @@ mod maintenance;
 mod node;
 pub mod query;
 mod read;
-pub mod record;
 mod replica;
 pub mod request;
 mod txn;
@@ -31,8 +29,7 @@ pub mod write;
 
 pub use cache::{CacheInfo, CacheValue, TOUCH_INTERVAL};
 pub use cache_store::CacheUsage;
-pub use catalog::{KeyspaceDef, SchemaStore};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use catalog::SchemaStore;
 pub use config::NodeConfig;
 pub use error::NodeError;
 pub use handler::{JsonHandler, QueryContext, QueryHandler, RawRow, Rows};
@@ -40,6 +37,7 @@ pub use limits::Limits;
 pub use loader::{CacheLoader, LoadKey};
 pub use node::{KeyspaceInfo, Node, NodeBuilder, NodeStatus, PartitionStatus};
 pub use notadb_cache::CacheDef;
+pub use notadb_record::{Clock, KeyspaceDef, ManualClock, SystemClock};
 pub use notadb_txn::{builtin, decode_report, encode_report, Finished};
 pub use notadb_txn::{Abort, Access, Outcome, Procedure, TxnContext, TxnId, TxnKey};
 pub use query::scan::{RawRows, RawScan};

@@ -2,11 +2,9 @@
 
 use crate::apply::Applier;
 use crate::cache_store::CacheMemory;
-use crate::catalog::{Catalog, KeyspaceDef, SchemaStore};
-use crate::clock::{Clock, SystemClock};
+use crate::catalog::{Catalog, SchemaStore};
 use crate::handler::QueryHandler;
 use crate::loader::{CacheLoader, Flights};
-use crate::record::{Op, Record};
 use crate::replica::{ApplyTask, PartitionState};
 use crate::request::Mutation;
 use crate::txn::{TxnNotifier, TxnWaiters};
@@ -14,6 +12,9 @@ use crate::write::{keyspace_of, prepare, WriteContext};
 use crate::{NodeConfig, NodeError};
 use notadb_cache::CacheDef;
 use notadb_log::{EmbeddedLog, Log, LogError};
+use notadb_record::clock::{Clock, SystemClock};
+use notadb_record::KeyspaceDef;
+use notadb_record::{Op, Record};
 use notadb_storage::RocksStorage;
 use notadb_txn::{Procedure, Procedures};
 use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId, Partitioner, Seq, Token};

@@ -1,6 +1,5 @@
 //! The node's reads: wait for tokens, then run on a blocking thread over one snapshot.
 
-use crate::catalog::KeyspaceDef;
 use crate::handler::{QueryContext, QueryHandler};
 use crate::node::NodeInner;
 use crate::query::aggregate::{aggregate_partition, AggregatePlan, Groups};
@@ -14,7 +13,9 @@ use crate::request::{
     ScanResult,
 };
 use crate::{Node, NodeError};
-use notadb_storage::{value, ReadView, Values};
+use notadb_record::value;
+use notadb_record::KeyspaceDef;
+use notadb_storage::{ReadView, Values};
 use notadb_types::{
     Element, ElementRef, ElementType, KeyspaceSchema, Order, PartitionId, Partitioner, TypesError,
     ValueFormat,

@@ -1,10 +1,10 @@
 //! One partition on this replica: its applied position, and the task that applies its log.
 
 use crate::apply::{Applied, Applier};
-use crate::clock::Clock;
 use crate::txn::{append_until_done, TxnWaiters};
 use crate::txn_store::reads_record;
 use notadb_log::{Log, LogEntry};
+use notadb_record::clock::Clock;
 use notadb_storage::RocksStorage;
 use notadb_types::{PartitionId, Seq};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

@@ -17,8 +17,8 @@ use notadb_types::{Element, PartitionId, Seq, Token};
 use tokio::sync::oneshot;
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
 
-use crate::record::Record;
 use crate::{Node, NodeError};
+use notadb_record::Record;
 
 /// Metadata key of the forwarder's position: every sequencer entry up to it is copied.
 const FORWARDED_KEY: &[u8] = b"txn/forwarded";
@@ -426,7 +426,7 @@ impl Node {
             // from a base loader, or the procedure aborted), and a delete would remove the
             // existing database's row. So a procedure's delete is not transmitted.
             if let Some(stored) = view.get(p, keyspace, &key)? {
-                ops.push(crate::record::Op::Put {
+                ops.push(notadb_record::Op::Put {
                     keyspace,
                     key,
                     stored: stored.to_vec(),

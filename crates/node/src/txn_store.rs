@@ -6,15 +6,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use notadb_storage::{value, RocksStorage, StorageBatch};
+use notadb_record::value;
+use notadb_storage::{RocksStorage, StorageBatch};
 use notadb_txn::{
     Effects, Entry, Position, RemoteReads, Resume, TxnId, TxnKey, TxnStore, WriteOrigin,
 };
 use notadb_types::{KeyspaceId, PartitionId, Seq, WireReader};
 
 use crate::cache_store::CacheMemory;
-use crate::record::{Op, Record};
 use crate::NodeError;
+use notadb_record::{Op, Record};
 
 const DONE: &str = "txn/done/";
 const STASH: &str = "txn/stash/";

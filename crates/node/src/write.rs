@@ -1,12 +1,12 @@
 //! The write path's pure half: a typed mutation becomes a validated log operation and the
 //! partition it belongs to. Nothing here touches the log; everything is checked before.
 
-use crate::catalog::KeyspaceDef;
 use crate::query::range::{resolve, Partitions};
-use crate::record::Op;
 use crate::request::{Mutation, ValueInput};
 use crate::{Limits, NodeError};
-use notadb_storage::value;
+use notadb_record::value;
+use notadb_record::KeyspaceDef;
+use notadb_record::Op;
 use notadb_types::{Element, EncodedKey, PartitionId, Partitioner, TtlSpec, ValueFormat};
 
 /// A mutation ready to append.

@@ -165,7 +165,7 @@ async fn unapplied_log_entries_are_replayed_after_restart() {
         let (node, _) = node(dir.path()).await;
         node.shutdown().await.expect("shutdown");
     }
-    let payload = notadb_node::record::Record::Batch {
+    let payload = notadb_record::Record::Batch {
         ts_micros: T0,
         ops: vec![],
     }

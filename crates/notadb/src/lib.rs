@@ -34,6 +34,7 @@
 pub use notadb_client as client;
 pub use notadb_log as log;
 pub use notadb_node::*;
+pub use notadb_record as record;
 pub use notadb_server::{
     parse_frame_addr, wait_for_signal, PostgresLoader, PostgresLoaderConfig, Server, ServerConfig,
     ServerError,

@@ -2,13 +2,44 @@
 //! replica of each shard group that holds the group's lease, standing by on the others.
 
 use crate::ServerError;
+use async_trait::async_trait;
 use notadb_cluster::Cluster;
+use notadb_log::Log;
 use notadb_node::Node;
 use notadb_proto::v1;
-use notadb_transmitter::{Transmitter, TransmitterConfig};
+use notadb_record::{KeyspaceDef, Record};
+use notadb_transmitter::{Host, HostError, Transmitter, TransmitterConfig};
+use notadb_types::{PartitionId, Seq};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The node a transmitter runs beside.
+struct NodeHost(Node);
+
+#[async_trait]
+impl Host for NodeHost {
+    fn hold_log(&self, holder: &str, partition: PartitionId, from: Seq) {
+        self.0.hold_log(holder, partition, from);
+    }
+
+    fn keyspaces(&self) -> Vec<KeyspaceDef> {
+        let infos = self.0.list_keyspaces();
+        infos
+            .into_iter()
+            .map(|i| KeyspaceDef::clone(&i.def))
+            .collect()
+    }
+
+    async fn txn_effects(
+        &self,
+        partition: PartitionId,
+        seq: Seq,
+        record: &Record,
+    ) -> Result<Option<Record>, HostError> {
+        Ok(self.0.txn_effects(partition, seq, record).await?)
+    }
+}
 
 /// Starts the transmitter for the node's partitions; the task ends when `stop` fires.
 pub async fn start(
@@ -18,14 +49,14 @@ pub async fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<(Transmitter, JoinHandle<()>), ServerError> {
     let partitions = node.owned_partitions();
-    let (log, lease): (Arc<dyn notadb_log::Log>, _) = match cluster {
+    let (log, lease): (Arc<dyn Log>, _) = match cluster {
         None => (node.log(), None),
         Some(c) => (
             c.open_log().await?,
             Some(c.lease(&format!("transmitter.group{}", c.group())).await?),
         ),
     };
-    let t = Transmitter::new(config, log, node.clone(), partitions)
+    let t = Transmitter::new(config, log, Arc::new(NodeHost(node.clone())), partitions)
         .map_err(|e| ServerError::Other(format!("transmitter: {e}")))?;
     let task = tokio::spawn({
         let t = t.clone();

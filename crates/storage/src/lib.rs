@@ -6,7 +6,7 @@
 //! keyspace within a partition is a sub-range. The `meta` column family holds each partition's
 //! applied `seq`, written in the same write batch as the data it produced, and the catalog.
 //!
-//! Stored values carry a small header with the entry's expiry (see `value`); expired entries
+//! Stored values carry a small header with the entry's expiry (`notadb_record::value`); expired entries
 //! are hidden by the readers and dropped by a compaction filter.
 //!
 //! Point reads (`ReadView::get_one`, `ReadView::multi_get`) go through a point cache of
@@ -21,7 +21,6 @@ mod options;
 mod point_cache;
 mod rocks;
 mod row_cache;
-pub mod value;
 mod view;
 
 pub use batch::StorageBatch;

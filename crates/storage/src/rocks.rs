@@ -1,7 +1,8 @@
 use crate::point_cache::PointCache;
 use crate::row_cache::RowCache;
 use crate::view::MEMORY_VIEW_BUDGET;
-use crate::{layout, value, ReadView, StorageBatch, StorageError, StorageOptions};
+use crate::{layout, ReadView, StorageBatch, StorageError, StorageOptions};
+use notadb_record::{now_micros, value};
 use notadb_types::{KeyspaceId, PartitionId, Seq};
 use rocksdb::{
     compaction_filter::Decision, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor,
@@ -9,7 +10,6 @@ use rocksdb::{
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Meta key holding the partition count the data directory was created with.
 const PARTITIONS_KEY: &[u8] = b"partitions";
@@ -36,13 +36,6 @@ pub struct RocksStorage {
     /// Rows of partition-key groups for range reads (see `row_cache`).
     pub(crate) rows: Option<RowCache>,
     created: bool,
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Drops entries whose expiry passed. Compaction is storage housekeeping, not apply: readers

@@ -2,7 +2,7 @@
 //! row changes out, with the positions it covers. No I/O and no clock.
 
 use crate::mapping::{hex, render_micros, Table};
-use notadb_node::record::{Op, Record};
+use notadb_record::{Op, Record};
 use notadb_types::{KeyspaceId, PartitionId, Seq};
 use std::collections::BTreeMap;
 
@@ -204,7 +204,7 @@ fn row_of(
     let op = match stored {
         None => RowOp::Delete,
         Some(stored) => {
-            let (expires, user) = notadb_storage::value::decode(stored)
+            let (expires, user) = notadb_record::value::decode(stored)
                 .ok_or_else(|| ("stored value header is malformed".to_string(), None))?;
             RowOp::Upsert(values_of(table, expires, user)?)
         }
@@ -254,7 +254,7 @@ mod tests {
     use super::*;
     use crate::mapping::{ColumnInfo, TableInfo};
     use crate::TableMapping;
-    use notadb_node::KeyspaceDef;
+    use notadb_record::KeyspaceDef;
     use notadb_types::{Element, ElementType, KeyElement, KeyspaceSchema, Order, ValueFormat};
     use std::collections::BTreeSet;
 
@@ -303,7 +303,7 @@ mod tests {
         Op::Put {
             keyspace: KeyspaceId(3),
             key: key(k),
-            stored: notadb_storage::value::encode(None, json.as_bytes()),
+            stored: notadb_record::value::encode(None, json.as_bytes()),
         }
     }
 
@@ -319,7 +319,7 @@ mod tests {
         let other = Op::Put {
             keyspace: KeyspaceId(9),
             key: key("x"),
-            stored: notadb_storage::value::encode(None, b"{}"),
+            stored: notadb_record::value::encode(None, b"{}"),
         };
         let mut b = Batch::new();
         b.add(

@@ -21,4 +21,6 @@ mod transmitter;
 
 pub use config::{DeleteMode, TableMapping, TransmitterConfig};
 pub use error::TransmitterError;
-pub use transmitter::{PartitionProgress, Transmitter, TransmitterStatus, LOG_HOLDER};
+pub use transmitter::{
+    Host, HostError, PartitionProgress, Transmitter, TransmitterStatus, LOG_HOLDER,
+};

@@ -3,7 +3,7 @@
 //! table. Pure: the catalog queries live in `sink.rs`.
 
 use crate::config::{DeleteMode, TableMapping};
-use notadb_node::KeyspaceDef;
+use notadb_record::KeyspaceDef;
 use notadb_types::{Element, ElementType, KeyspaceId, KeyspaceSchema, ValueFormat};
 use std::collections::{BTreeMap, BTreeSet};
 

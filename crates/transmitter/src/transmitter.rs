@@ -6,9 +6,9 @@ use crate::config::{TableMapping, TransmitterConfig};
 use crate::mapping::Table;
 use crate::sink::{self, Sink};
 use crate::TransmitterError;
+use async_trait::async_trait;
 use notadb_log::{Log, LogEntry, LogError};
-use notadb_node::record::{Op, Record};
-use notadb_node::{Clock, Node, SystemClock};
+use notadb_record::{now_micros, KeyspaceDef, Op, Record};
 use notadb_types::{KeyspaceId, PartitionId, Seq, Token};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -65,10 +65,33 @@ struct State {
     pending_since: BTreeMap<PartitionId, i64>,
 }
 
+/// What the transmitter needs of the node it runs beside (the server implements it for
+/// `notadb_node::Node`).
+#[async_trait]
+pub trait Host: Send + Sync + 'static {
+    /// Keeps `partition`'s log entries from `from` on, under the name `holder`: the log may
+    /// drop only entries before the lowest hold.
+    fn hold_log(&self, holder: &str, partition: PartitionId, from: Seq);
+    /// The keyspaces the node's catalog holds now.
+    fn keyspaces(&self) -> Vec<KeyspaceDef>;
+    /// For the entry `record` at `seq` of `partition`: when it is a transaction, its effects
+    /// as a plain batch once this replica has applied it (`Node::txn_effects`); `None` for
+    /// any other entry.
+    async fn txn_effects(
+        &self,
+        partition: PartitionId,
+        seq: Seq,
+        record: &Record,
+    ) -> Result<Option<Record>, HostError>;
+}
+
+/// A failure of the node a transmitter runs beside.
+pub type HostError = Box<dyn std::error::Error + Send + Sync>;
+
 struct Inner {
     config: TransmitterConfig,
     log: Arc<dyn Log>,
-    node: Node,
+    host: Arc<dyn Host>,
     partitions: Vec<PartitionId>,
     state: Mutex<State>,
 }
@@ -150,22 +173,18 @@ impl Drop for Readers {
 
 type Chunk = Result<(PartitionId, Vec<LogEntry>), LogError>;
 
-fn now_micros() -> i64 {
-    SystemClock.now_micros()
-}
-
 impl Transmitter {
-    /// A transmitter for `partitions` of `log`, with `node`'s keyspaces. Holds every entry of
-    /// those partitions in the node's log until positions are known.
+    /// A transmitter for `partitions` of `log`, with the keyspaces of `host`, the node it runs
+    /// beside. Holds every entry of those partitions in the node's log until positions are known.
     pub fn new(
         config: TransmitterConfig,
         log: Arc<dyn Log>,
-        node: Node,
+        host: Arc<dyn Host>,
         partitions: Vec<PartitionId>,
     ) -> Result<Transmitter, TransmitterError> {
         config.validate().map_err(TransmitterError::Config)?;
         for &p in &partitions {
-            node.hold_log(LOG_HOLDER, p, Seq(0));
+            host.hold_log(LOG_HOLDER, p, Seq(0));
         }
         let status = TransmitterStatus {
             partitions: partitions
@@ -184,7 +203,7 @@ impl Transmitter {
             inner: Arc::new(Inner {
                 config,
                 log,
-                node,
+                host,
                 partitions,
                 state: Mutex::new(State {
                     status,
@@ -352,7 +371,7 @@ impl Inner {
         for p in &mut state.status.partitions {
             if let Some(&seq) = positions.get(&p.partition) {
                 p.transmitted = seq;
-                self.node.hold_log(LOG_HOLDER, p.partition, seq.next());
+                self.host.hold_log(LOG_HOLDER, p.partition, seq.next());
             }
         }
         if let Some((rows, dead)) = written {
@@ -441,13 +460,13 @@ impl Inner {
             by_id: BTreeMap::new(),
             ignored: BTreeSet::new(),
         };
-        for info in self.node.list_keyspaces() {
-            if let Some(m) = self.mapping_of(&info.def.schema.name) {
-                let t = self.resolve(&client, m, &info.def).await?;
+        for def in self.host.keyspaces() {
+            if let Some(m) = self.mapping_of(&def.schema.name) {
+                let t = self.resolve(&client, m, &def).await?;
                 tables.by_id.insert(t.keyspace_id, tables.list.len());
                 tables.list.push(t);
             } else {
-                tables.ignored.insert(info.def.id);
+                tables.ignored.insert(def.id);
             }
         }
         let sink =
@@ -463,7 +482,7 @@ impl Inner {
         &self,
         client: &tokio_postgres::Client,
         m: &TableMapping,
-        def: &notadb_node::KeyspaceDef,
+        def: &KeyspaceDef,
     ) -> Result<Table, TransmitterError> {
         let info = sink::table_info(client, &self.config.schema, &m.table).await?;
         m.resolve(&self.config.schema, def, &info)
@@ -483,18 +502,18 @@ impl Inner {
             let waited = Instant::now();
             let def = loop {
                 let found = self
-                    .node
-                    .list_keyspaces()
+                    .host
+                    .keyspaces()
                     .into_iter()
-                    .find(|k| k.def.id == *keyspace);
+                    .find(|k| k.id == *keyspace);
                 match found {
-                    Some(info) => break Some(info.def),
+                    Some(def) => break Some(def),
                     None if waited.elapsed() > CATALOG_WAIT => break None,
                     None => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             };
             match def
-                .as_deref()
+                .as_ref()
                 .and_then(|d| self.mapping_of(&d.schema.name).map(|m| (d, m)))
             {
                 Some((def, m)) => {
@@ -740,7 +759,7 @@ impl Inner {
             return Ok(None);
         };
         let effects = self
-            .node
+            .host
             .txn_effects(p, entry.seq, &record)
             .await
             .map_err(|e| TransmitterError::Replica(e.to_string()))?;

@@ -17,6 +17,29 @@ pub struct Seq(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KeyspaceId(pub u32);
 
+/// Cache ids live above every keyspace id, so a cache's rows and a keyspace's never share a
+/// storage range: keyspace ids are counters or metadata revisions, far below 2^31.
+pub const CACHE_ID_BASE: u32 = 0x8000_0000;
+
+/// A cache's id: `CACHE_ID_BASE | (xxh3_64(name) & 0x7fff_ffff)`. Every node computes it from
+/// the name alone, so log entries and stored rows need no id assignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CacheId(pub u32);
+
+impl CacheId {
+    /// The id of the cache named `name`.
+    pub fn of(name: &str) -> CacheId {
+        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+        CacheId(CACHE_ID_BASE | (hash as u32 & !CACHE_ID_BASE))
+    }
+}
+
+impl std::fmt::Display for CacheId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
 /// Returned by every write: a read that carries it sees at least that write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Token {
@@ -54,5 +77,18 @@ impl fmt::Display for KeyspaceId {
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "(partition {}, seq {})", self.partition, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sit_above_keyspace_ids_and_follow_the_name() {
+        let a = CacheId::of("users");
+        assert!(a.0 >= CACHE_ID_BASE);
+        assert_eq!(a, CacheId::of("users"));
+        assert_ne!(a, CacheId::of("users2"));
     }
 }

@@ -10,7 +10,8 @@
 //! - [`schema`]: keyspace definitions ([`KeyspaceSchema`]) and full-key encoding
 //!   ([`EncodedKey`]).
 //! - [`partition`]: which partition a partition key belongs to ([`Partitioner`]).
-//! - [`ids`]: identifier newtypes ([`PartitionId`], [`Seq`], [`KeyspaceId`], [`Token`]).
+//! - [`ids`]: identifier newtypes ([`PartitionId`], [`Seq`], [`KeyspaceId`], [`CacheId`],
+//!   [`Token`]).
 //! - [`wire`]: the big-endian, length-prefixed layout of log entries ([`WireReader`]).
 //! - [`error`]: the crate's one error type ([`TypesError`]).
 
@@ -31,7 +32,7 @@ pub use codec::{
 };
 pub use element::{compare_elements, compare_tuples, Element, ElementType, KeyElement, Order};
 pub use error::TypesError;
-pub use ids::{KeyspaceId, PartitionId, Seq, Token};
+pub use ids::{CacheId, KeyspaceId, PartitionId, Seq, Token, CACHE_ID_BASE};
 pub use partition::{Partitioner, DEFAULT_PARTITIONS};
 pub use schema::{
     EncodedKey, KeyspaceSchema, TtlSpec, ValueFormat, MAX_KEY_ELEMENTS, MAX_NAME_LEN,

@@ -323,7 +323,7 @@ pub async fn run(placement: &Placement, args: CompareArgs) -> anyhow::Result<()>
         seed: args.seed,
         keys: args.keys,
         value_bytes: args.value_bytes,
-        now_micros: notadb_cli::seed::now_micros(),
+        now_micros: notadb::record::now_micros(),
     };
     let mut report = Report::new(
         // The command as a user would type it: the binary by its name, not its path.

@@ -228,7 +228,7 @@ impl Target for PostgresTarget {
                 let (c, s) = (client.clone(), statement.clone());
                 let user = seed::user(p.user);
                 async move {
-                    let since = seed::now_micros() - HOUR_MICROS;
+                    let since = notadb::record::now_micros() - HOUR_MICROS;
                     let rows = c.query(&s, &[&user, &since]).await?;
                     Ok(rows
                         .iter()

@@ -6,7 +6,8 @@ use super::range::ResolvedRange;
 use super::scan::range_cursor;
 use crate::request::{AggregateFunction, Group};
 use crate::NodeError;
-use notadb_storage::{value, ReadView};
+use notadb_record::value;
+use notadb_storage::ReadView;
 use notadb_types::{encode_element, Element, KeyspaceId, KeyspaceSchema, Order, PartitionId};
 use std::collections::BTreeMap;
 

@@ -2,10 +2,11 @@
 
 use super::filter::Filters;
 use super::range::{Partitions, ResolvedRange};
-use crate::catalog::KeyspaceDef;
 use crate::request::{Row, ScanResult};
 use crate::NodeError;
-use notadb_storage::{value, Cursor, Freshness, ReadView};
+use notadb_record::value;
+use notadb_record::KeyspaceDef;
+use notadb_storage::{Cursor, Freshness, ReadView};
 use notadb_types::{Element, KeyspaceId, KeyspaceSchema, PartitionId};
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 use super::*;
-use crate::{value, Freshness, RocksStorage, StorageOptions};
+use crate::{Freshness, RocksStorage, StorageOptions};
+use notadb_record::value;
 use notadb_types::{Element, ElementType, KeyElement, Order, PartitionId, ValueFormat};
 
 const P: PartitionId = PartitionId(0);

@@ -1,5 +1,6 @@
 use super::*;
-use crate::{value, RocksStorage, StorageOptions};
+use crate::{RocksStorage, StorageOptions};
+use notadb_record::value;
 use notadb_types::Seq;
 
 const P: PartitionId = PartitionId(0);

@@ -19,8 +19,7 @@
 //! Integers are big-endian. Everything a replica needs is in the entry: applying it reads no
 //! clock and no catalog.
 
-use notadb_cache::CacheId;
-use notadb_types::{put_bytes, KeyspaceId, WireReader};
+use notadb_types::{put_bytes, CacheId, KeyspaceId, WireReader};
 
 const VERSION: u8 = 1;
 const KIND_BATCH: u8 = 1;
@@ -29,7 +28,7 @@ const KIND_TXN: u8 = 3;
 /// Where a batch entry's mutation count lies: after version, kind and append time.
 const BATCH_COUNT: std::ops::Range<usize> = 10..14;
 /// Bytes of a batch entry before its mutations.
-pub(crate) const BATCH_HEADER: usize = BATCH_COUNT.end;
+pub const BATCH_HEADER: usize = BATCH_COUNT.end;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_DELETE_RANGE: u8 = 3;
@@ -38,44 +37,65 @@ const OP_CACHE_DELETE: u8 = 5;
 const OP_CACHE_TOUCH: u8 = 6;
 const OP_CACHE_CLEAR: u8 = 7;
 
-/// One change to one keyspace. Keys are encoded tuples; values are stored values.
+/// One change to one keyspace or cache. Keys are encoded tuples; values are stored values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// Stores `stored` under `key`.
     Put {
+        /// The keyspace written.
         keyspace: KeyspaceId,
+        /// The encoded key tuple.
         key: Vec<u8>,
+        /// The stored value ([`value::encode`](crate::value::encode)).
         stored: Vec<u8>,
     },
+    /// Removes `key`.
     Delete {
+        /// The keyspace written.
         keyspace: KeyspaceId,
+        /// The encoded key tuple.
         key: Vec<u8>,
     },
+    /// Removes every key in `[start, end)`.
     DeleteRange {
+        /// The keyspace written.
         keyspace: KeyspaceId,
+        /// The first key removed.
         start: Vec<u8>,
+        /// The first key kept after the range.
         end: Vec<u8>,
     },
     /// Stores a cache entry (`value: None`: a cached "not found"), evicting within `capacity`
     /// (the partition's share of the cache's bytes).
     CacheSet {
+        /// The cache written.
         cache: CacheId,
+        /// The entry's key.
         key: Vec<u8>,
+        /// The partition's share of the cache's bytes.
         capacity: u64,
+        /// When the entry expires, in microseconds since the Unix epoch.
         expires_at: i64,
+        /// The value, or `None` for a cached "not found".
         value: Option<Vec<u8>>,
     },
     /// Removes a cache entry.
     CacheDelete {
+        /// The cache written.
         cache: CacheId,
+        /// The entry's key.
         key: Vec<u8>,
     },
     /// Marks cache entries visited: hits a replica reports, by the entries' stamps.
     CacheTouch {
+        /// The cache written.
         cache: CacheId,
+        /// The stamps of the entries hit.
         stamps: Vec<u64>,
     },
     /// Removes every entry of the cache in the partition.
     CacheClear {
+        /// The cache cleared.
         cache: CacheId,
     },
 }
@@ -99,15 +119,27 @@ impl Op {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     /// Mutations applied atomically, all in the entry's partition.
-    Batch { ts_micros: i64, ops: Vec<Op> },
+    Batch {
+        /// The append time, in microseconds since the Unix epoch.
+        ts_micros: i64,
+        /// The mutations, applied in order.
+        ops: Vec<Op>,
+    },
     /// Deletes the keyspace's data in the entry's partition; later writes to it are skipped.
     DropKeyspace {
+        /// The append time, in microseconds since the Unix epoch.
         ts_micros: i64,
+        /// The keyspace dropped.
         keyspace: KeyspaceId,
     },
     /// A transaction's input, or remote reads for one: executed by the partition's
     /// transaction executor.
-    Txn { ts_micros: i64, entry: Vec<u8> },
+    Txn {
+        /// The append time, in microseconds since the Unix epoch.
+        ts_micros: i64,
+        /// The entry as `notadb_txn::Entry` encodes it.
+        entry: Vec<u8>,
+    },
 }
 
 impl Record {
