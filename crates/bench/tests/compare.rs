@@ -11,7 +11,7 @@ fn free_addr() -> std::net::SocketAddr {
         .local_addr()
         .expect("addr")
 }
-use notadb_log::jetstream::NatsServer;
+use notadb_testkit::NatsServer;
 use serde_json::Value;
 use std::process::{Command, Output};
 

@@ -5,10 +5,10 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use notadb::log::jetstream::NatsServer;
 use notadb_client::Client;
 use notadb_cluster::ClusterLog;
-use notadb_kafka::TansuServer;
+use notadb_testkit::NatsServer;
+use notadb_testkit::TansuServer;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,7 @@ use harness::pg::{connect, Db};
 use notadb::client::proto::{CacheResult, CacheSettings, CacheStatus};
 use notadb::client::{cache_key, cache_tuple_key, Client, Code, Element};
 use notadb::{CacheDef, PostgresLoaderConfig, Server, ServerConfig};
-use notadb_log::jetstream::NatsServer;
+use notadb_testkit::NatsServer;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

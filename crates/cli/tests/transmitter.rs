@@ -8,7 +8,7 @@ use harness::cluster::{blocking, serial, ClusterNode, NodeSpec};
 use harness::pg::{connect, Db};
 use harness::{free_addr, http_get, BIN};
 use notadb_client::{Client, Element, Token};
-use notadb_log::jetstream::NatsServer;
+use notadb_testkit::NatsServer;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

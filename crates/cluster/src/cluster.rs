@@ -11,8 +11,9 @@ use crate::objects::DirObjects;
 use crate::txn;
 use crate::ClusterConfig;
 use async_nats::jetstream::{self, kv};
+use notadb_jetstream::JetStreamLog;
 use notadb_kafka::{KafkaLog, KafkaOptions};
-use notadb_log::{JetStreamLog, Log};
+use notadb_log::Log;
 use notadb_node::{Node, NodeBuilder, NodeConfig, TxnNotifier};
 use notadb_types::{PartitionId, Seq};
 use std::sync::{Arc, Mutex};
@@ -142,7 +143,7 @@ impl Backend {
         let objects = checkpoint::object_store(&js, &name, replicas).await?;
         let log = JetStreamLog::connect(config.jetstream.clone(), doc.partitions).await?;
         let sequencer = JetStreamLog::connect(
-            notadb_log::JetStreamOptions {
+            notadb_jetstream::JetStreamOptions {
                 name: txn::sequencer_name(&name),
                 // The forwarder truncates it; expiring entries it has not copied would
                 // lose transactions.

@@ -1,7 +1,7 @@
 //! The `[cluster]` table of a node's configuration.
 
+use notadb_jetstream::JetStreamOptions;
 use notadb_kafka::KafkaOptions;
-use notadb_log::JetStreamOptions;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;

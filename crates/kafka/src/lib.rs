@@ -4,7 +4,6 @@
 //!   suite as the embedded and JetStream logs.
 //! - [`KafkaOptions`]: bootstrap servers, topic, creation settings, and librdkafka properties
 //!   passed through (SASL, TLS).
-//! - [`TansuServer`]: a `tansu` broker child process for tests and local clusters.
 //!
 //! # One topic, a notadb partition per Kafka partition
 //!
@@ -53,11 +52,9 @@
 
 mod log;
 mod options;
-mod server;
 
 pub use self::log::KafkaLog;
 pub use options::{
     KafkaOptions, DEFAULT_BOOTSTRAP, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_TOPIC, RECORD_OVERHEAD_BYTES, RESERVED_PROPERTIES,
 };
-pub use server::{TansuServer, TANSU_ENV};

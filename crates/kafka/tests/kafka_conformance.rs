@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use notadb_kafka::{KafkaLog, KafkaOptions, TansuServer};
+use notadb_kafka::{KafkaLog, KafkaOptions};
 use notadb_log::conformance::LogHarness;
 use notadb_log::{Log, LogBounds, LogError};
+use notadb_testkit::TansuServer;
 use notadb_types::{PartitionId, Seq};
 
 /// A broker with its store in a temporary directory; each log name is a topic.

@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use notadb_log::{EmbeddedLog, EmbeddedLogOptions, FsyncPolicy};
 
-mod common;
-
 /// Entries appended per run.
 const ENTRIES: u64 = 100_000;
 /// Concurrent appending tasks.
@@ -52,6 +50,8 @@ async fn run(policy: FsyncPolicy, partitions: u16) -> Result<(f64, f64), Box<dyn
         ..EmbeddedLogOptions::default()
     };
     let log = Arc::new(EmbeddedLog::open(dir.path(), partitions, options)?);
-    let seconds = common::append_from_tasks(log, partitions, ENTRIES, TASKS, PAYLOAD_BYTES).await?;
+    let seconds =
+        notadb_testkit::load::append_from_tasks(log, partitions, ENTRIES, TASKS, PAYLOAD_BYTES)
+            .await?;
     Ok((seconds, ENTRIES as f64 / seconds))
 }

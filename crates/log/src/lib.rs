@@ -5,9 +5,10 @@
 //! - [`EmbeddedLog`]: the single-node default, on local files shared by every partition, one
 //!   writer thread with group commit (one `fdatasync` for a batch of appends to any
 //!   partitions); see [`FsyncPolicy`] for what an acknowledgement guarantees.
-//! - [`JetStreamLog`]: the multi-node backend on NATS JetStream, one stream per partition; see
-//!   [`jetstream`] for its guarantees, and [`jetstream::NatsServer`] to run a server in tests.
 //! - [`conformance`]: the suite every implementation runs.
+//!
+//! The cluster backends live in their own crates: `notadb-jetstream` (NATS JetStream) and
+//! `notadb-kafka`.
 
 pub mod conformance;
 pub mod durations;
@@ -16,13 +17,11 @@ mod error;
 mod frame;
 mod fsync;
 mod index;
-pub mod jetstream;
 mod legacy;
 mod log;
 mod meta;
 mod options;
 mod partition;
-pub mod process;
 mod read;
 mod segment;
 mod writer;
@@ -30,7 +29,6 @@ mod writer;
 pub use embedded::EmbeddedLog;
 pub use error::LogError;
 pub use fsync::{FsyncPolicy, FsyncPolicyParseError};
-pub use jetstream::{JetStreamLog, JetStreamOptions};
 pub use log::{partition_slot, Log, LogBounds, LogEntry};
 pub use options::{
     EmbeddedLogOptions, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_TAIL_BYTES,

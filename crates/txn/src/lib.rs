@@ -23,21 +23,28 @@
 //! - [`oracle`]: the serial replay the executor is tested against ([`replay`]).
 //! - [`checker`]: a list-append history checker for serializability and strict
 //!   serializability ([`check`]).
+//!
+//! `checker`, `oracle` and `mem_store` are test support: they exist with the `testing`
+//! feature (and in this crate's own tests).
 
 #![warn(missing_docs)]
 
 pub mod builtin;
+#[cfg(any(test, feature = "testing"))]
 pub mod checker;
 pub mod entry;
 pub mod error;
 pub mod executor;
 pub mod input;
+#[cfg(any(test, feature = "testing"))]
 pub mod mem_store;
+#[cfg(any(test, feature = "testing"))]
 pub mod oracle;
 pub mod procedure;
 pub mod report;
 pub mod scheduler;
 
+#[cfg(any(test, feature = "testing"))]
 pub use checker::{check, Anomaly, MicroOp, Op, Report, Status};
 pub use entry::{Entry, KeyValues, RemoteReads};
 pub use error::TxnError;
@@ -49,7 +56,9 @@ pub use input::{
     Access, KeyAccess, TxnEnv, TxnId, TxnInput, TxnKey, MAX_ARGS_BYTES, MAX_PROCEDURE_NAME,
     MAX_TXN_KEYS,
 };
+#[cfg(any(test, feature = "testing"))]
 pub use mem_store::MemStore;
+#[cfg(any(test, feature = "testing"))]
 pub use oracle::{replay, Replay};
 pub use procedure::{Abort, Outcome, Procedure, Procedures, TxnContext};
 pub use report::{decode_report, encode_report};

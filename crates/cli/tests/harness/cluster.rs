@@ -5,8 +5,8 @@
 pub use super::try_http_get;
 use super::{free_addr, BIN};
 use notadb_client::{proto, Client, KeyspaceSchema, Token};
-use notadb_kafka::TansuServer;
-use notadb_log::jetstream::NatsServer;
+use notadb_testkit::NatsServer;
+use notadb_testkit::TansuServer;
 use notadb_types::{ElementType, KeyElement, Order, PartitionId, ValueFormat};
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -14,7 +14,7 @@ use super::cursor::{self, Cursor, ReadTarget};
 use super::publish::{self, MessageIds, Publication};
 use super::streams;
 use super::JetStreamOptions;
-use crate::{Log, LogBounds, LogEntry, LogError};
+use notadb_log::{Log, LogBounds, LogEntry, LogError};
 
 /// Bytes of a message the server counts against `max_payload` that are left for headers
 /// (`Nats-Msg-Id`, `Nats-Expected-Stream`) when the entry limit comes from the server.
@@ -121,7 +121,7 @@ impl JetStreamLog {
     }
 
     fn partition(&self, partition: PartitionId) -> Result<&Partition, LogError> {
-        crate::log::partition_slot(&self.inner.partitions, partition)
+        notadb_log::partition_slot(&self.inner.partitions, partition)
     }
 
     /// Publishes `payload` to `partition` under `message_id`, the way every append does.

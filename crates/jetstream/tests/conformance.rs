@@ -1,8 +1,8 @@
 //! The conformance suite against [`JetStreamLog`], each check on its own `nats-server`.
 
+use notadb_jetstream::{JetStreamLog, JetStreamOptions};
 use notadb_log::conformance::{self, LogHarness};
-use notadb_log::jetstream::NatsServer;
-use notadb_log::{JetStreamLog, JetStreamOptions};
+use notadb_testkit::NatsServer;
 
 /// A `nats-server` with its store in a temporary directory; each log name is a stream prefix.
 struct Harness {

@@ -1,6 +1,6 @@
 //! Append throughput of the JetStream log against its ceiling, plain async-nats publishing.
 //!
-//! `cargo run -p notadb-log --release --example jetstream_throughput -- [--url nats://...]
+//! `cargo run -p notadb-jetstream --release --example jetstream_throughput -- [--url nats://...]
 //! [--entries N] [--in-flight N]`
 //!
 //! Without `--url` it starts its own `nats-server` (file storage, in a temporary directory).
@@ -21,10 +21,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use notadb_log::jetstream::NatsServer;
-use notadb_log::{JetStreamLog, JetStreamOptions};
-
-mod common;
+use notadb_jetstream::{JetStreamLog, JetStreamOptions};
+use notadb_testkit::NatsServer;
 
 /// Payload size in bytes.
 const PAYLOAD_BYTES: usize = 64;
@@ -155,7 +153,7 @@ async fn log_appends(
     args: &Args,
 ) -> Result<f64, Box<dyn Error>> {
     let tasks = args.in_flight as u64;
-    Ok(common::append_from_tasks(
+    Ok(notadb_testkit::load::append_from_tasks(
         Arc::new(log),
         partitions,
         args.entries,

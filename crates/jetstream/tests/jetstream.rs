@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use notadb_log::jetstream::{NatsServer, HEADER_ROOM_BYTES, NATS_MAX_PAYLOAD_BYTES};
-use notadb_log::{JetStreamLog, JetStreamOptions, Log, LogBounds, LogEntry, LogError};
+use notadb_jetstream::{JetStreamLog, JetStreamOptions, HEADER_ROOM_BYTES};
+use notadb_log::{Log, LogBounds, LogEntry, LogError};
+use notadb_testkit::{NatsServer, NATS_MAX_PAYLOAD_BYTES};
 use notadb_types::{PartitionId, Seq};
 
 const P0: PartitionId = PartitionId(0);

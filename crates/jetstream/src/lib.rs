@@ -1,5 +1,5 @@
-//! [`JetStreamLog`]: the [`Log`](crate::Log) on NATS JetStream, the backend for clusters of
-//! more than one node; and [`NatsServer`], a `nats-server` child process for tests and local
+//! [`JetStreamLog`]: the [`Log`](notadb_log::Log) on NATS JetStream, the backend for clusters of
+//! more than one node. `notadb_testkit::NatsServer` runs a `nats-server` for tests and local
 //! clusters.
 //!
 //! Requires nats-server 2.10 or newer (stream metadata); [`JetStreamLog::connect`] refuses
@@ -17,11 +17,11 @@
 //! - **Partitions are independent.** Each stream has its own replication group and leader, so
 //!   leadership and load spread over a cluster's servers, and a slow or recovering partition does
 //!   not hold up the others.
-//! - **Truncation is a purge.** [`Log::truncate_before`](crate::Log::truncate_before) is a
+//! - **Truncation is a purge.** [`Log::truncate_before`](notadb_log::Log::truncate_before) is a
 //!   purge up to a sequence (it keeps `seq >= before`, clamped to `last + 1` so numbering never
 //!   changes).
 //! - Every stream records the log's partition count in its metadata (`notadb.partitions`); opening
-//!   a log with another count fails with [`LogError::PartitionCount`](crate::LogError). Missing
+//!   a log with another count fails with [`LogError::PartitionCount`](notadb_log::LogError). Missing
 //!   streams are created with the [`JetStreamOptions`]; existing ones keep their configuration.
 //!
 //! # Durability
@@ -31,7 +31,7 @@
 //! one server, written to its files; whether it survives a *power loss* of that machine is decided
 //! by the server's `sync_interval` (default 2 minutes; `sync_interval: always` syncs every
 //! write), not by this client. With 3 replicas an acknowledged entry survives the loss of any one
-//! server. [`Log::flush`](crate::Log::flush) only waits for this connection's buffered bytes to
+//! server. [`Log::flush`](notadb_log::Log::flush) only waits for this connection's buffered bytes to
 //! be written out; it cannot make a server sync.
 //!
 //! # Retries are idempotent
@@ -41,14 +41,14 @@
 //! message, same id, is published again, up to `publish_attempts` times with backoff; the
 //! server drops a repeat seen within its `duplicate_window` and acks it with the original seq.
 //! [`JetStreamOptions::validate`] insists that the window covers an append's whole retry budget.
-//! An append that still fails returns [`LogError::Unavailable`](crate::LogError) (retryable);
+//! An append that still fails returns [`LogError::Unavailable`](notadb_log::LogError) (retryable);
 //! its entry may or may not have been written.
 //!
 //! # Retention
 //!
-//! By default nothing is dropped until [`Log::truncate_before`](crate::Log::truncate_before).
+//! By default nothing is dropped until [`Log::truncate_before`](notadb_log::Log::truncate_before).
 //! `max_age` and `max_bytes` make the server drop a partition's oldest entries on its own; a
-//! reader that falls behind them gets [`LogError::Truncated`](crate::LogError).
+//! reader that falls behind them gets [`LogError::Truncated`](notadb_log::LogError).
 //!
 //! # Reads
 //!
@@ -63,7 +63,6 @@ mod errors;
 mod log;
 mod options;
 mod publish;
-mod server;
 mod streams;
 
 pub use self::log::{JetStreamLog, HEADER_ROOM_BYTES};
@@ -71,7 +70,6 @@ pub use options::{
     JetStreamOptions, JetStreamStorage, DEFAULT_DUPLICATE_WINDOW, DEFAULT_NAME,
     DEFAULT_PUBLISH_ATTEMPTS, DEFAULT_PUBLISH_TIMEOUT, DEFAULT_URL, MAX_PUBLISH_BACKOFF,
 };
-pub use server::{NatsServer, NATS_MAX_PAYLOAD_BYTES, NATS_SERVER_ENV};
 
 #[cfg(test)]
 mod tests;

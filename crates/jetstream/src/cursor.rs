@@ -5,7 +5,7 @@
 //! background, and a read just takes what has arrived. A read from any other seq replaces the
 //! cursor, and so does a read after this handle truncated the partition (the cursor may hold
 //! entries pulled before the truncation). Entries truncated by *another* handle may still be
-//! returned from what a cursor pulled ahead, as [`Log::truncate_before`](crate::Log) allows.
+//! returned from what a cursor pulled ahead, as [`Log::truncate_before`](notadb_log::Log) allows.
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use notadb_types::{PartitionId, Seq};
 
 use super::errors::api_error;
 use super::streams::{self, stream_of};
-use crate::{LogEntry, LogError};
+use notadb_log::{LogEntry, LogError};
 
 /// Most messages a cursor's consumer pulls ahead of the reader in one pull request.
 const READ_AHEAD_MESSAGES: i64 = 256;

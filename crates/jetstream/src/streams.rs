@@ -7,7 +7,7 @@ use notadb_types::{PartitionId, Seq};
 
 use super::errors::{api_error, jetstream_error};
 use super::{JetStreamOptions, JetStreamStorage};
-use crate::{LogBounds, LogError};
+use notadb_log::{LogBounds, LogError};
 
 /// Stream metadata key that records the partition count of the log a stream belongs to.
 pub(crate) const PARTITIONS_METADATA: &str = "notadb.partitions";

@@ -6,7 +6,7 @@ use std::fmt::{Debug, Display};
 
 use async_nats::jetstream::{self, consumer, context, stream};
 
-use crate::LogError;
+use notadb_log::LogError;
 
 /// The kinds of client errors that may carry a JetStream API error.
 pub(crate) trait ApiErrorKind: Clone + Debug + Display + PartialEq {

@@ -10,7 +10,7 @@ use notadb_types::Seq;
 
 use super::errors::jetstream_error;
 use super::options::MAX_PUBLISH_BACKOFF;
-use crate::LogError;
+use notadb_log::LogError;
 
 /// Pause before the second publish attempt of an append; it doubles per attempt up to
 /// [`MAX_PUBLISH_BACKOFF`].

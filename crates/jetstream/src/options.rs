@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::durations::{humantime_option, humantime_serde};
-use crate::LogError;
+use notadb_log::durations::{humantime_option, humantime_serde};
+use notadb_log::LogError;
 
 /// Default NATS server address.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -53,7 +53,7 @@ pub struct JetStreamOptions {
     /// Replication factor of each partition's stream (1 to 5; must not exceed the cluster size).
     pub replicas: usize,
     /// Entries older than this are dropped by the server; `None` keeps them until
-    /// [`Log::truncate_before`](crate::Log::truncate_before).
+    /// [`Log::truncate_before`](notadb_log::Log::truncate_before).
     #[serde(with = "humantime_option")]
     pub max_age: Option<Duration>,
     /// Per partition, the oldest entries are dropped once the stream holds more bytes than

@@ -5,8 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use notadb_types::{PartitionId, Seq};
 
-use super::{JetStreamLog, JetStreamOptions, NatsServer};
-use crate::{Log, LogBounds, LogEntry};
+use super::{JetStreamLog, JetStreamOptions};
+use notadb_log::{Log, LogBounds, LogEntry};
+use notadb_testkit::NatsServer;
 
 const P0: PartitionId = PartitionId(0);
 

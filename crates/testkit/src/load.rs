@@ -1,4 +1,4 @@
-//! The load both log examples apply.
+//! An append load on a log, for the log examples and benchmarks.
 
 use std::sync::Arc;
 use std::time::Instant;
