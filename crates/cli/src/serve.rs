@@ -30,7 +30,7 @@ pub struct ServeArgs {
     /// Node name.
     #[arg(long, env = "NOTADB_NODE_ID")]
     pub node_id: Option<String>,
-    /// Embedded log fsync policy: always, never, interval:<N>ms.
+    /// Embedded log fsync policy: always, never, interval:{N}ms.
     #[arg(long, env = "NOTADB_LOG_FSYNC")]
     pub log_fsync: Option<String>,
     /// NATS server URL: runs the node in cluster mode on JetStream (adds a `[cluster]` table
@@ -247,6 +247,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "kafka")]
     fn serve_kafka_bootstrap_runs_on_kafka_and_names_the_topic() {
         let c = cluster(&[
             "--kafka-bootstrap",

@@ -4,14 +4,17 @@ use crate::checkpoint::{self, Manifest};
 use crate::config::ClusterLog;
 use crate::control::{JetStreamKv, JetStreamObjects, KvStore, Objects};
 use crate::error::{nats, ClusterError};
+#[cfg(feature = "kafka")]
 use crate::logkv::LogKv;
 use crate::members::{self, Candidacies, Routes};
 use crate::meta::{self, ClusterDoc, KvSchemas};
+#[cfg(feature = "kafka")]
 use crate::objects::DirObjects;
 use crate::txn;
 use crate::ClusterConfig;
 use async_nats::jetstream::{self, kv};
 use notadb_jetstream::JetStreamLog;
+#[cfg(feature = "kafka")]
 use notadb_kafka::{KafkaLog, KafkaOptions};
 use notadb_log::Log;
 use notadb_node::{Node, NodeBuilder, NodeConfig, TxnNotifier};
@@ -26,6 +29,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the Kafka members and reports topics keep entries: far longer than a member's
 /// TTL or a transaction's wait, short enough that a starting node reads little.
+#[cfg(feature = "kafka")]
 const KAFKA_SHORT_RETENTION: Duration = Duration::from_secs(3600);
 
 /// Where other nodes and clients reach this node.
@@ -43,9 +47,8 @@ enum Broker {
         client: async_nats::Client,
         js: Box<jetstream::Context>,
     },
-    Kafka {
-        reports: Arc<dyn Log>,
-    },
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    Kafka { reports: Arc<dyn Log> },
 }
 
 /// The stores and logs a cluster runs on, opened on its broker.
@@ -98,6 +101,7 @@ async fn jetstream_meta(
 
 /// The Kafka topic `{topic}.{suffix}`: one partition, entries kept `retention` (`None`:
 /// forever).
+#[cfg(feature = "kafka")]
 async fn kafka_companion(
     config: &ClusterConfig,
     suffix: &str,
@@ -117,7 +121,10 @@ impl Backend {
     ) -> Result<(Backend, ClusterDoc), ClusterError> {
         match config.log {
             ClusterLog::JetStream => Backend::jetstream(config, node_config).await,
+            #[cfg(feature = "kafka")]
             ClusterLog::Kafka => Backend::kafka(config, node_config).await,
+            #[cfg(not(feature = "kafka"))]
+            ClusterLog::Kafka => Err(ClusterError::Config(crate::config::NO_KAFKA.into())),
         }
     }
 
@@ -172,6 +179,7 @@ impl Backend {
         Ok((backend, doc))
     }
 
+    #[cfg(feature = "kafka")]
     async fn kafka(
         config: &ClusterConfig,
         node_config: &NodeConfig,
@@ -379,9 +387,12 @@ impl Cluster {
             ClusterLog::JetStream => {
                 Arc::new(JetStreamLog::connect(self.config.jetstream.clone(), partitions).await?)
             }
+            #[cfg(feature = "kafka")]
             ClusterLog::Kafka => {
                 Arc::new(KafkaLog::connect(self.config.kafka.clone(), partitions).await?)
             }
+            #[cfg(not(feature = "kafka"))]
+            ClusterLog::Kafka => return Err(ClusterError::Config(crate::config::NO_KAFKA.into())),
         })
     }
 

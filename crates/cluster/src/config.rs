@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Why a build without the `kafka` feature refuses a cluster on Kafka.
+#[cfg(not(feature = "kafka"))]
+pub(crate) const NO_KAFKA: &str = "cluster.log: \"kafka\" needs a notadb built with the `kafka` \
+     cargo feature (on by default); this one was built without it";
+
 /// The broker a cluster runs on: its partition log, and (see `control.rs`) its metadata,
 /// membership and transaction reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +140,9 @@ impl ClusterConfig {
                 .jetstream
                 .validate()
                 .map_err(|e| format!("cluster.jetstream: {e}")),
+            #[cfg(not(feature = "kafka"))]
+            ClusterLog::Kafka => Err(NO_KAFKA.into()),
+            #[cfg(feature = "kafka")]
             ClusterLog::Kafka => {
                 self.kafka
                     .validate()
@@ -199,10 +207,17 @@ mod tests {
             ..Default::default()
         });
         assert!(e.contains("member_ttl_secs"), "{e}");
-        let e = bad(ClusterConfig {
+    }
+
+    #[test]
+    #[cfg(feature = "kafka")]
+    fn a_kafka_cluster_needs_a_checkpoint_dir() {
+        let e = ClusterConfig {
             log: ClusterLog::Kafka,
             ..Default::default()
-        });
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.contains("cluster.checkpoint_dir"), "{e}");
         let kafka = ClusterConfig {
             log: ClusterLog::Kafka,
@@ -211,6 +226,19 @@ mod tests {
         };
         assert!(kafka.validate().is_ok());
         assert_eq!(kafka.name(), "notadb");
+    }
+
+    #[test]
+    #[cfg(not(feature = "kafka"))]
+    fn without_the_kafka_feature_a_kafka_cluster_is_refused() {
+        let e = ClusterConfig {
+            log: ClusterLog::Kafka,
+            checkpoint_dir: Some("checkpoints".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("`kafka` cargo feature"), "{e}");
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl TxnNotifier for NatsNotifier {
 
 /// Appends reports of finished transactions to a one-partition log, each behind its
 /// origin tag (4 bytes, big-endian).
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) struct LogNotifier {
     pub log: Arc<dyn Log>,
     /// Largest report payload.

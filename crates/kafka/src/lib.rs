@@ -50,9 +50,11 @@
 //! Kafka drops the oldest entries by retention; a replica that falls behind retention gets
 //! `Truncated` and must bootstrap from a checkpoint, as on JetStream with `max_age`.
 
+#[cfg(feature = "rdkafka")]
 mod log;
 mod options;
 
+#[cfg(feature = "rdkafka")]
 pub use self::log::KafkaLog;
 pub use options::{
     KafkaOptions, DEFAULT_BOOTSTRAP, DEFAULT_MAX_ENTRY_BYTES, DEFAULT_REQUEST_TIMEOUT,

@@ -84,6 +84,12 @@ impl DerefMut for NatsServer {
     }
 }
 
+impl From<NatsServer> for ChildServer {
+    fn from(server: NatsServer) -> ChildServer {
+        server.0
+    }
+}
+
 fn url_of(port: u16) -> String {
     format!("nats://127.0.0.1:{port}")
 }

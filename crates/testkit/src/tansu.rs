@@ -83,6 +83,12 @@ impl DerefMut for TansuServer {
     }
 }
 
+impl From<TansuServer> for ChildServer {
+    fn from(server: TansuServer) -> ChildServer {
+        server.0
+    }
+}
+
 fn bootstrap_of(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
