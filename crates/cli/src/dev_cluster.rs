@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(c.kafka.bootstrap, "127.0.0.1:9093");
         assert_eq!(c.name(), "dev");
         assert_eq!(c.checkpoint_dir.as_deref(), Some(checkpoints));
-        assert_eq!((c.groups, c.group), (2, 1));
+        assert_eq!((c.groups, c.group), (2, notadb_types::GroupId(1)));
         c.validate().expect("a valid Kafka cluster");
     }
 

@@ -145,7 +145,7 @@ impl ServeArgs {
                 cluster.groups = v;
             }
             if let Some(v) = self.group {
-                cluster.group = v;
+                cluster.group = notadb_types::GroupId(v);
             }
             if let Some(v) = &self.advertise_grpc_addr {
                 cluster.advertise_grpc_addr = Some(v.clone());
@@ -270,7 +270,7 @@ mod tests {
             "the JetStream name is left alone"
         );
         assert_eq!(c.checkpoint_dir, Some(PathBuf::from("/shared/checkpoints")));
-        assert_eq!((c.groups, c.group), (2, 1));
+        assert_eq!((c.groups, c.group), (2, notadb_types::GroupId(1)));
         c.validate().expect("a valid Kafka cluster");
     }
 

@@ -496,7 +496,7 @@ impl Client {
             tokens: tokens.iter().copied().map(token_to_proto).collect(),
         };
         // Routed only when every key falls in one shard group.
-        let groups: Option<Vec<u32>> = keys
+        let groups: Option<Vec<notadb_types::GroupId>> = keys
             .iter()
             .map(|k| {
                 let routing = self.routing.as_ref()?;

@@ -7,7 +7,7 @@ use notadb_proto::v1::data_client::DataClient;
 use notadb_proto::v1::keyspaces_client::KeyspacesClient;
 use notadb_proto::v1::node_client::NodeClient;
 use notadb_proto::{schema_from_proto, v1};
-use notadb_types::{Element, KeyspaceSchema, PartitionId, Partitioner};
+use notadb_types::{Element, GroupId, KeyspaceSchema, PartitionId, Partitioner};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -22,10 +22,10 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 struct Table {
     partitioner: Option<Partitioner>,
     /// `assignment[p]`: the shard group of partition `p`.
-    assignment: Vec<u32>,
+    assignment: Vec<GroupId>,
     /// Per group: its ready replicas' gRPC addresses, and where they serve the frame
     /// protocol (when they do).
-    replicas: HashMap<u32, Vec<(String, Option<String>)>>,
+    replicas: HashMap<GroupId, Vec<(String, Option<String>)>>,
     schemas: HashMap<String, KeyspaceSchema>,
 }
 
@@ -84,11 +84,15 @@ impl Routing {
             .list_keyspaces(v1::ListKeyspacesRequest {})
             .await?
             .into_inner();
-        let mut replicas: HashMap<u32, Vec<(String, Option<String>)>> = HashMap::new();
+        let mut replicas: HashMap<GroupId, Vec<(String, Option<String>)>> = HashMap::new();
         for m in cluster.members.iter().filter(|m| m.ready) {
+            // A server never sends a group beyond a u16; such a member is not routed to.
+            let Ok(group) = GroupId::try_from(m.group) else {
+                continue;
+            };
             let frame = crate::frame_target(&m.grpc_addr, &m.frame_addr);
             replicas
-                .entry(m.group)
+                .entry(group)
                 .or_default()
                 .push((m.grpc_addr.clone(), frame));
         }
@@ -104,7 +108,13 @@ impl Routing {
             .and_then(|c| Partitioner::new(c).ok());
         *self.table.write().expect("routing lock") = Table {
             partitioner,
-            assignment: cluster.assignment,
+            // One group beyond a u16 and nothing is routed: requests go to any node.
+            assignment: cluster
+                .assignment
+                .into_iter()
+                .map(|g| GroupId::try_from(g).ok())
+                .collect::<Option<_>>()
+                .unwrap_or_default(),
             replicas,
             schemas,
         };
@@ -133,14 +143,14 @@ impl Routing {
     }
 
     /// The shard group of `p`.
-    pub(crate) fn group_of(&self, p: PartitionId) -> Option<u32> {
+    pub(crate) fn group_of(&self, p: PartitionId) -> Option<GroupId> {
         let table = self.table.read().expect("routing lock");
         table.assignment.get(usize::from(p.0)).copied()
     }
 
     /// A ready replica of `group` (round-robin), if one is known: its gRPC data client and
     /// its frame connection when it serves the frame protocol.
-    pub(crate) fn replica(&self, group: u32) -> Option<Owner> {
+    pub(crate) fn replica(&self, group: GroupId) -> Option<Owner> {
         let (addr, frame_addr) = {
             let table = self.table.read().expect("routing lock");
             let replicas = table.replicas.get(&group).filter(|r| !r.is_empty())?;

@@ -8,6 +8,7 @@ use crate::error::{nats, ClusterError};
 use async_nats::jetstream::object_store::ObjectStore;
 use notadb_node::Node;
 use notadb_record::now_micros;
+use notadb_types::GroupId;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
@@ -27,7 +28,7 @@ pub struct CheckpointFile {
 pub struct Manifest {
     /// Sortable id: creation time in Unix milliseconds, zero-padded, and the node.
     pub id: String,
-    pub group: u16,
+    pub group: GroupId,
     pub node_id: String,
     /// Applied positions when the checkpoint was taken (the copy holds at least these).
     pub applied: Vec<(u16, u64)>,
@@ -43,11 +44,11 @@ impl Manifest {
     }
 }
 
-fn manifest_key(group: u16) -> String {
+fn manifest_key(group: GroupId) -> String {
     format!("checkpoint.{group}")
 }
 
-fn object_name(group: u16, id: &str, file: &str) -> String {
+fn object_name(group: GroupId, id: &str, file: &str) -> String {
     format!("g{group}/{id}/{file}")
 }
 
@@ -80,7 +81,7 @@ pub(crate) async fn take(
     node: &Node,
     meta: &dyn KvStore,
     store: &dyn Objects,
-    group: u16,
+    group: GroupId,
     keep: usize,
 ) -> Result<Manifest, ClusterError> {
     let status = node.status();
@@ -131,7 +132,7 @@ pub(crate) async fn take(
 async fn upload(
     dir: &Path,
     store: &dyn Objects,
-    group: u16,
+    group: GroupId,
     id: &str,
 ) -> Result<Vec<CheckpointFile>, ClusterError> {
     let mut names = Vec::new();
@@ -157,7 +158,7 @@ async fn upload(
 }
 
 /// Deletes the objects of all but the newest `keep` checkpoints of `group`.
-async fn prune(store: &dyn Objects, group: u16, keep: usize) {
+async fn prune(store: &dyn Objects, group: GroupId, keep: usize) {
     let prefix = format!("g{group}/");
     let mut ids = std::collections::BTreeMap::<String, Vec<String>>::new();
     let Ok(list) = store.list(&prefix).await else {
@@ -181,7 +182,7 @@ async fn prune(store: &dyn Objects, group: u16, keep: usize) {
 /// The newest checkpoint of `group`, if any.
 pub(crate) async fn newest(
     meta: &dyn KvStore,
-    group: u16,
+    group: GroupId,
 ) -> Result<Option<Manifest>, ClusterError> {
     let Some(entry) = meta.entry(&manifest_key(group)).await? else {
         return Ok(None);
@@ -197,7 +198,7 @@ pub(crate) async fn newest(
 pub(crate) async fn restore(
     meta: &dyn KvStore,
     store: &dyn Objects,
-    group: u16,
+    group: GroupId,
     db_dir: &Path,
 ) -> Result<Option<Manifest>, ClusterError> {
     if tokio::fs::try_exists(db_dir).await.unwrap_or(true) {

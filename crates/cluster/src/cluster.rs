@@ -18,7 +18,7 @@ use notadb_jetstream::JetStreamLog;
 use notadb_kafka::{KafkaLog, KafkaOptions};
 use notadb_log::Log;
 use notadb_node::{Node, NodeBuilder, NodeConfig, TxnNotifier};
-use notadb_types::{PartitionId, Seq};
+use notadb_types::{GroupId, PartitionId, Seq};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -370,7 +370,7 @@ impl Cluster {
     }
 
     /// This node's shard group.
-    pub fn group(&self) -> u16 {
+    pub fn group(&self) -> GroupId {
         self.config.group
     }
 

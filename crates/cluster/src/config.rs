@@ -2,6 +2,7 @@
 
 use notadb_jetstream::JetStreamOptions;
 use notadb_kafka::KafkaOptions;
+use notadb_types::GroupId;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,7 +70,7 @@ pub struct ClusterConfig {
     /// Number of shard groups, fixed when the cluster is created.
     pub groups: u16,
     /// This node's shard group, below `groups`.
-    pub group: u16,
+    pub group: GroupId,
     /// gRPC address other nodes and clients reach this node at; default: the listen address.
     pub advertise_grpc_addr: Option<String>,
     /// Admin address shown in the cluster status; default: the listen address.
@@ -97,7 +98,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             jetstream: JetStreamOptions::default(),
             groups: 1,
-            group: 0,
+            group: GroupId(0),
             advertise_grpc_addr: None,
             advertise_admin_addr: None,
             advertise_frame_addr: None,
@@ -120,7 +121,7 @@ impl ClusterConfig {
         if self.groups == 0 {
             return Err("cluster.groups: expected at least 1 shard group, found 0".into());
         }
-        if self.group >= self.groups {
+        if self.group.0 >= self.groups {
             return Err(format!(
                 "cluster.group: expected a group below {} (cluster.groups), found {}",
                 self.groups, self.group
@@ -194,7 +195,7 @@ mod tests {
         assert!(e.contains("cluster.groups"), "{e}");
         let e = bad(ClusterConfig {
             groups: 2,
-            group: 2,
+            group: GroupId(2),
             ..Default::default()
         });
         assert!(e.contains("cluster.group:") && e.contains("below 2"), "{e}");

@@ -10,7 +10,7 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use notadb_node::Node;
 use notadb_record::now_micros;
-use notadb_types::{PartitionId, Seq, Token};
+use notadb_types::{GroupId, PartitionId, Seq, Token};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -32,7 +32,7 @@ pub struct MemberPartition {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub node_id: String,
-    pub group: u16,
+    pub group: GroupId,
     pub grpc_addr: String,
     pub admin_addr: String,
     /// Where it serves the frame protocol; empty when it does not (or is older).
@@ -76,7 +76,7 @@ pub(crate) fn age_of(sent_unix_ms: u64) -> Duration {
 
 impl Member {
     /// The heartbeat `node`, serving `group` at these addresses, would send now.
-    pub fn of_node(node: &Node, group: u16, at: &crate::Advertised) -> Member {
+    pub fn of_node(node: &Node, group: GroupId, at: &crate::Advertised) -> Member {
         let status = node.status();
         Member {
             node_id: status.node_id,
@@ -190,7 +190,7 @@ impl Routes {
     /// group's cache loader, so that concurrent misses of a key, wherever they arrive, meet
     /// on one replica. Tables that disagree for a moment (a member joining or leaving) can
     /// make two replicas load one key once each.
-    pub fn loaders(&self, group: u16) -> Vec<Member> {
+    pub fn loaders(&self, group: GroupId) -> Vec<Member> {
         let mut members: Vec<Member> = self
             .live()
             .into_iter()
@@ -206,7 +206,7 @@ impl Routes {
     /// then the least lagging.
     pub fn replicas(
         &self,
-        group: u16,
+        group: GroupId,
         partition: Option<PartitionId>,
         tokens: &[Token],
     ) -> Vec<Member> {
@@ -239,7 +239,7 @@ pub(crate) async fn heartbeat_loop(
     members: std::sync::Arc<dyn KvStore>,
     routes: std::sync::Arc<Routes>,
     node: Node,
-    addrs: (u16, crate::Advertised),
+    addrs: (GroupId, crate::Advertised),
     candidacies: Candidacies,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -357,7 +357,7 @@ mod tests {
     fn member(id: &str, group: u16, ready: bool, applied: u64, last: u64) -> Member {
         Member {
             node_id: id.into(),
-            group,
+            group: GroupId(group),
             grpc_addr: format!("{id}:7070"),
             frame_addr: String::new(),
             admin_addr: format!("{id}:7071"),
@@ -383,7 +383,7 @@ mod tests {
         routes.saw(member("other", 0, true, 10, 10));
         let ids = |tokens: &[Token]| -> Vec<String> {
             routes
-                .replicas(1, Some(PartitionId(1)), tokens)
+                .replicas(GroupId(1), Some(PartitionId(1)), tokens)
                 .into_iter()
                 .map(|m| m.node_id)
                 .collect()

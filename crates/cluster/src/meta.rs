@@ -8,7 +8,7 @@ use crate::error::{nats, ClusterError};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use notadb_node::{CacheDef, KeyspaceDef, Node, NodeError, SchemaStore};
-use notadb_types::{KeyspaceId, KeyspaceSchema, PartitionId};
+use notadb_types::{GroupId, KeyspaceId, KeyspaceSchema, PartitionId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub struct ClusterDoc {
     /// Shard group count.
     pub groups: u16,
     /// `assignment[p]`: the shard group serving partition `p`.
-    pub assignment: Vec<u16>,
+    pub assignment: Vec<GroupId>,
 }
 
 impl ClusterDoc {
@@ -37,17 +37,17 @@ impl ClusterDoc {
         ClusterDoc {
             partitions,
             groups,
-            assignment: (0..partitions).map(|p| p % groups).collect(),
+            assignment: (0..partitions).map(|p| GroupId(p % groups)).collect(),
         }
     }
 
     /// The group serving `p`.
-    pub fn group_of(&self, p: PartitionId) -> u16 {
+    pub fn group_of(&self, p: PartitionId) -> GroupId {
         self.assignment[p.0 as usize]
     }
 
     /// The partitions `group` serves.
-    pub fn partitions_of(&self, group: u16) -> BTreeSet<PartitionId> {
+    pub fn partitions_of(&self, group: GroupId) -> BTreeSet<PartitionId> {
         (0..self.partitions)
             .map(PartitionId)
             .filter(|p| self.group_of(*p) == group)
@@ -337,13 +337,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_cluster_doc_keeps_bare_group_numbers_in_its_json() {
+        // As every earlier version wrote it: a cluster keeps reading its own metadata.
+        let json = r#"{"partitions":4,"groups":2,"assignment":[0,1,0,1]}"#;
+        let doc: ClusterDoc = serde_json::from_str(json).expect("parses");
+        assert_eq!(doc, ClusterDoc::new(4, 2));
+        assert_eq!(doc.group_of(PartitionId(3)), GroupId(1));
+        assert_eq!(serde_json::to_string(&doc).expect("serializes"), json);
+    }
+
+    #[test]
     fn partitions_are_dealt_round_robin() {
         let doc = ClusterDoc::new(8, 3);
-        assert_eq!(doc.assignment, [0, 1, 2, 0, 1, 2, 0, 1]);
-        assert_eq!(doc.group_of(PartitionId(5)), 2);
-        let g1: Vec<u16> = doc.partitions_of(1).into_iter().map(|p| p.0).collect();
+        assert_eq!(doc.assignment, [0, 1, 2, 0, 1, 2, 0, 1].map(GroupId));
+        assert_eq!(doc.group_of(PartitionId(5)), GroupId(2));
+        let g1: Vec<u16> = doc
+            .partitions_of(GroupId(1))
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         assert_eq!(g1, [1, 4, 7]);
-        let all: usize = (0..3).map(|g| doc.partitions_of(g).len()).sum();
+        let all: usize = (0..3).map(|g| doc.partitions_of(GroupId(g)).len()).sum();
         assert_eq!(all, 8);
     }
 

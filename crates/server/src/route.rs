@@ -5,7 +5,7 @@ use crate::status::to_status;
 use notadb_cluster::Cluster;
 use notadb_node::{Consistency, Node, NodeError};
 use notadb_proto::v1::data_client::DataClient;
-use notadb_types::PartitionId;
+use notadb_types::{GroupId, PartitionId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -26,9 +26,9 @@ pub enum Route {
     /// On this node.
     Here,
     /// On a replica of this shard group, which serves the request's partition.
-    Group(u16, PartitionId),
+    Group(GroupId, PartitionId),
     /// Here and on these other shard groups, merged.
-    Everywhere(Vec<u16>),
+    Everywhere(Vec<GroupId>),
 }
 
 /// Decides where requests run and forwards them.
@@ -68,7 +68,8 @@ impl Router {
             Some(p) if self.node.owns(p) => Route::Here,
             Some(p) => Route::Group(cluster.routes().doc().group_of(p), p),
             None => {
-                let others: Vec<u16> = (0..cluster.routes().doc().groups)
+                let others: Vec<GroupId> = (0..cluster.routes().doc().groups)
+                    .map(GroupId)
                     .filter(|g| *g != cluster.group())
                     .collect();
                 if others.is_empty() {
@@ -91,7 +92,7 @@ impl Router {
     }
 
     /// The shard group serving `p`, or `None` when this node does (multi-get's split).
-    pub fn remote_group(&self, cluster: &Cluster, p: PartitionId) -> Option<u16> {
+    pub fn remote_group(&self, cluster: &Cluster, p: PartitionId) -> Option<GroupId> {
         (!self.node.owns(p)).then(|| cluster.routes().doc().group_of(p))
     }
 
@@ -114,7 +115,7 @@ impl Router {
     /// unavailable, all within the request's deadline. Fails with `UNAVAILABLE` naming the group when none answers.
     pub async fn forward<M, T, F, Fut>(
         &self,
-        group: u16,
+        group: GroupId,
         partition: Option<PartitionId>,
         consistency: &Consistency,
         message: M,
@@ -157,7 +158,7 @@ impl Router {
     pub async fn forward_to<M, T, F, Fut>(
         &self,
         replicas: Vec<notadb_cluster::Member>,
-        group: u16,
+        group: GroupId,
         partition: Option<PartitionId>,
         consistency: &Consistency,
         headers: &[&'static str],

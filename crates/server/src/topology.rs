@@ -4,6 +4,7 @@
 use notadb_cluster::{Cluster, Member};
 use notadb_node::Node;
 use notadb_proto::v1;
+use notadb_types::GroupId;
 use std::sync::Arc;
 
 /// This node, its addresses, and its cluster if it is in one.
@@ -71,7 +72,7 @@ impl Topology {
             None => {
                 let me = notadb_cluster::Member::of_node(
                     &self.node,
-                    0,
+                    GroupId(0),
                     &notadb_cluster::Advertised {
                         grpc_addr: self.grpc_addr.clone(),
                         admin_addr: self.admin_addr.clone(),

@@ -13,6 +13,36 @@ pub struct PartitionId(pub u16);
 )]
 pub struct Seq(pub u64);
 
+/// A shard group: the replicas that serve one share of the partitions. A single node is
+/// group 0 of one.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct GroupId(pub u16);
+
+impl fmt::Display for GroupId {
+    /// The bare number: lease names, checkpoint keys and flags use it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<GroupId> for u32 {
+    fn from(g: GroupId) -> u32 {
+        u32::from(g.0)
+    }
+}
+
+impl TryFrom<u32> for GroupId {
+    type Error = std::num::TryFromIntError;
+
+    /// A group id from the wire (`uint32`), which holds no more than a `u16`.
+    fn try_from(g: u32) -> Result<GroupId, Self::Error> {
+        u16::try_from(g).map(GroupId)
+    }
+}
+
 /// A keyspace's numeric id, assigned once at creation and never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KeyspaceId(pub u32);
@@ -90,5 +120,13 @@ mod tests {
         assert!(a.0 >= CACHE_ID_BASE);
         assert_eq!(a, CacheId::of("users"));
         assert_ne!(a, CacheId::of("users2"));
+    }
+
+    #[test]
+    fn group_ids_print_bare_and_refuse_wire_values_beyond_a_u16() {
+        assert_eq!(GroupId(7).to_string(), "7");
+        assert_eq!(GroupId::try_from(65_535u32), Ok(GroupId(65_535)));
+        assert!(GroupId::try_from(65_536u32).is_err());
+        assert_eq!(u32::from(GroupId(3)), 3);
     }
 }

@@ -11,7 +11,7 @@
 //!   ([`EncodedKey`]).
 //! - [`partition`]: which partition a partition key belongs to ([`Partitioner`]).
 //! - [`ids`]: identifier newtypes ([`PartitionId`], [`Seq`], [`KeyspaceId`], [`CacheId`],
-//!   [`Token`]).
+//!   [`GroupId`], [`Token`]).
 //! - [`wire`]: the big-endian, length-prefixed layout of log entries ([`WireReader`]).
 //! - [`error`]: the crate's one error type ([`TypesError`]).
 
@@ -32,7 +32,7 @@ pub use codec::{
 };
 pub use element::{compare_elements, compare_tuples, Element, ElementType, KeyElement, Order};
 pub use error::TypesError;
-pub use ids::{CacheId, KeyspaceId, PartitionId, Seq, Token, CACHE_ID_BASE};
+pub use ids::{CacheId, GroupId, KeyspaceId, PartitionId, Seq, Token, CACHE_ID_BASE};
 pub use partition::{Partitioner, DEFAULT_PARTITIONS};
 pub use schema::{
     EncodedKey, KeyspaceSchema, TtlSpec, ValueFormat, MAX_KEY_ELEMENTS, MAX_NAME_LEN,

@@ -12,7 +12,7 @@ use notadb_proto::tuple_from_proto;
 use notadb_proto::v1::cache_client::CacheClient;
 use notadb_proto::v1::cache_server::Cache;
 use notadb_proto::v1::*;
-use notadb_types::PartitionId;
+use notadb_types::{GroupId, PartitionId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::metadata::MetadataMap;
@@ -265,7 +265,7 @@ impl Cache for CacheService {
             let partitions = self.node.cache_partitions(&def, &keys).map_err(to_status)?;
             let load = !r.no_load;
             // Keys by where they are answered: here (None) or on another group.
-            let mut by_group: BTreeMap<Option<u16>, Vec<usize>> = BTreeMap::new();
+            let mut by_group: BTreeMap<Option<GroupId>, Vec<usize>> = BTreeMap::new();
             let scattering = self.router.scattering(&metadata);
             for (i, p) in partitions.iter().enumerate() {
                 let group = match scattering {

@@ -10,6 +10,7 @@ use notadb_node::{
 use notadb_proto::v1::data_server::Data;
 use notadb_proto::v1::*;
 use notadb_proto::{element_from_proto, element_to_proto, token_to_proto, tuple_from_proto};
+use notadb_types::GroupId;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ impl DataService {
             let route = self.router.route(request.metadata(), || {
                 self.node.partition_of_range(&scan.keyspace, &scan.range)
             })?;
-            let forward = |group: u16, p: Option<notadb_types::PartitionId>| {
+            let forward = |group: GroupId, p: Option<notadb_types::PartitionId>| {
                 self.router
                     .forward(group, p, &consistency, r.clone(), |mut c, req| async move {
                         c.scan(req).await
@@ -294,7 +295,7 @@ impl Data for DataService {
                 return Ok(Response::new(MultiGetResponse { results }));
             };
             // Keys by the shard group that answers them (None: this node), in request order.
-            let mut by_group: BTreeMap<Option<u16>, Vec<usize>> = BTreeMap::new();
+            let mut by_group: BTreeMap<Option<GroupId>, Vec<usize>> = BTreeMap::new();
             for (i, key) in keys.iter().enumerate() {
                 let p = self
                     .node
@@ -368,7 +369,7 @@ impl Data for DataService {
                     .partition_of_range(&aggregate.keyspace, &aggregate.range)
             })?;
             let forward =
-                |group: u16, p: Option<notadb_types::PartitionId>, m: AggregateRequest| {
+                |group: GroupId, p: Option<notadb_types::PartitionId>, m: AggregateRequest| {
                     self.router
                         .forward(group, p, &consistency, m, |mut c, req| async move {
                             c.aggregate(req).await
