@@ -1,10 +1,5 @@
-//! Fuzzes the key decoder: the first input byte picks a schema, the rest is decoded. Decoding
-//! must never panic, and must accept only canonical bytes: whatever it accepts re-encodes to
-//! exactly the input, and `skip_elements` agrees with it on every element boundary.
+//! The key codec: the first input byte picks a schema, the rest is decoded.
 
-#![no_main]
-
-use libfuzzer_sys::fuzz_target;
 use notadb_types::{
     compare_tuples, decode_tuple, encode_tuple, skip_elements, ElementType, KeyElement,
     KeyspaceSchema, Order, ValueFormat,
@@ -62,7 +57,9 @@ fn keyspace(i: usize, elements: &[(ElementType, Order)]) -> KeyspaceSchema {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+/// Decoding never panics and accepts only canonical bytes: whatever it accepts re-encodes to
+/// exactly the input, and `skip_elements` agrees with it on every element boundary.
+pub fn key(data: &[u8]) {
     let Some((&pick, input)) = data.split_first() else {
         return;
     };
@@ -108,4 +105,4 @@ fuzz_target!(|data: &[u8]| {
     } else {
         assert!(partition_key_len.is_err());
     }
-});
+}
