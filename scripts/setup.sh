@@ -22,5 +22,15 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (rustup) first" >&2
   exit 1
 fi
+# rust-toolchain.toml pins the toolchain. rustup downloads it when it can; a machine without
+# the network whose stable toolchain is that same version gets stable under the pinned name.
+pinned="$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../rust-toolchain.toml")"
+if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q "^$pinned-"; then
+  stable_sysroot="$(rustc +stable --print sysroot 2>/dev/null || true)"
+  if [ -n "$stable_sysroot" ] && rustc +stable --version | grep -q "^rustc $pinned "; then
+    toolchains="${RUSTUP_HOME:-$HOME/.rustup}/toolchains"
+    ln -s "$stable_sysroot" "$toolchains/$pinned-$(basename "$stable_sysroot" | sed 's/^stable-//')"
+  fi
+fi
 # One build directory outside the clone, so clones on one machine share the RocksDB build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/notadb/target}"

@@ -6,6 +6,9 @@
 //! machine by process name.
 
 use anyhow::{bail, Context};
+use nix::errno::Errno;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::{sysconf, Pid, SysconfVar};
 use notadb_client::Client;
 use std::path::Path;
 
@@ -41,7 +44,7 @@ impl std::str::FromStr for Cpus {
                 None => cpus.push(number(part)?),
             }
         }
-        if let Some(c) = cpus.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
+        if let Some(c) = cpus.iter().find(|&&c| c >= CpuSet::count()) {
             return Err(format!(
                 "CPU {c} is beyond the largest CPU number this build can pin"
             ));
@@ -123,25 +126,20 @@ impl Drop for Pinned {
 
 /// The CPUs process `pid`'s main thread may run on, or `None` when it cannot be read.
 fn affinity(pid: i32) -> Option<Cpus> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(pid, std::mem::size_of_val(&set), &mut set) };
-    (rc == 0).then(|| {
-        Cpus(
-            (0..libc::CPU_SETSIZE as usize)
-                // SAFETY: `c` is below CPU_SETSIZE.
-                .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-                .collect(),
-        )
-    })
+    let set = sched_getaffinity(Pid::from_raw(pid)).ok()?;
+    Some(Cpus(
+        (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+    ))
 }
 
 /// Sets the CPU affinity of every thread of process `pid` (threads it starts later inherit it).
 fn pin(pid: i32, Cpus(cpus): &Cpus) -> anyhow::Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET stays inside it (numbers are checked on parse).
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut set = CpuSet::new();
     for &c in cpus {
-        unsafe { libc::CPU_SET(c, &mut set) };
+        set.set(c)
+            .with_context(|| format!("CPU {c} is beyond the {} a set holds", CpuSet::count()))?;
     }
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .with_context(|| format!("listing the threads of process {pid}"))?;
@@ -153,14 +151,10 @@ fn pin(pid: i32, Cpus(cpus): &Cpus) -> anyhow::Result<()> {
         else {
             continue;
         };
-        // SAFETY: `set` is a valid cpu_set_t of the size passed.
-        let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        match sched_setaffinity(Pid::from_raw(tid), &set) {
             // A thread may have exited since the listing.
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                bail!("pinning thread {tid} of process {pid} to CPUs {cpus:?}: {e}");
-            }
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => bail!("pinning thread {tid} of process {pid} to CPUs {cpus:?}: {e}"),
         }
     }
     Ok(())
@@ -169,9 +163,10 @@ fn pin(pid: i32, Cpus(cpus): &Cpus) -> anyhow::Result<()> {
 /// The machine's online CPUs: every core, not only those the benchmark pinned itself to
 /// (`available_parallelism` counts the affinity mask).
 pub fn machine_cores() -> usize {
-    // SAFETY: sysconf reads a system value and touches no memory of ours.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(0)
+    match sysconf(SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) => usize::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// The processes on this machine whose name (`/proc/PID/comm`) is one of `names`.
@@ -201,8 +196,10 @@ fn process_micros(pid: i32) -> Option<u64> {
     // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(t)) => u64::try_from(t).unwrap_or(1).max(1),
+        _ => 100,
+    };
     Some((utime + stime) * 1_000_000 / ticks)
 }
 

@@ -16,6 +16,7 @@ pub const DEFAULT_LOAD_TIMEOUT_MS: u64 = 5_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheDef {
+    /// The cache's name; its id is derived from it.
     pub name: String,
     /// Bytes the cache's entries may take in all, keys and values plus a fixed overhead per
     /// entry ([`crate::ENTRY_OVERHEAD`]); each of the `P` partitions gets `capacity_bytes / P`.

@@ -8,6 +8,8 @@
 //!   over the bytes the entries take; TTL is decided from the log's timestamps.
 //! - [`row`]: how a shard is persisted in the replica's storage, and read back.
 
+#![warn(missing_docs)]
+
 mod def;
 pub mod row;
 mod shard;

@@ -30,14 +30,23 @@ pub fn entry_size(key_len: usize, value_len: usize) -> u64 {
 pub enum CacheOp {
     /// Stores `value` (`None`: the loader found nothing) until `expires_at` (micros, 0: never).
     Set {
+        /// The entry's key.
         key: Bytes,
+        /// The value, or `None` for a cached "not found".
         value: Option<Bytes>,
+        /// When it expires, in microseconds since the Unix epoch; 0: never.
         expires_at: i64,
     },
     /// Removes the key.
-    Del { key: Bytes },
+    Del {
+        /// The entry's key.
+        key: Bytes,
+    },
     /// Marks the entries inserted at these stamps as visited (hits reported by replicas).
-    Touch { stamps: Vec<u64> },
+    Touch {
+        /// The stamps of the entries hit.
+        stamps: Vec<u64>,
+    },
     /// Removes every entry (the cache was dropped).
     Clear,
 }
@@ -46,13 +55,29 @@ pub enum CacheOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Writes the entry row of `key`.
-    Entry { key: Bytes, row: Vec<u8> },
+    Entry {
+        /// The entry's key.
+        key: Bytes,
+        /// The row ([`row`](crate::row) encodes it).
+        row: Vec<u8>,
+    },
     /// Removes the entry row and the visited mark of `key`.
-    Remove { key: Bytes },
+    Remove {
+        /// The entry's key.
+        key: Bytes,
+    },
     /// Sets or clears the visited mark of `key`.
-    Visited { key: Bytes, visited: bool },
+    Visited {
+        /// The entry's key.
+        key: Bytes,
+        /// Whether the entry is marked visited.
+        visited: bool,
+    },
     /// Writes the shard's header row (next stamp, hand).
-    Header { row: Vec<u8> },
+    Header {
+        /// The row ([`row`](crate::row) encodes it).
+        row: Vec<u8>,
+    },
     /// Removes every row of the shard.
     Clear,
 }
@@ -62,9 +87,17 @@ pub enum Change {
 pub enum Lookup {
     /// A live value; `touch` is the entry's stamp when it is not marked visited yet (the reader
     /// reports it so that eviction learns of the hit).
-    Hit { value: Bytes, touch: Option<u64> },
+    Hit {
+        /// The value.
+        value: Bytes,
+        /// The entry's stamp, when the hit should be reported.
+        touch: Option<u64>,
+    },
     /// A cached "not found" from the loader.
-    NotFound { touch: Option<u64> },
+    NotFound {
+        /// The entry's stamp, when the hit should be reported.
+        touch: Option<u64>,
+    },
     /// Nothing live.
     Miss,
 }
@@ -72,7 +105,9 @@ pub enum Lookup {
 /// Counters every replica reaches identically.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
+    /// Entries evicted to stay within the capacity.
     pub evictions: u64,
+    /// Entries removed because they expired.
     pub expirations: u64,
 }
 

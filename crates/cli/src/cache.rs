@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use notadb_client::{cache_key, proto, Client};
 use std::time::Duration;
 
+/// The `notadb cache` commands.
 #[derive(Subcommand, Debug)]
 pub enum CacheCommand {
     /// Create a cache.
@@ -13,11 +14,16 @@ pub enum CacheCommand {
     /// List caches with their entries and bytes on the connected node.
     List,
     /// Drop a cache and its entries.
-    Drop { name: String },
+    Drop {
+        /// The cache's name.
+        name: String,
+    },
     /// Print what the cache holds for each key (`KEY<TAB>hit|loaded|not-found|miss<TAB>VALUE`),
     /// loading misses when the cache has a loader.
     Get {
+        /// The cache's name.
         cache: String,
+        /// The keys to look up.
         #[arg(required = true)]
         keys: Vec<String>,
         /// Do not load misses.
@@ -26,8 +32,11 @@ pub enum CacheCommand {
     },
     /// Store one entry; prints its token.
     Set {
+        /// The cache's name.
         cache: String,
+        /// The entry's key.
         key: String,
+        /// The entry's value.
         value: String,
         /// TTL, e.g. `30s`; `0s`: no expiry; absent: the cache's default.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -35,14 +44,18 @@ pub enum CacheCommand {
     },
     /// Remove keys; prints their tokens.
     Del {
+        /// The cache's name.
         cache: String,
+        /// The keys to remove.
         #[arg(required = true)]
         keys: Vec<String>,
     },
 }
 
+/// Arguments of `notadb cache create`.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
+    /// The cache's name.
     pub name: String,
     /// Bytes all entries may take (keys, values and 96 bytes each).
     #[arg(long)]
@@ -80,6 +93,8 @@ fn print_tokens(tokens: &[notadb_client::Token]) {
     println!("{}", tokens.join(" "));
 }
 
+/// Runs a `notadb cache` command. Writes print their tokens as `partition:seq`, the form
+/// `notadb transmitter flush` takes.
 pub async fn run(client: &Client, command: CacheCommand) -> anyhow::Result<()> {
     match command {
         CacheCommand::Create(a) => {

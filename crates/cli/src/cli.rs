@@ -21,10 +21,12 @@ pub struct Cli {
     /// Send every request to `--addr` instead of routing reads to the replicas that own them.
     #[arg(long, global = true)]
     pub direct: bool,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The `notadb` commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a node (config file, then NOTADB_* environment, then flags).

@@ -9,8 +9,10 @@ use notadb_proto::{element_from_proto, element_to_proto, tuple_from_proto, tuple
 use notadb_types::{KeyspaceSchema, ValueFormat};
 use serde_json::{json, Value};
 
+/// Arguments of `notadb put`.
 #[derive(Args, Debug)]
 pub struct PutArgs {
+    /// The keyspace's name.
     pub keyspace: String,
     /// The key as a JSON array, e.g. `["s1", "shoes", 0.9, "i1"]`.
     pub key: String,
@@ -18,13 +20,16 @@ pub struct PutArgs {
     pub value: String,
 }
 
+/// Arguments of `notadb get` and `notadb delete`.
 #[derive(Args, Debug)]
 pub struct GetArgs {
+    /// The keyspace's name.
     pub keyspace: String,
     /// The key as a JSON array.
     pub key: String,
 }
 
+/// The range and filters of `notadb scan` and `notadb aggregate`.
 #[derive(Args, Debug, Clone)]
 pub struct RangeArgs {
     /// Leading key elements as a JSON array.
@@ -51,9 +56,12 @@ pub struct RangeArgs {
     pub key_filters: Vec<String>,
 }
 
+/// Arguments of `notadb scan`.
 #[derive(Args, Debug)]
 pub struct ScanArgs {
+    /// The keyspace's name.
     pub keyspace: String,
+    /// The range to read and the filters rows must pass.
     #[command(flatten)]
     pub range: RangeArgs,
     /// Most rows (0: the node's default).
@@ -64,9 +72,12 @@ pub struct ScanArgs {
     pub reverse: bool,
 }
 
+/// Arguments of `notadb aggregate`.
 #[derive(Args, Debug)]
 pub struct AggregateArgs {
+    /// The keyspace's name.
     pub keyspace: String,
+    /// The range to aggregate over and the filters rows must pass.
     #[command(flatten)]
     pub range: RangeArgs,
     /// count, sum, min or max.
@@ -89,10 +100,12 @@ pub struct AggregateArgs {
     pub last: Option<std::time::Duration>,
 }
 
+/// Arguments of `notadb query`.
 #[derive(Args, Debug)]
 pub struct QueryArgs {
     /// Handler name.
     pub name: String,
+    /// The keyspace the partition key belongs to.
     pub keyspace: String,
     /// The partition key as a JSON array.
     pub partition_key: String,
@@ -114,6 +127,8 @@ fn print_value(format: ValueFormat, value: &proto::Value) -> Value {
     }
 }
 
+/// Writes one value and prints the write's token as JSON. The value is sent as JSON text to
+/// a JSON keyspace and as the string's bytes to a bytes keyspace.
 pub async fn put(client: &Client, args: PutArgs) -> anyhow::Result<()> {
     let schema = schema(client, &args.keyspace).await?;
     let key = elements(&schema, &args.key, 0, "key")?;
@@ -131,6 +146,8 @@ pub async fn put(client: &Client, args: PutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints one value as JSON (a bytes value as a string, or as `{"base64": ...}` when it is not
+/// UTF-8); fails with `not found` when the key has no value.
 pub async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     let schema = schema(client, &args.keyspace).await?;
     let key = elements(&schema, &args.key, 0, "key")?;
@@ -141,6 +158,7 @@ pub async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes one key and prints the write's token as JSON.
 pub async fn delete(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     let schema = schema(client, &args.keyspace).await?;
     let key = elements(&schema, &args.key, 0, "key")?;
@@ -216,6 +234,8 @@ fn range(
     Ok((range, filters))
 }
 
+/// Prints each row of the range as a JSON line `{"key": [...], "value": ...}`, and a note on
+/// stderr when the limit stopped the scan before the end of the range.
 pub async fn scan(client: &Client, args: ScanArgs) -> anyhow::Result<()> {
     let schema = schema(client, &args.keyspace).await?;
     let (range, filters) = range(&schema, &args.range)?;
@@ -244,6 +264,8 @@ pub async fn scan(client: &Client, args: ScanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints each group as a JSON line `{"group": ..., "value": ..., "rows": ...}`, then the
+/// number of rows scanned on stderr.
 pub async fn aggregate(client: &Client, args: AggregateArgs) -> anyhow::Result<()> {
     let schema = schema(client, &args.keyspace).await?;
     let (range, filters) = range(&schema, &args.range)?;
@@ -293,6 +315,8 @@ pub async fn aggregate(client: &Client, args: AggregateArgs) -> anyhow::Result<(
     Ok(())
 }
 
+/// Calls a registered query handler on the partition owning the partition key and prints its
+/// result as pretty JSON.
 pub async fn query(client: &Client, args: QueryArgs) -> anyhow::Result<()> {
     let schema = schema(client, &args.keyspace).await?;
     let partition_key = elements(&schema, &args.partition_key, 0, "partition_key")?;
@@ -304,6 +328,8 @@ pub async fn query(client: &Client, args: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the node's readiness and partitions lagging behind their log, its transmitter's
+/// progress, and the cluster's members with each partition's applied seq and lag.
 pub async fn status(client: &Client) -> anyhow::Result<()> {
     let s = client.status().await?;
     let behind: u64 = s.partitions.iter().map(|p| p.lag_records).sum();

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Arguments of `notadb demo`.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Answer the questions and exit instead of serving until Ctrl-C.
@@ -22,13 +23,16 @@ pub struct DemoArgs {
     /// Keep the data here instead of a temporary directory.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub grpc_addr: SocketAddr,
+    /// Admin HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:7071")]
     pub admin_addr: SocketAddr,
     /// Frame protocol address (the lean API the Rust client and `notadb-bench run` use), or `off`.
     #[arg(long, default_value = "127.0.0.1:7072")]
     pub frame_addr: String,
+    /// Sizes of the seed data set.
     #[command(flatten)]
     pub size: SeedSize,
 }
@@ -53,6 +57,9 @@ where
     Ok(times[n / 2])
 }
 
+/// Starts the demo node, loads the seed data and answers each seed question for a few stores
+/// and users, with a built-in read and with its handler, timing both; then serves until
+/// Ctrl-C, or shuts down with `--once`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     args.size.validate()?;
     let temp = tempfile::tempdir()?;

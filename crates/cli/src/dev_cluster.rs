@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Arguments of `notadb dev-cluster`.
 #[derive(Args, Debug)]
 pub struct DevClusterArgs {
     /// Shard groups.
@@ -81,6 +82,9 @@ impl DevClusterArgs {
     }
 }
 
+/// Starts the broker (unless one is given) and the nodes, waits until every node is ready and
+/// prints their addresses; on SIGTERM or Ctrl-C, or when a node exits, stops the nodes and the
+/// started broker.
 pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     if args.groups == 0 || args.replicas == 0 {
         bail!("--groups and --replicas must be at least 1");

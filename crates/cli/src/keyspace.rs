@@ -7,6 +7,7 @@ use notadb_proto::schema_from_proto;
 use notadb_types::{ElementType, KeyElement, KeyspaceSchema, Order, TtlSpec, ValueFormat};
 use serde_json::json;
 
+/// The `notadb keyspace` commands.
 #[derive(Subcommand, Debug)]
 pub enum KeyspaceCommand {
     /// Create a keyspace.
@@ -14,13 +15,21 @@ pub enum KeyspaceCommand {
     /// List keyspaces.
     List,
     /// Show one keyspace.
-    Describe { name: String },
+    Describe {
+        /// The keyspace's name.
+        name: String,
+    },
     /// Drop a keyspace and its data.
-    Drop { name: String },
+    Drop {
+        /// The keyspace's name.
+        name: String,
+    },
 }
 
+/// Arguments of `notadb keyspace create`.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
+    /// The keyspace's name.
     pub name: String,
     /// Key elements, `name:type[:desc]` separated by commas; types: bytes, string, i64, f64,
     /// bool, timestamp. Example: `store_id:string,product:string,score:f64:desc,item_id:string`.
@@ -78,6 +87,8 @@ fn print_info(info: &proto::KeyspaceInfo) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a `notadb keyspace` command; keyspaces are printed as pretty JSON (id, approximate
+/// bytes and schema).
 pub async fn run(client: &Client, cmd: KeyspaceCommand) -> anyhow::Result<()> {
     match cmd {
         KeyspaceCommand::Create(args) => {

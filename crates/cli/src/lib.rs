@@ -1,6 +1,8 @@
 //! The `notadb` command's parts; `notadb-bench` uses the seed data set (`seed`) and the
 //! bulk writes and progress bars (`load`).
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod cli;
 pub mod data;

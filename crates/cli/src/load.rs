@@ -12,8 +12,10 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use tokio::task::JoinSet;
 
+/// Arguments of `notadb load`.
 #[derive(Args, Debug)]
 pub struct LoadArgs {
+    /// The keyspace to load into.
     pub keyspace: String,
     /// A file of JSON lines (`{"key": [...], "value": ...}`) or CSV with a header (key element
     /// columns by name; the other columns become the JSON value, or a `value` column for bytes).
@@ -229,6 +231,8 @@ fn read_rows(
     Ok(rows)
 }
 
+/// Reads every row of the file, then writes them in batches of `--batch`: one chain of writes
+/// per partition, in file order, so a key repeated in the file ends with its last row.
 pub async fn run(client: &Client, args: LoadArgs) -> anyhow::Result<()> {
     let schema = schema(client, &args.keyspace).await?;
     let status = client.status().await?;

@@ -20,15 +20,19 @@ const DAY_MICROS: i64 = 24 * 3_600_000_000;
 /// Sizes of the data set (flags of `demo` and `bench compare`).
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct SeedSize {
+    /// Stores.
     #[arg(long, default_value_t = 100)]
     pub stores: usize,
+    /// Products per store.
     #[arg(long, default_value_t = 20)]
     pub products: usize,
     /// Items per store and product.
     #[arg(long, default_value_t = 200)]
     pub items: usize,
+    /// Users.
     #[arg(long, default_value_t = 10_000)]
     pub users: usize,
+    /// Activity events per user, spread over the past 24 hours.
     #[arg(long, default_value_t = 100)]
     pub events_per_user: usize,
 }
@@ -53,10 +57,12 @@ impl SeedSize {
     }
 }
 
+/// The id of store `s`: `store-0000`, `store-0001`, ...
 pub fn store(s: usize) -> String {
     format!("store-{s:04}")
 }
 
+/// The name of product `p`: [`PRODUCTS`] in order, then again with suffix `-1`, `-2`, ...
 pub fn product(p: usize) -> String {
     match p / PRODUCTS.len() {
         0 => PRODUCTS[p].to_string(),
@@ -64,6 +70,7 @@ pub fn product(p: usize) -> String {
     }
 }
 
+/// The id of user `u`: `user-000000`, `user-000001`, ...
 pub fn user(u: usize) -> String {
     format!("user-{u:06}")
 }
@@ -81,12 +88,19 @@ fn put(keyspace: &str, key: Vec<Element>, value: proto::Value) -> proto::Mutatio
 /// One item of a store's catalogue (a row of keyspace `items`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
+    /// Key element `store_id`: the store's id.
     pub store: String,
+    /// Key element `product`: the product's name.
     pub product: String,
+    /// Key element `score`: in [0, 1], rounded to four decimals.
     pub score: f64,
+    /// Key element `item_id`: `item-{s}-{p}-{i}`, from the store, product and item indices.
     pub item: String,
+    /// Value field `available`: true for about half of the items.
     pub available: bool,
+    /// Value field `price`: in [0, 200], rounded to cents.
     pub price: f64,
+    /// Value field `name`: `{product} #{i}`.
     pub name: String,
 }
 
@@ -143,9 +157,13 @@ pub fn popular_item(rng: &mut StdRng) -> usize {
 /// One event of a user's activity (a row of keyspace `activity`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// Key element `user_id`: the user's id.
     pub user: String,
+    /// Key element `ts`: when the event happened, in microseconds since the Unix epoch.
     pub ts_micros: i64,
+    /// Key element `feature`: `view` (70 %), `click` (20 %) or `purchase` (10 %).
     pub feature: &'static str,
+    /// Key element `item_id`: `item-{n}`, with `n` from [`popular_item`].
     pub item: String,
 }
 

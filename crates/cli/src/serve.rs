@@ -7,6 +7,8 @@ use notadb_cluster::ClusterLog;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Arguments of `notadb serve`; a flag (or its environment variable) overrides the config
+/// file.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// TOML configuration file (see `docs/config.example.toml`).
@@ -183,6 +185,7 @@ impl ServeArgs {
     }
 }
 
+/// Runs a node with the configuration of `args` until SIGTERM or Ctrl-C, then shuts it down.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let with_examples = args.with_examples;

@@ -9,6 +9,7 @@ use notadb_types::Seq;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The `notadb transmitter` commands.
 #[derive(Subcommand, Debug)]
 pub enum TransmitterCommand {
     /// Print the CREATE TABLE statements the config's `[transmitter]` mappings expect, for
@@ -19,6 +20,7 @@ pub enum TransmitterCommand {
     Flush(FlushArgs),
 }
 
+/// Arguments of `notadb transmitter ddl`.
 #[derive(Args, Debug)]
 pub struct DdlArgs {
     /// The node's TOML configuration file, with a `[transmitter]` table.
@@ -26,6 +28,7 @@ pub struct DdlArgs {
     pub config: PathBuf,
 }
 
+/// Arguments of `notadb transmitter flush`.
 #[derive(Args, Debug)]
 pub struct FlushArgs {
     /// Tokens, `partition:seq`.
@@ -36,6 +39,8 @@ pub struct FlushArgs {
     pub wait: Duration,
 }
 
+/// Runs a `notadb transmitter` command. `ddl` fails on a mapping that does not fit its
+/// keyspace; `flush` fails when the tokens are not in the database within `--wait`.
 pub async fn run(client: &Client, cmd: TransmitterCommand) -> anyhow::Result<()> {
     match cmd {
         TransmitterCommand::Ddl(args) => {

@@ -7,6 +7,7 @@ use notadb_client::{proto, txn_key, Client};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+/// The `notadb txn` commands.
 #[derive(Subcommand, Debug)]
 pub enum TxnCommand {
     /// List the procedures the node has registered.
@@ -15,6 +16,7 @@ pub enum TxnCommand {
     Run(RunArgs),
 }
 
+/// Arguments of `notadb txn run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The procedure's name (`notadb txn procedures` lists them).
@@ -39,6 +41,7 @@ pub struct RunArgs {
     pub timeout_ms: u32,
 }
 
+/// Runs a `notadb txn` command; `run` fails when the transaction did not commit.
 pub async fn run(client: &Client, command: TxnCommand) -> anyhow::Result<()> {
     match command {
         TxnCommand::Procedures => {

@@ -152,12 +152,12 @@ struct Model {
 
 impl Model {
     fn record(&self, key: String, token: Token, value: Option<(String, i32)>) {
-        let mut newest = self.newest.lock().unwrap();
+        let mut newest = self.newest.lock().expect("newest lock");
         let e = newest.entry(key).or_insert((0, None));
         if token.seq.0 > e.0 {
             *e = (token.seq.0, value);
         }
-        let mut tokens = self.tokens.lock().unwrap();
+        let mut tokens = self.tokens.lock().expect("tokens lock");
         let t = tokens.entry(token.partition.0).or_insert(0);
         *t = (*t).max(token.seq.0);
     }
@@ -165,7 +165,7 @@ impl Model {
     fn tokens(&self) -> Vec<Token> {
         self.tokens
             .lock()
-            .unwrap()
+            .expect("tokens lock")
             .iter()
             .map(|(p, s)| Token {
                 partition: notadb_client::PartitionId(*p),
@@ -176,7 +176,7 @@ impl Model {
 
     /// The table must hold exactly the live keys, with their newest values and seqs.
     fn assert_matches(&self, rows: &BTreeMap<String, (Option<String>, Option<i32>, i64)>) {
-        let newest = self.newest.lock().unwrap();
+        let newest = self.newest.lock().expect("newest lock");
         let mut live = 0;
         for (key, (seq, value)) in newest.iter() {
             match (value, rows.get(key)) {

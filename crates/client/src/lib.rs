@@ -11,6 +11,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod cache;
 mod frame;
 mod routing;
@@ -43,16 +45,26 @@ pub enum ClientError {
     /// The server's answer (not a `source`: the message already says all of it).
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(tonic::Status),
+    /// The client could not connect.
     #[error("connecting to {addr}: {source}")]
     Connect {
+        /// The address it tried.
         addr: String,
+        /// Why it failed.
         source: tonic::transport::Error,
     },
+    /// The client refused a request or an answer: a malformed address, an answer missing a
+    /// part.
     #[error("{0}")]
     Invalid(String),
     /// A dependent transaction's reconnaissance went stale on every attempt.
     #[error("the transaction restarted {attempts} times (the last time because key {key} changed after reconnaissance); giving up")]
-    Restarted { attempts: usize, key: u32 },
+    Restarted {
+        /// How many times it ran.
+        attempts: usize,
+        /// The position in the request's keys of the first key that changed, last time.
+        key: u32,
+    },
 }
 
 impl From<tonic::Status> for ClientError {

@@ -58,6 +58,8 @@
 //! `Truncated`) and starts a new consumer there. Any number of handles, in any number of
 //! processes, may append to and read the same log.
 
+#![warn(missing_docs)]
+
 mod cursor;
 mod errors;
 mod log;

@@ -50,6 +50,8 @@
 //! Kafka drops the oldest entries by retention; a replica that falls behind retention gets
 //! `Truncated` and must bootstrap from a checkpoint, as on JetStream with `max_age`.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "rdkafka")]
 mod log;
 mod options;

@@ -7,10 +7,12 @@ pub mod humantime_serde {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `duration` as a `humantime` string (`"2m 30s"`).
     pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&humantime::format_duration(*duration))
     }
 
+    /// Reads a `humantime` string; anything else is an error naming the expected form.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text).map_err(|e| {
@@ -27,6 +29,7 @@ pub mod humantime_option {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `Some` as a `humantime` string and `None` as `"none"`.
     pub fn serialize<S: Serializer>(
         duration: &Option<Duration>,
         serializer: S,
@@ -37,6 +40,7 @@ pub mod humantime_option {
         }
     }
 
+    /// Reads `"none"` as `None` and a `humantime` string as `Some`.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {

@@ -10,6 +10,8 @@
 //! The cluster backends live in their own crates: `notadb-jetstream` (NATS JetStream) and
 //! `notadb-kafka`.
 
+#![warn(missing_docs)]
+
 pub mod conformance;
 pub mod durations;
 mod embedded;

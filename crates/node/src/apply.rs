@@ -113,7 +113,12 @@ impl Applier {
         let mut out = Applied::default();
         for entry in entries {
             let ts = if !Record::is_txn(&entry.payload) && self.executor.pass(entry.seq) {
-                store.apply_entry(entry.seq, &entry.payload)
+                store
+                    .apply_entry(entry.seq, &entry.payload)
+                    .map_err(|e| TxnError::Storage {
+                        partition: self.partition,
+                        message: e.0,
+                    })?
             } else {
                 let (e, ts) = entry_of(&entry.payload);
                 let fx = self.executor.step(entry.seq, e, &mut store)?;

@@ -35,7 +35,9 @@ pub enum CacheValue {
 /// A cache and its size on this node.
 #[derive(Clone, Debug)]
 pub struct CacheInfo {
+    /// The cache's definition.
     pub def: Arc<CacheDef>,
+    /// Its entries, bytes and counters over the partitions this node owns.
     pub usage: CacheUsage,
 }
 
@@ -179,7 +181,7 @@ impl Node {
         match &def.derived_from {
             None => Ok(None),
             Some(ks) => self.keyspace(ks).map(Some).map_err(|_| {
-                NodeError::Unavailable(format!(
+                NodeError::FailedPrecondition(format!(
                     "cache `{}` is derived from keyspace `{ks}`, which does not exist any more",
                     def.name
                 ))
@@ -454,7 +456,7 @@ impl Node {
             .get(&loader_name)
             .cloned()
             .ok_or_else(|| {
-                NodeError::Unavailable(format!(
+                NodeError::FailedPrecondition(format!(
                 "cache `{cache}` loads with `{loader_name}`, which is not registered on node `{}`",
                 self.inner.config.node_id
             ))

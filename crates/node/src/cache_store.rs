@@ -38,8 +38,11 @@ pub(crate) struct CacheMemory {
 /// One cache's size on this replica.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheUsage {
+    /// Entries held.
     pub entries: u64,
+    /// Bytes counted against the capacity (keys, values and per-entry overhead).
     pub bytes: u64,
+    /// Evictions and expirations, summed over the shards.
     pub stats: ShardStats,
 }
 

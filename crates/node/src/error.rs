@@ -22,6 +22,11 @@ pub enum NodeError {
     /// Retry later (shutting down, a partition stopped, the log failing transiently).
     #[error("{0}")]
     Unavailable(String),
+    /// The node, its configuration or its data forbid this (no sequencer log for a
+    /// multi-partition transaction, a cache's loader not registered, storage that does not go
+    /// with the log): retrying does not help until an operator acts.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A limit of the node was reached by a valid request.
     #[error("{0}")]
     ResourceExhausted(String),

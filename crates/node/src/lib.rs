@@ -7,6 +7,8 @@
 //! encodes them, to storage mutations), `write` (validation), `query` (ranges, filters, scans, aggregates).
 //! `Node` is the async shell that moves bytes between them, the log and RocksDB.
 
+#![warn(missing_docs)]
+
 pub mod apply;
 mod cache;
 mod cache_store;

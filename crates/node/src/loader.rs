@@ -11,8 +11,11 @@ use tokio::sync::OnceCell;
 /// elements (empty otherwise).
 #[derive(Clone, Copy, Debug)]
 pub struct LoadKey<'a> {
+    /// The cache's name.
     pub cache: &'a str,
+    /// The key's bytes (for a cache derived from a keyspace, the encoded key).
     pub key: &'a [u8],
+    /// The key's decoded elements for a cache derived from a keyspace; empty otherwise.
     pub elements: &'a [notadb_types::Element],
 }
 

@@ -224,26 +224,37 @@ pub struct Node {
 /// A keyspace and its size.
 #[derive(Clone, Debug)]
 pub struct KeyspaceInfo {
+    /// The keyspace's definition.
     pub def: Arc<KeyspaceDef>,
+    /// RocksDB's estimate of the keyspace's bytes on disk, over all partitions.
     pub approximate_bytes: u64,
 }
 
 /// One partition's progress.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionStatus {
+    /// The partition.
     pub partition: PartitionId,
+    /// The partition's applied seq.
     pub applied: Seq,
+    /// Highest seq known in the partition's log.
     pub last: Seq,
+    /// Log entries not applied yet.
     pub lag_records: u64,
+    /// Age of the oldest entry being applied, in seconds; 0 when nothing is behind.
     pub lag_seconds: f64,
+    /// Whether apply stopped on an error.
     pub failed: bool,
 }
 
 /// The node's state for `/readyz`, `/metrics` and `Status`.
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
+    /// The node's configured id.
     pub node_id: String,
+    /// `Node::is_ready` when the status was taken.
     pub ready: bool,
+    /// The partitions this node owns.
     pub partitions: Vec<PartitionStatus>,
 }
 
@@ -323,20 +334,20 @@ impl Node {
             if storage.created() && bounds.last > Seq(0) && b.schemas.is_none() {
                 // Log entries name keyspaces by the ids of the catalog that wrote them; a new,
                 // empty catalog would hand those ids to other keyspaces.
-                return Err(NodeError::Unavailable(format!(
+                return Err(NodeError::FailedPrecondition(format!(
                     "storage in {} is new but partition {p}'s log already holds {} entries; restore the data directory that goes with this log, or start with an empty log",
                     config.data_dir.display(),
                     bounds.last
                 )));
             }
             if bounds.first > applied.next() {
-                return Err(NodeError::Unavailable(format!(
+                return Err(NodeError::FailedPrecondition(format!(
                     "partition {p}: storage has applied seq {applied} but the log starts at seq {}; the entries in between are gone",
                     bounds.first
                 )));
             }
             if applied > bounds.last {
-                return Err(NodeError::Unavailable(format!(
+                return Err(NodeError::FailedPrecondition(format!(
                     "partition {p}: storage has applied seq {applied} but the log ends at seq {}; the log lost acknowledged entries",
                     bounds.last
                 )));

@@ -618,6 +618,7 @@ pub struct EncodedKeys {
 }
 
 impl EncodedKeys {
+    /// Room for `keys` keys.
     pub fn with_capacity(keys: usize) -> Self {
         EncodedKeys {
             bytes: Vec::with_capacity(keys * 32),
@@ -640,10 +641,12 @@ impl EncodedKeys {
         Ok(())
     }
 
+    /// Number of keys.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -667,10 +670,12 @@ pub struct MultiGetValues {
 }
 
 impl MultiGetValues {
+    /// Number of keys read.
     pub fn len(&self) -> usize {
         self.stored.len()
     }
 
+    /// Whether no keys were read.
     pub fn is_empty(&self) -> bool {
         self.stored.is_empty()
     }

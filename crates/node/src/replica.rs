@@ -137,9 +137,8 @@ impl ApplyTask {
                 Ok(entries) if entries.is_empty() => {
                     if self.applier.as_ref().is_some_and(|a| a.in_flight() > 0) {
                         // Give the executor its idle turn (contention analysis).
-                        if let Err(e) = self.apply(Vec::new(), &metrics).await {
-                            tracing::error!(partition = %p, error = %e, "apply failed; partition stopped");
-                            self.state.failed.store(true, Ordering::Release);
+                        if let Err(stop) = self.apply(Vec::new(), &metrics).await {
+                            self.stop(stop);
                             return;
                         }
                     }
@@ -173,13 +172,21 @@ impl ApplyTask {
                     return;
                 }
             };
-            match self.apply(entries, &metrics).await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(partition = %p, error = %e, "apply failed; partition stopped");
-                    self.state.failed.store(true, Ordering::Release);
-                    return;
-                }
+            if let Err(stop) = self.apply(entries, &metrics).await {
+                self.stop(stop);
+                return;
+            }
+        }
+    }
+
+    /// Ends the apply loop: a failure stops the partition (marked failed, so the node is not
+    /// ready and reads of the partition fail); a shutdown just ends it.
+    fn stop(&self, stop: ApplyStop) {
+        match stop {
+            ApplyStop::ShuttingDown => {}
+            ApplyStop::Failed(e) => {
+                tracing::error!(partition = %self.state.id, error = %e, "apply failed; partition stopped");
+                self.state.failed.store(true, Ordering::Release);
             }
         }
     }
@@ -188,7 +195,7 @@ impl ApplyTask {
         &mut self,
         entries: Vec<LogEntry>,
         metrics: &ApplyMetrics,
-    ) -> Result<(), String> {
+    ) -> Result<(), ApplyStop> {
         let applier = self
             .applier
             .take()
@@ -198,10 +205,10 @@ impl ApplyTask {
             let want = Seq(expected.0 + i as u64);
             if entry.seq != want {
                 self.applier = Some(applier);
-                return Err(format!(
+                return Err(ApplyStop::Failed(format!(
                     "log returned seq {} where {want} was expected",
                     entry.seq
-                ));
+                )));
             }
         }
         if let Some(last) = entries.last() {
@@ -246,7 +253,7 @@ impl ApplyTask {
         &self,
         mut applier: Applier,
         entries: Vec<LogEntry>,
-    ) -> Result<(Applier, Result<Applied, String>), String> {
+    ) -> Result<(Applier, Result<Applied, ApplyStop>), ApplyStop> {
         let storage = self.storage.clone();
         let log = self.log.clone();
         let clock = self.clock.clone();
@@ -256,7 +263,7 @@ impl ApplyTask {
             let mut batch = storage.batch();
             let applied = match applier.apply(&storage, &mut batch, &entries) {
                 Ok(applied) => applied,
-                Err(e) => return (applier, Err(e.to_string())),
+                Err(e) => return (applier, Err(ApplyStop::Failed(e.to_string()))),
             };
             // Reads go to the other participants' logs before this partition records that it
             // sent them: after a crash it sends them again, and receivers drop the copies.
@@ -289,15 +296,15 @@ impl ApplyTask {
             for (r, (to, id, payload)) in sent.iter().zip(&sends) {
                 match r {
                     Ok(Some(_)) => {}
-                    Ok(None) => return (applier, Err("shutting down".to_string())),
+                    Ok(None) => return (applier, Err(ApplyStop::ShuttingDown)),
                     // The partition cannot go on without these reads reaching `to`.
                     Err(e) => {
                         return (
                             applier,
-                            Err(format!(
+                            Err(ApplyStop::Failed(format!(
                                 "sending remote reads ({id}, {} bytes) to partition {to} failed: {e}; a participant's read values must fit in one log entry",
                                 payload.len()
-                            )),
+                            ))),
                         )
                     }
                 }
@@ -306,11 +313,11 @@ impl ApplyTask {
             let result = storage
                 .commit(batch, false)
                 .map(|()| applied)
-                .map_err(|e| e.to_string());
+                .map_err(|e| ApplyStop::Failed(e.to_string()));
             (applier, result)
         })
         .await
-        .map_err(|e| format!("apply task failed: {e}"))?;
+        .map_err(|e| ApplyStop::Failed(format!("apply task failed: {e}")))?;
         Ok(done)
     }
 }
@@ -321,11 +328,11 @@ fn apply_inline(
     mut applier: Applier,
     storage: &RocksStorage,
     entries: &[LogEntry],
-) -> (Applier, Result<Applied, String>) {
+) -> (Applier, Result<Applied, ApplyStop>) {
     let mut batch = storage.batch();
     let applied = match applier.apply(storage, &mut batch, entries) {
         Ok(applied) => applied,
-        Err(e) => return (applier, Err(e.to_string())),
+        Err(e) => return (applier, Err(ApplyStop::Failed(e.to_string()))),
     };
     debug_assert!(applied.effects.sends.is_empty(), "writes send no reads");
     applier.persist(&applied.effects, &mut batch);
@@ -337,8 +344,18 @@ fn apply_inline(
             }
         })
         .map(|()| applied)
-        .map_err(|e| e.to_string());
+        .map_err(|e| ApplyStop::Failed(e.to_string()));
     (applier, result)
+}
+
+/// Why an apply loop ends before its partition's log does.
+#[derive(Debug)]
+enum ApplyStop {
+    /// The node is shutting down: the loop ends, the partition has not failed.
+    ShuttingDown,
+    /// The replica cannot go on without diverging (its storage failed, the log skipped a seq,
+    /// an entry of a newer format, reads that could not be sent): the partition stops.
+    Failed(String),
 }
 
 /// The apply loop's metric handles, registered once per partition.

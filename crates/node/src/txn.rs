@@ -52,10 +52,15 @@ pub struct TxnKeyRequest {
 /// by their index in `keys`, with user value bytes (None: absent).
 #[derive(Clone, Debug, Default)]
 pub struct TxnRequest {
+    /// Name of a registered procedure.
     pub procedure: String,
+    /// The procedure's argument bytes.
     pub args: Vec<u8>,
+    /// Every key the transaction reads or writes.
     pub keys: Vec<TxnKeyRequest>,
+    /// Base values of read keys: index in `keys`, value (None: absent).
     pub base: Vec<(usize, Option<Vec<u8>>)>,
+    /// Values the reconnaissance saw: index in `keys`, value (None: absent).
     pub recon: Vec<(usize, Option<Vec<u8>>)>,
     /// A registered cache loader (e.g. the PostgreSQL loader) that gives, at submission, the
     /// base value of every read key `base` does not: the overlay on the existing database.
@@ -223,7 +228,7 @@ impl Node {
         let participants = input.participants();
         if self.inner.txn_waiters.notifier.is_none() {
             if let Some(p) = participants.iter().find(|p| !self.owns(**p)) {
-                return Err(NodeError::Unavailable(format!(
+                return Err(NodeError::FailedPrecondition(format!(
                     "partition {p} is served elsewhere, and this node has no way to learn its transactions' outcomes (no TxnNotifier)"
                 )));
             }
@@ -253,7 +258,7 @@ impl Node {
                     .await
                     .map(|_| ())
                     .map_err(NodeError::from),
-                None => Err(NodeError::Unavailable(
+                None => Err(NodeError::FailedPrecondition(
                     "multi-partition transactions need a sequencer log, and this node has none"
                         .into(),
                 )),

@@ -9,13 +9,13 @@ use bytes::Bytes;
 use notadb_record::value;
 use notadb_storage::{RocksStorage, StorageBatch};
 use notadb_txn::{
-    Effects, Entry, Position, RemoteReads, Resume, TxnId, TxnKey, TxnStore, WriteOrigin,
+    Effects, Entry, Position, RemoteReads, Resume, StoreError, TxnId, TxnKey, TxnStore, WriteOrigin,
 };
 use notadb_types::{KeyspaceId, PartitionId, Seq, WireReader};
 
 use crate::cache_store::CacheMemory;
 use crate::NodeError;
-use notadb_record::{Op, Record};
+use notadb_record::{DecodeError, Op, Record};
 
 const DONE: &str = "txn/done/";
 const STASH: &str = "txn/stash/";
@@ -172,22 +172,29 @@ impl ApplyStore<'_, '_> {
     }
 
     /// Applies a log entry that is not a transaction's, decoded once; a malformed one is
-    /// counted and skipped, as on every replica. Returns the entry's append time.
-    pub(crate) fn apply_entry(&mut self, seq: Seq, payload: &[u8]) -> Option<i64> {
+    /// counted and skipped, as on every replica. Returns the entry's append time. An entry of
+    /// a newer format is an error: this replica cannot make its changes, and skipping it would
+    /// diverge from replicas that can.
+    pub(crate) fn apply_entry(
+        &mut self,
+        seq: Seq,
+        payload: &[u8],
+    ) -> Result<Option<i64>, StoreError> {
         match Record::decode(payload) {
             Ok(record) => {
                 let ts = record.ts_micros();
                 self.apply_record(record);
-                Some(ts)
+                Ok(Some(ts))
             }
-            Err(message) => {
+            Err(DecodeError::Malformed(message)) => {
                 tracing::error!(
                     partition = %self.partition, seq = %seq, %message,
                     "skipping a malformed log entry"
                 );
                 self.malformed += 1;
-                None
+                Ok(None)
             }
+            Err(e @ DecodeError::Newer { .. }) => Err(StoreError(format!("entry {seq}: {e}"))),
         }
     }
 
@@ -234,10 +241,12 @@ impl ApplyStore<'_, '_> {
 }
 
 impl TxnStore for ApplyStore<'_, '_> {
-    fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, String> {
+    fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, StoreError> {
         if !self.overlay.reads {
             // The run was judged to read nothing; answering from storage would miss its writes.
-            return Err("a read in a run of entries that was not expected to read".to_string());
+            return Err(StoreError(
+                "a read in a run of entries that was not expected to read".to_string(),
+            ));
         }
         if self.dropped.contains(&key.keyspace) {
             return Ok(None);
@@ -253,7 +262,7 @@ impl TxnStore for ApplyStore<'_, '_> {
                 self.storage
                     .view()
                     .get(self.partition, key.keyspace, &key.key)
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| StoreError(e.to_string()))?
                     .map(|v| v.to_vec())
             };
         Ok(stored.map(|s| match value::decode(&s) {
@@ -267,7 +276,7 @@ impl TxnStore for ApplyStore<'_, '_> {
         _seq: Seq,
         writes: &[(TxnKey, Option<Bytes>)],
         origin: WriteOrigin,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         for (key, v) in writes {
             match (v, origin) {
                 (Some(v), WriteOrigin::Procedure) => {
@@ -280,9 +289,8 @@ impl TxnStore for ApplyStore<'_, '_> {
         Ok(())
     }
 
-    fn barrier(&mut self, seq: Seq, payload: &Bytes) -> Result<(), String> {
-        self.apply_entry(seq, payload);
-        Ok(())
+    fn barrier(&mut self, seq: Seq, payload: &Bytes) -> Result<(), StoreError> {
+        self.apply_entry(seq, payload).map(|_| ())
     }
 }
 

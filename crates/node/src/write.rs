@@ -12,6 +12,7 @@ use notadb_types::{Element, EncodedKey, PartitionId, Partitioner, TtlSpec, Value
 /// A mutation ready to append.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The partition whose log takes the operation.
     pub partition: PartitionId,
     /// `None` for a delete of an empty range: it still takes a place in the log.
     pub op: Option<Op>,
@@ -19,7 +20,9 @@ pub struct Prepared {
 
 /// Everything `prepare` needs besides the mutation.
 pub struct WriteContext<'a> {
+    /// Maps partition keys to partitions.
     pub partitioner: &'a Partitioner,
+    /// The limits the mutation must stay within.
     pub limits: &'a Limits,
     /// The append time stamped on the write (TTL from append counts from it).
     pub ts_micros: i64,

@@ -140,7 +140,9 @@ fn audit() -> TxnRequest {
 async fn audited_sum(node: &Node) -> i64 {
     let r = node.transact(audit(), TIMEOUT).await.expect("audit");
     match r.outcome {
-        Outcome::Committed { output } => i64::from_be_bytes(output[..].try_into().unwrap()),
+        Outcome::Committed { output } => {
+            i64::from_be_bytes(output[..].try_into().expect("an i64 output"))
+        }
         other => panic!("audit: {other:?}"),
     }
 }
@@ -159,7 +161,7 @@ async fn bank_load(node: &Node, clients: u64, each: u64) -> (u64, u64, u64) {
                     let sum = match node.transact(audit(), TIMEOUT).await {
                         Ok(r) => match r.outcome {
                             Outcome::Committed { output } => {
-                                i64::from_be_bytes(output[..].try_into().unwrap())
+                                i64::from_be_bytes(output[..].try_into().expect("an i64 output"))
                             }
                             other => panic!("audit: {other:?}"),
                         },
@@ -234,7 +236,7 @@ async fn read_all(node: &Node, ids: impl Iterator<Item = i64>, base: i64) -> Vec
     match r.outcome {
         Outcome::Committed { output } => output
             .chunks_exact(8)
-            .map(|c| i64::from_be_bytes(c.try_into().unwrap()))
+            .map(|c| i64::from_be_bytes(c.try_into().expect("an i64 value")))
             .collect(),
         other => panic!("{other:?}"),
     }
@@ -253,15 +255,15 @@ async fn assert_matches_serial_replay(node: &Node, b: &[i64]) {
         let mut logs = Vec::new();
         for p in 0..8u16 {
             let p = PartitionId(p);
-            let end = log.bounds(p).await.unwrap().last;
+            let end = log.bounds(p).await.expect("log bounds").last;
             let mut entries = Vec::new();
             let mut next = notadb_types::Seq(1);
             while next <= end {
                 let got = log
                     .read(p, next, 1000, Duration::from_millis(10))
                     .await
-                    .unwrap();
-                next = notadb_types::Seq(got.last().unwrap().seq.0 + 1);
+                    .expect("log read");
+                next = notadb_types::Seq(got.last().expect("a read returns entries").seq.0 + 1);
                 entries.extend(
                     got.iter()
                         .map(|e| notadb_node::apply::executor_entry(&e.payload)),
@@ -271,7 +273,11 @@ async fn assert_matches_serial_replay(node: &Node, b: &[i64]) {
         }
         notadb_txn::replay(&procedures(), &logs).expect("logs replay")
     };
-    let accounts_id = node.describe_keyspace("accounts").unwrap().def.id;
+    let accounts_id = node
+        .describe_keyspace("accounts")
+        .expect("the accounts keyspace")
+        .def
+        .id;
     let expected: Vec<i64> = (0..ACCOUNTS)
         .map(|a| {
             serial
@@ -281,7 +287,7 @@ async fn assert_matches_serial_replay(node: &Node, b: &[i64]) {
                     k.keyspace == accounts_id && k.key[..] == ((a as u64) ^ (1 << 63)).to_be_bytes()
                 })
                 .map_or(INITIAL, |(_, v)| {
-                    i64::from_be_bytes(v[..].try_into().unwrap())
+                    i64::from_be_bytes(v[..].try_into().expect("an i64 value"))
                 })
         })
         .collect();

@@ -31,6 +31,8 @@
 //! # fn main() {}
 //! ```
 
+#![warn(missing_docs)]
+
 pub use notadb_client as client;
 pub use notadb_log as log;
 pub use notadb_node::*;

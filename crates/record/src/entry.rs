@@ -37,6 +37,33 @@ const OP_CACHE_DELETE: u8 = 5;
 const OP_CACHE_TOUCH: u8 = 6;
 const OP_CACHE_CLEAR: u8 = 7;
 
+/// Why an entry's bytes are not a [`Record`]. The two differ in what the apply loop must do:
+/// a malformed entry is skipped (every replica meets the same bytes and skips them alike), but
+/// an entry of a newer format, written by a newer notadb, holds changes this build cannot make:
+/// skipping it would let this replica diverge from upgraded ones, so its partition stops until
+/// the node is upgraded. A format change therefore raises the version byte.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not an entry of any format this build knows of.
+    #[error("malformed log entry: {0}")]
+    Malformed(String),
+    /// An entry of a newer format than this build reads.
+    #[error("log entry format {found} is newer than this build reads ({known}): upgrade the node")]
+    Newer {
+        /// The entry's format version.
+        found: u8,
+        /// The newest version this build reads.
+        known: u8,
+    },
+}
+
+impl From<String> for DecodeError {
+    /// A [`WireReader`] error: the bytes end early or a length is out of bounds.
+    fn from(message: String) -> DecodeError {
+        DecodeError::Malformed(message)
+    }
+}
+
 /// One change to one keyspace or cache. Keys are encoded tuples; values are stored values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -213,12 +240,21 @@ impl Record {
         bytes.get(1) == Some(&KIND_TXN)
     }
 
-    /// Parses an entry. A malformed entry is an error every replica meets identically.
-    pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+    /// Parses an entry. A malformed entry is an error every replica meets identically; an
+    /// entry of a newer format is one this build cannot apply (see [`DecodeError`]).
+    pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         let mut r = WireReader::new(bytes);
         let version = r.u8()?;
+        if version > VERSION {
+            return Err(DecodeError::Newer {
+                found: version,
+                known: VERSION,
+            });
+        }
         if version != VERSION {
-            return Err(format!("record version {version}, expected {VERSION}"));
+            return Err(DecodeError::Malformed(format!(
+                "record version {version}, expected {VERSION}"
+            )));
         }
         let kind = r.u8()?;
         let ts_micros = r.u64()? as i64;
@@ -240,10 +276,17 @@ impl Record {
                 ts_micros,
                 entry: r.bytes()?.to_vec(),
             },
-            other => return Err(format!("record kind {other} is unknown")),
+            other => {
+                return Err(DecodeError::Malformed(format!(
+                    "record kind {other} is unknown"
+                )))
+            }
         };
         if r.remaining() != 0 {
-            return Err(format!("{} trailing bytes after the record", r.remaining()));
+            return Err(DecodeError::Malformed(format!(
+                "{} trailing bytes after the record",
+                r.remaining()
+            )));
         }
         Ok(record)
     }
@@ -313,7 +356,7 @@ fn encode_op(out: &mut Vec<u8>, op: &Op) {
     }
 }
 
-fn decode_op(r: &mut WireReader<'_>) -> Result<Op, String> {
+fn decode_op(r: &mut WireReader<'_>) -> Result<Op, DecodeError> {
     let op = r.u8()?;
     let keyspace = KeyspaceId(r.u32()?);
     let key = r.bytes()?.to_vec();
@@ -335,7 +378,11 @@ fn decode_op(r: &mut WireReader<'_>) -> Result<Op, String> {
             let found = match r.u8()? {
                 0 => false,
                 1 => true,
-                other => return Err(format!("cache set flag {other} is neither 0 nor 1")),
+                other => {
+                    return Err(DecodeError::Malformed(format!(
+                        "cache set flag {other} is neither 0 nor 1"
+                    )))
+                }
             };
             let value = r.bytes()?.to_vec();
             Ok(Op::CacheSet {
@@ -364,7 +411,9 @@ fn decode_op(r: &mut WireReader<'_>) -> Result<Op, String> {
         OP_CACHE_CLEAR => Ok(Op::CacheClear {
             cache: CacheId(keyspace.0),
         }),
-        other => Err(format!("mutation op {other} is unknown")),
+        other => Err(DecodeError::Malformed(format!(
+            "mutation op {other} is unknown"
+        ))),
     }
 }
 
@@ -445,10 +494,31 @@ mod tests {
         }
         let mut long = good.clone();
         long.push(0);
-        assert!(Record::decode(&long).unwrap_err().contains("trailing"));
-        let mut huge_count = good;
+        assert!(matches!(
+            Record::decode(&long),
+            Err(DecodeError::Malformed(m)) if m.contains("trailing")
+        ));
+        let mut huge_count = good.clone();
         huge_count[10..14].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(Record::decode(&huge_count).is_err());
+        assert!(matches!(
+            Record::decode(&huge_count),
+            Err(DecodeError::Malformed(_))
+        ));
+        let mut old = good.clone();
+        old[0] = 0;
+        assert!(matches!(
+            Record::decode(&old),
+            Err(DecodeError::Malformed(_))
+        ));
+        let mut newer = good;
+        newer[0] = VERSION + 1;
+        assert_eq!(
+            Record::decode(&newer),
+            Err(DecodeError::Newer {
+                found: VERSION + 1,
+                known: VERSION
+            })
+        );
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub mod keyspace;
 pub mod value;
 
 pub use clock::{now_micros, Clock, ManualClock, SystemClock};
-pub use entry::{Op, Record, BATCH_HEADER};
+pub use entry::{DecodeError, Op, Record, BATCH_HEADER};
 pub use keyspace::KeyspaceDef;

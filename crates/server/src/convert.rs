@@ -12,7 +12,7 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 fn invalid(message: String) -> Status {
-    Status::invalid_argument(message)
+    crate::status::invalid_argument(message)
 }
 
 /// The request's deadline from its `grpc-timeout` header, if any.

@@ -2,6 +2,8 @@
 //! (health, readiness, Prometheus metrics, a status page) and the configuration file.
 //! Error-to-status mapping lives in one place: `status`.
 
+#![warn(missing_docs)]
+
 mod admin;
 mod config;
 mod convert;

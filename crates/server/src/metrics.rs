@@ -73,11 +73,11 @@ pub fn refresh(node: &Node) {
 
 /// CPU time (user and system) this process has used, in microseconds (`getrusage`).
 pub fn process_cpu_micros() -> u64 {
-    // SAFETY: getrusage writes only into the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::TimeValLike;
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
         return 0;
-    }
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    micros(usage.ru_utime) + micros(usage.ru_stime)
+    };
+    let micros = |t: nix::sys::time::TimeVal| u64::try_from(t.num_microseconds()).unwrap_or(0);
+    micros(usage.user_time()) + micros(usage.system_time())
 }

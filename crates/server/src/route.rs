@@ -22,13 +22,21 @@ pub const FORWARDED: &str = "notadb-forwarded";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a request runs.
-pub enum Route {
+pub enum Route<'a> {
     /// On this node.
     Here,
     /// On a replica of this shard group, which serves the request's partition.
-    Group(GroupId, PartitionId),
+    Group(Forwarder<'a>, GroupId, PartitionId),
     /// Here and on these other shard groups, merged.
-    Everywhere(Vec<GroupId>),
+    Everywhere(Forwarder<'a>, Vec<GroupId>),
+}
+
+/// This node's way to the other shard groups. Only a node in a cluster has one
+/// ([`Router::forwarder`]), so a single node cannot be asked to forward.
+#[derive(Clone, Copy)]
+pub struct Forwarder<'a> {
+    router: &'a Router,
+    cluster: &'a Arc<Cluster>,
 }
 
 /// Decides where requests run and forwards them.
@@ -60,13 +68,14 @@ impl Router {
         &self,
         metadata: &MetadataMap,
         partition: impl FnOnce() -> Result<Option<PartitionId>, NodeError>,
-    ) -> Result<Route, Status> {
-        let Some(cluster) = self.scattering(metadata) else {
+    ) -> Result<Route<'_>, Status> {
+        let Some(forwarder) = self.scattering(metadata) else {
             return Ok(Route::Here);
         };
+        let cluster = forwarder.cluster;
         Ok(match partition().map_err(to_status)? {
             Some(p) if self.node.owns(p) => Route::Here,
-            Some(p) => Route::Group(cluster.routes().doc().group_of(p), p),
+            Some(p) => Route::Group(forwarder, cluster.routes().doc().group_of(p), p),
             None => {
                 let others: Vec<GroupId> = (0..cluster.routes().doc().groups)
                     .map(GroupId)
@@ -75,25 +84,23 @@ impl Router {
                 if others.is_empty() {
                     Route::Here
                 } else {
-                    Route::Everywhere(others)
+                    Route::Everywhere(forwarder, others)
                 }
             }
         })
     }
 
-    /// The cluster, when requests may go to other groups (not single-node, not forwarded).
-    pub fn scattering(&self, metadata: &MetadataMap) -> Option<&Arc<Cluster>> {
-        self.cluster.as_ref().filter(|_| !is_forwarded(metadata))
+    /// The way to other groups, when requests may go there (not single-node, not forwarded).
+    pub fn scattering(&self, metadata: &MetadataMap) -> Option<Forwarder<'_>> {
+        self.forwarder().filter(|_| !is_forwarded(metadata))
     }
 
-    /// The cluster this node is in, if any.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.as_ref()
-    }
-
-    /// The shard group serving `p`, or `None` when this node does (multi-get's split).
-    pub fn remote_group(&self, cluster: &Cluster, p: PartitionId) -> Option<GroupId> {
-        (!self.node.owns(p)).then(|| cluster.routes().doc().group_of(p))
+    /// The way to other groups, when this node is in a cluster.
+    pub fn forwarder(&self) -> Option<Forwarder<'_>> {
+        self.cluster.as_ref().map(|cluster| Forwarder {
+            router: self,
+            cluster,
+        })
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Status> {
@@ -109,12 +116,24 @@ impl Router {
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
+}
+
+impl<'a> Forwarder<'a> {
+    /// The cluster this node is in.
+    pub fn cluster(self) -> &'a Arc<Cluster> {
+        self.cluster
+    }
+
+    /// The shard group serving `p`, or `None` when this node does (multi-get's split).
+    pub fn remote_group(self, p: PartitionId) -> Option<GroupId> {
+        (!self.router.node.owns(p)).then(|| self.cluster.routes().doc().group_of(p))
+    }
 
     /// Sends `message` to the best ready replica of `group` (least lagging on `partition`,
     /// having applied the request's tokens), trying the next one when a replica is
     /// unavailable, all within the request's deadline. Fails with `UNAVAILABLE` naming the group when none answers.
     pub async fn forward<M, T, F, Fut>(
-        &self,
+        self,
         group: GroupId,
         partition: Option<PartitionId>,
         consistency: &Consistency,
@@ -126,8 +145,8 @@ impl Router {
         F: Fn(DataClient<Channel>, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        let cluster = self.cluster.as_ref().expect("forwarding needs a cluster");
-        let replicas: Vec<_> = cluster
+        let replicas: Vec<_> = self
+            .cluster
             .routes()
             .replicas(group, partition, &consistency.tokens)
             .into_iter()
@@ -156,7 +175,7 @@ impl Router {
     /// them), within the request's deadline, with the forwarded mark and `headers`.
     #[allow(clippy::too_many_arguments)]
     pub async fn forward_to<M, T, F, Fut>(
-        &self,
+        self,
         replicas: Vec<notadb_cluster::Member>,
         group: GroupId,
         partition: Option<PartitionId>,
@@ -170,13 +189,13 @@ impl Router {
         F: Fn(Channel, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        let cluster = self.cluster.as_ref().expect("forwarding needs a cluster");
+        let node = &self.router.node;
         let deadline = consistency
             .deadline
-            .unwrap_or_else(|| Instant::now() + self.node.config().limits.max_read_wait());
+            .unwrap_or_else(|| Instant::now() + node.config().limits.max_read_wait());
         let replicas: Vec<_> = replicas
             .into_iter()
-            .take(cluster.config().forward_attempts.max(1))
+            .take(self.cluster.config().forward_attempts.max(1))
             .collect();
         let on = match partition {
             Some(p) => format!(" (partition {p})"),
@@ -199,7 +218,7 @@ impl Router {
             request.set_timeout(remaining);
             request.metadata_mut().insert(
                 FORWARDED,
-                self.node.config().node_id.parse().map_err(|_| {
+                node.config().node_id.parse().map_err(|_| {
                     to_status(NodeError::Internal(
                         "node_id is not a valid header value".into(),
                     ))
@@ -210,7 +229,7 @@ impl Router {
                     .metadata_mut()
                     .insert(*header, tonic::metadata::MetadataValue::from_static("1"));
             }
-            let client = self.channel(&replica.grpc_addr)?;
+            let client = self.router.channel(&replica.grpc_addr)?;
             metrics::counter!("notadb_forwarded_requests_total").increment(1);
             match tokio::time::timeout(remaining, call(client, request)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),

@@ -27,15 +27,21 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 /// A failure to start or stop the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The node refused to open (storage, log, configuration).
     #[error("{0}")]
     Node(#[from] NodeError),
+    /// Joining the cluster failed.
     #[error("{0}")]
     Cluster(#[from] ClusterError),
+    /// A listener could not bind its address.
     #[error("binding {addr}: {source}")]
     Bind {
+        /// The address it was given.
         addr: SocketAddr,
+        /// Why the bind failed.
         source: std::io::Error,
     },
+    /// Anything else, said in words.
     #[error("{0}")]
     Other(String),
 }

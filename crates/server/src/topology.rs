@@ -10,9 +10,13 @@ use std::sync::Arc;
 /// This node, its addresses, and its cluster if it is in one.
 #[derive(Clone)]
 pub struct Topology {
+    /// This node.
     pub node: Node,
+    /// The cluster it joined; `None` on a single node.
     pub cluster: Option<Arc<Cluster>>,
+    /// Where it serves gRPC, as clients reach it.
     pub grpc_addr: String,
+    /// Where it serves admin HTTP, as clients reach it.
     pub admin_addr: String,
     /// Where the frame protocol listens, if it does.
     pub frame_addr: Option<String>,

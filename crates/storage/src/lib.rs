@@ -14,6 +14,8 @@
 //! `point_cache`). Range reads inside one partition key (`ReadView::group_cursor`) go through
 //! a cache of each such group's rows, kept exact the same way (see `row_cache`).
 
+#![warn(missing_docs)]
+
 mod batch;
 mod error;
 pub mod layout;

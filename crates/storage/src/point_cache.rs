@@ -62,6 +62,7 @@ impl Entry {
 /// Asks the CPU to start loading the cache line at `p` (a hint: no fault, no effect on
 /// what the program computes, whatever the address).
 #[inline(always)]
+#[allow(unsafe_code)] // The one unsafe call in the workspace: the intrinsic is unsafe to call.
 fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing the program sees and cannot fault.

@@ -20,10 +20,15 @@ pub type MetaEntry = (Vec<u8>, Vec<u8>);
 /// RocksDB memory, as Prometheus and the status page show it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemoryUsage {
+    /// Bytes in memtables, active and immutable (`rocksdb.cur-size-all-mem-tables`).
     pub memtables: u64,
+    /// Bytes the shared block cache holds.
     pub block_cache: u64,
+    /// Bytes of table readers outside the block cache (`rocksdb.estimate-table-readers-mem`).
     pub table_readers: u64,
+    /// Bytes the point cache holds.
     pub point_cache: u64,
+    /// Bytes the row cache holds.
     pub row_cache: u64,
 }
 

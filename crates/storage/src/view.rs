@@ -351,10 +351,12 @@ impl Values {
         }
     }
 
+    /// How many values (present or absent) it holds.
     pub fn len(&self) -> usize {
         self.spans.len()
     }
 
+    /// Whether it holds no values.
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }

@@ -22,23 +22,33 @@ pub struct RowChange {
     pub table: usize,
     /// The text of each key column, in key order.
     pub key: Vec<String>,
+    /// The partition whose log holds the change.
     pub partition: PartitionId,
+    /// The seq of the entry that made the change.
     pub seq: Seq,
+    /// What the change does to the row.
     pub op: RowOp,
 }
 
 /// A change the database refused, or the transmitter could not turn into a row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// The keyspace's name.
     pub keyspace: String,
+    /// The table, as `"schema"."table"`.
     pub table: String,
+    /// The partition whose log holds the change.
     pub partition: PartitionId,
+    /// The seq of the entry that made the change.
     pub seq: Seq,
     /// The key as a JSON array of its elements.
     pub key: String,
     /// The value's text, if the change had one.
     pub value: Option<String>,
+    /// Why the change was not written.
     pub error: String,
+    /// The database's SQLSTATE when it refused the row; `None` when the transmitter could not
+    /// make a row of the change.
     pub sqlstate: Option<String>,
 }
 

@@ -11,7 +11,12 @@ pub enum TransmitterError {
     /// The database failed (connection lost, restarting, serialization failure, …): the batch
     /// is retried with backoff, in order.
     #[error("{what}: {message}")]
-    Database { what: String, message: String },
+    Database {
+        /// What the transmitter was doing.
+        what: String,
+        /// The server's message and SQLSTATE, or the client's error.
+        message: String,
+    },
     /// A row the database refuses for good; the batch is written again with every such row
     /// isolated into the dead-letter table.
     #[error("refused row: {0}")]

@@ -12,6 +12,8 @@
 //! - [`sink`]: PostgreSQL: the transmitter's own tables and the batch transaction.
 //! - [`Transmitter`]: the loops that read, batch, write and retry, with metrics and status.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 mod config;
 mod error;

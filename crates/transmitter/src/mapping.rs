@@ -10,24 +10,31 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A column of the real table, as the catalog describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnInfo {
+    /// The column's name.
     pub name: String,
     /// `format_type(...)`, e.g. `bigint`, `character varying(20)`, `timestamp with time zone`.
     pub sql_type: String,
+    /// Whether the column is `NOT NULL`.
     pub not_null: bool,
+    /// Whether the column has a default.
     pub has_default: bool,
 }
 
 /// The real table: its columns and the column sets of its unique indexes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TableInfo {
+    /// The columns, in table order; none when the table does not exist.
     pub columns: Vec<ColumnInfo>,
+    /// The column set of each unique index without a predicate (the primary key's included).
     pub unique_keys: Vec<BTreeSet<String>>,
 }
 
 /// One mapped column and the PostgreSQL type values are cast to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Column {
+    /// The column's name.
     pub name: String,
+    /// The column's type as the catalog names it; values are cast to it.
     pub sql_type: String,
 }
 
@@ -42,8 +49,11 @@ impl Column {
 /// entries into rows.
 #[derive(Clone, Debug)]
 pub struct Table {
+    /// The keyspace's name.
     pub keyspace: String,
+    /// The keyspace's id.
     pub keyspace_id: KeyspaceId,
+    /// The keyspace's schema.
     pub schema: KeyspaceSchema,
     /// `"schema"."table"`.
     pub qualified: String,
@@ -51,11 +61,18 @@ pub struct Table {
     pub key: Vec<Column>,
     /// JSON field name and its column.
     pub fields: Vec<(String, Column)>,
+    /// The column receiving the whole value; `None` when none is mapped.
     pub value: Option<Column>,
+    /// The column receiving the expiry; `None` when none is mapped.
     pub expires: Option<Column>,
+    /// The column holding the seq of the change that wrote the row.
     pub seq: String,
+    /// The boolean column a soft delete sets; `None`: a delete removes the row.
     pub soft_delete: Option<String>,
+    /// The statement that inserts or updates a batch of rows, skipping rows a newer seq wrote.
     pub upsert_sql: String,
+    /// The statement that deletes (or soft-deletes) a batch of rows, skipping rows a newer
+    /// seq wrote.
     pub delete_sql: String,
 }
 

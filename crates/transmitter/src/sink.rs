@@ -172,7 +172,10 @@ pub struct Sink {
 /// What writing a batch did.
 #[derive(Debug, Default)]
 pub struct Written {
+    /// Rows written (rows the database refused are not counted).
     pub rows: usize,
+    /// The changes written to the dead-letter table: the batch's own and the rows the
+    /// database refused.
     pub dead_letters: Vec<DeadLetter>,
 }
 

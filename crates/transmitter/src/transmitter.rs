@@ -8,7 +8,7 @@ use crate::sink::{self, Sink};
 use crate::TransmitterError;
 use async_trait::async_trait;
 use notadb_log::{Log, LogEntry, LogError};
-use notadb_record::{now_micros, KeyspaceDef, Op, Record};
+use notadb_record::{now_micros, DecodeError, KeyspaceDef, Op, Record};
 use notadb_types::{KeyspaceId, PartitionId, Seq, Token};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -35,11 +35,13 @@ const CATALOG_WAIT: Duration = Duration::from_secs(10);
 /// One partition's progress.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionProgress {
+    /// The partition.
     pub partition: PartitionId,
     /// Everything up to this seq is in the database.
     pub transmitted: Seq,
     /// The end of the log when last sampled.
     pub last: Seq,
+    /// Log entries not yet in the database: `last` minus `transmitted`.
     pub lag_records: u64,
     /// Age of the oldest entry read but not yet committed, seconds.
     pub lag_seconds: f64,
@@ -50,9 +52,13 @@ pub struct PartitionProgress {
 pub struct TransmitterStatus {
     /// Whether this node writes (in a cluster, one replica per shard group does).
     pub active: bool,
+    /// Each partition's progress.
     pub partitions: Vec<PartitionProgress>,
+    /// Rows written since the transmitter was created.
     pub rows: u64,
+    /// Changes written to the dead-letter table since the transmitter was created.
     pub dead_letters: u64,
+    /// Errors retried since the transmitter was created.
     pub retries: u64,
     /// The latest error, cleared by the next commit.
     pub last_error: Option<String>,
@@ -748,15 +754,23 @@ impl Inner {
     }
 
     /// What entry `seq` of `p` writes: its record, or for a transaction its effects as applied
-    /// on this replica (a transaction's writes are not in the log); `None` if it does not
-    /// decode (replicas skip it too).
+    /// on this replica (a transaction's writes are not in the log); `None` if it is malformed
+    /// (replicas skip it too). An entry of a newer format stops this replica's partition, and
+    /// the transmitter with it: it retries, and never writes past the entry.
     async fn record_of(
         &self,
         p: PartitionId,
         entry: &LogEntry,
     ) -> Result<Option<Record>, TransmitterError> {
-        let Ok(record) = Record::decode(&entry.payload) else {
-            return Ok(None);
+        let record = match Record::decode(&entry.payload) {
+            Ok(record) => record,
+            Err(DecodeError::Malformed(_)) => return Ok(None),
+            Err(e @ DecodeError::Newer { .. }) => {
+                return Err(TransmitterError::Replica(format!(
+                    "partition {p} entry {}: {e}",
+                    entry.seq
+                )))
+            }
         };
         let effects = self
             .host

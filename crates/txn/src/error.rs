@@ -28,3 +28,10 @@ pub enum TxnError {
         message: String,
     },
 }
+
+/// A [`TxnStore`](crate::TxnStore) failure: the replica's own storage failed (I/O,
+/// corruption), or an entry holds changes this build cannot make (a newer format). Never a
+/// transaction outcome: the executing partition stops rather than diverge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);

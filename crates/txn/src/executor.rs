@@ -29,7 +29,7 @@ use bytes::Bytes;
 use notadb_types::{PartitionId, Seq};
 
 use crate::entry::{Entry, KeyValues, RemoteReads};
-use crate::{Outcome, Procedures, Scheduler, TxnError, TxnId, TxnInput, TxnKey};
+use crate::{Outcome, Procedures, Scheduler, StoreError, TxnError, TxnId, TxnInput, TxnKey};
 
 /// Default cap on blocked entries; beyond it, later entries wait unadmitted, in order.
 pub const DEFAULT_MAX_BLOCKED: usize = 4096;
@@ -57,7 +57,7 @@ impl Default for ExecutorConfig {
 /// [`Effects`]. An error is the replica's (I/O, corruption), never a transaction outcome.
 pub trait TxnStore {
     /// The current value of `key` in this partition.
-    fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, String>;
+    fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, StoreError>;
     /// Applies the writes of the entry at `seq` (None deletes): an [`Entry::Write`]'s as
     /// logged, or the values a procedure wrote.
     fn write(
@@ -65,9 +65,9 @@ pub trait TxnStore {
         seq: Seq,
         writes: &[(TxnKey, Option<Bytes>)],
         origin: WriteOrigin,
-    ) -> Result<(), String>;
+    ) -> Result<(), StoreError>;
     /// Applies a barrier entry's payload, with nothing else in flight.
-    fn barrier(&mut self, seq: Seq, payload: &Bytes) -> Result<(), String>;
+    fn barrier(&mut self, seq: Seq, payload: &Bytes) -> Result<(), StoreError>;
 }
 
 /// Where written values come from: the driver may store the two differently.
@@ -596,6 +596,9 @@ impl Executor {
     }
 }
 
-fn storage_error(partition: PartitionId, message: String) -> TxnError {
-    TxnError::Storage { partition, message }
+fn storage_error(partition: PartitionId, e: StoreError) -> TxnError {
+    TxnError::Storage {
+        partition,
+        message: e.0,
+    }
 }

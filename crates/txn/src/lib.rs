@@ -47,7 +47,7 @@ pub mod scheduler;
 #[cfg(any(test, feature = "testing"))]
 pub use checker::{check, Anomaly, MicroOp, Op, Report, Status};
 pub use entry::{Entry, KeyValues, RemoteReads};
-pub use error::TxnError;
+pub use error::{StoreError, TxnError};
 pub use executor::{
     Effects, Executor, ExecutorConfig, Finished, Position, Resume, SendReads, TxnStore,
     WriteOrigin, DEFAULT_MAX_BLOCKED,

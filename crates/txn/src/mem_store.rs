@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use notadb_types::Seq;
 
-use crate::{TxnKey, TxnStore, WriteOrigin};
+use crate::{StoreError, TxnKey, TxnStore, WriteOrigin};
 
 /// A partition's data in a map. Writes apply at once; barriers are only recorded.
 #[derive(Clone, Debug, Default)]
@@ -17,7 +17,7 @@ pub struct MemStore {
 }
 
 impl TxnStore for MemStore {
-    fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, String> {
+    fn get(&mut self, key: &TxnKey) -> Result<Option<Bytes>, StoreError> {
         Ok(self.data.get(key).cloned())
     }
 
@@ -26,7 +26,7 @@ impl TxnStore for MemStore {
         _seq: Seq,
         writes: &[(TxnKey, Option<Bytes>)],
         _origin: WriteOrigin,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         for (k, v) in writes {
             match v {
                 Some(v) => self.data.insert(k.clone(), v.clone()),
@@ -36,7 +36,7 @@ impl TxnStore for MemStore {
         Ok(())
     }
 
-    fn barrier(&mut self, seq: Seq, _payload: &Bytes) -> Result<(), String> {
+    fn barrier(&mut self, seq: Seq, _payload: &Bytes) -> Result<(), StoreError> {
         self.barriers.push(seq);
         Ok(())
     }

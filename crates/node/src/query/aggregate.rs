@@ -13,32 +13,48 @@ use std::collections::BTreeMap;
 
 /// An aggregate ready to run: everything validated.
 pub struct AggregatePlan<'a> {
+    /// The keyspace aggregated.
     pub keyspace: KeyspaceId,
+    /// Its schema.
     pub schema: &'a KeyspaceSchema,
+    /// The encoded range and the partitions it spans.
     pub range: &'a ResolvedRange,
+    /// Conditions every counted row meets.
     pub filters: &'a Filters,
+    /// What to compute.
     pub function: AggregateFunction,
+    /// Path of the JSON field summed or compared; `None` for count.
     pub field: Option<Vec<String>>,
+    /// Index of the key element to group by; `None` makes one group.
     pub group_by: Option<usize>,
     /// Index of a timestamp element and the window `[from, to)` its value must fall in.
     pub window: Option<(usize, i64, i64)>,
+    /// Most rows the request may visit, over all partitions.
     pub max_rows: u64,
+    /// Most groups the request may hold.
     pub max_groups: usize,
+    /// The read's clock, in microseconds since the Unix epoch: rows expired by then are
+    /// skipped.
     pub now_micros: i64,
 }
 
 /// Partial state of one group.
 #[derive(Clone, Debug)]
 pub struct Acc {
+    /// The group's value of the `group_by` element; `None` when there is no `group_by`.
     pub key: Option<Element>,
+    /// The aggregate so far.
     pub value: f64,
+    /// Rows folded in so far.
     pub rows: u64,
 }
 
 /// Groups keyed by the encoded group element, so iteration order is the key order.
 #[derive(Debug, Default)]
 pub struct Groups {
+    /// Each group's state, by its encoded group element (empty when there is no `group_by`).
     pub groups: BTreeMap<Vec<u8>, Acc>,
+    /// Rows visited, counted or not.
     pub rows_scanned: u64,
 }
 

@@ -149,15 +149,20 @@ fn walk<'a, 'p>(doc: &'a [u8], path: impl Iterator<Item = &'p str>) -> Option<Ra
 /// A filter's value, prepared to compare with raw JSON text.
 #[derive(Debug, Clone)]
 pub enum Expected {
+    /// JSON `null`.
     Null,
+    /// A JSON boolean.
     Bool(bool),
+    /// A JSON number, as an `f64`.
     Number(f64),
+    /// A JSON string.
     String(String),
     /// An array or an object: compared after a full parse.
     Other(Value),
 }
 
 impl Expected {
+    /// `value` prepared for comparison.
     pub fn new(value: &Value) -> Expected {
         match value {
             Value::Null => Expected::Null,

@@ -18,8 +18,11 @@ pub enum Partitions {
 /// end of the keyspace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedRange {
+    /// The partitions the range spans.
     pub partitions: Partitions,
+    /// The first encoded key in the range (included).
     pub lower: Vec<u8>,
+    /// The encoded key the range stops before; `None`: the end of the keyspace.
     pub upper: Option<Vec<u8>>,
 }
 

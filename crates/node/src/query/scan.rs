@@ -12,14 +12,22 @@ use std::sync::Arc;
 
 /// A scan ready to run: everything validated.
 pub struct ScanPlan<'a> {
+    /// The keyspace scanned.
     pub keyspace: KeyspaceId,
+    /// Its schema.
     pub schema: &'a KeyspaceSchema,
+    /// The encoded range and the partitions it spans.
     pub range: &'a ResolvedRange,
+    /// Conditions every returned row meets.
     pub filters: &'a Filters,
+    /// Most rows one partition may return.
     pub limit: usize,
     /// Key and value bytes one partition may return (at least one row always fits).
     pub max_bytes: usize,
+    /// Read from the end of the range backwards.
     pub reverse: bool,
+    /// The read's clock, in microseconds since the Unix epoch: rows expired by then are
+    /// skipped.
     pub now_micros: i64,
 }
 
@@ -53,10 +61,12 @@ impl RawRows {
         self.ends.push((key_end, self.bytes.len()));
     }
 
+    /// Number of rows.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -88,6 +98,7 @@ impl RawRows {
 pub struct RawScan {
     /// The keyspace scanned (its schema decodes the keys).
     pub def: Arc<KeyspaceDef>,
+    /// The rows, in encoded key order (descending for a reverse scan).
     pub rows: RawRows,
     /// The limit stopped the scan before the end of the range.
     pub more: bool,
@@ -131,7 +142,9 @@ fn decode_stored_key(schema: &KeyspaceSchema, key: &[u8]) -> Result<Vec<Element>
 
 /// Rows of one partition, and whether the limit or the byte budget cut the scan short.
 pub struct PartitionRows {
+    /// The partition's rows, in scan order.
     pub rows: RawRows,
+    /// Whether the limit or the byte budget stopped the scan before the end of the range.
     pub more: bool,
 }
 

@@ -5,7 +5,7 @@
 //! here keep their answers as stored bytes for the connection to encode.
 
 use crate::grpc::{CacheService, DataService, ScanAnswer};
-use crate::status::to_status;
+use crate::status::{invalid_argument, to_status, unimplemented};
 use bytes::{Bytes, BytesMut};
 use notadb_proto::frame::{self, Method, RequestHead};
 use notadb_proto::v1::cache_server::Cache;
@@ -78,7 +78,7 @@ fn request<M: prost::Message + Default>(
     method: Method,
 ) -> Result<Request<M>, Status> {
     let message = M::decode(body).map_err(|e| {
-        Status::invalid_argument(format!(
+        invalid_argument(format!(
             "{} request: expected a protobuf {} message: {e}",
             method.name(),
             std::any::type_name::<M>()
@@ -121,7 +121,7 @@ pub async fn call(
     let Some(method) = Method::from_u16(head.method) else {
         return (
             head.id,
-            Err(Status::unimplemented(format!(
+            Err(unimplemented(format!(
                 "frame method {} is unknown to this server (known: 1-9 and 20-22)",
                 head.method
             ))),

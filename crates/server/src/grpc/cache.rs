@@ -106,7 +106,7 @@ impl CacheService {
     /// Whether this node loads the misses of partition `p`: on a single node, when asked to
     /// by another replica, or when it is the first ready replica of its group by node id.
     fn loads_here(&self, metadata: &MetadataMap, p: PartitionId) -> bool {
-        let Some(cluster) = self.router.cluster() else {
+        let Some(cluster) = self.router.forwarder().map(|f| f.cluster()) else {
             return true;
         };
         if metadata.contains_key(LOAD_HERE) {
@@ -158,7 +158,8 @@ impl CacheService {
         for (i, r) in try_join_all(loads).await? {
             results[i] = r;
         }
-        if let Some(cluster) = self.router.cluster().filter(|_| !there.is_empty()) {
+        if let Some(forwarder) = self.router.forwarder().filter(|_| !there.is_empty()) {
+            let cluster = forwarder.cluster();
             let group = cluster.group();
             let request = CacheGetRequest {
                 cache: cache.to_string(),
@@ -172,8 +173,7 @@ impl CacheService {
                 no_load: false,
             };
             let loaders = cluster.routes().loaders(group);
-            let response = self
-                .router
+            let response = forwarder
                 .forward_to(
                     loaders,
                     group,
@@ -268,22 +268,20 @@ impl Cache for CacheService {
             let mut by_group: BTreeMap<Option<GroupId>, Vec<usize>> = BTreeMap::new();
             let scattering = self.router.scattering(&metadata);
             for (i, p) in partitions.iter().enumerate() {
-                let group = match scattering {
-                    Some(cluster) => self.router.remote_group(cluster, *p),
-                    None => None,
-                };
+                let group = scattering.and_then(|f| f.remote_group(*p));
                 by_group.entry(group).or_default().push(i);
             }
             let mut results = vec![CacheResult::default(); keys.len()];
             for (group, indices) in by_group {
                 let part: Vec<Bytes> = indices.iter().map(|&i| keys[i].clone()).collect();
-                let answered = match group {
+                // A group is only ever Some with a forwarder: it came from one.
+                let answered = match group.zip(scattering) {
                     None => {
                         let ps: Vec<PartitionId> = indices.iter().map(|&i| partitions[i]).collect();
                         self.local_get(&def, part, &ps, &consistency, load, &metadata)
                             .await?
                     }
-                    Some(g) => {
+                    Some((g, forwarder)) => {
                         let request = CacheGetRequest {
                             cache: r.cache.clone(),
                             keys: part
@@ -295,17 +293,14 @@ impl Cache for CacheService {
                             tokens: r.tokens.clone(),
                             no_load: r.no_load,
                         };
-                        let cluster = self
-                            .router
+                        let replicas = forwarder
                             .cluster()
-                            .expect("a remote group is in a cluster");
-                        let replicas = cluster
                             .routes()
                             .replicas(g, Some(partitions[indices[0]]), &consistency.tokens)
                             .into_iter()
                             .filter(|m| m.ready)
                             .collect();
-                        self.router
+                        forwarder
                             .forward_to(
                                 replicas,
                                 g,

@@ -2,11 +2,12 @@ use crate::convert;
 use crate::encode;
 use crate::frame::multi_get;
 use crate::route::{Route, Router};
-use crate::status::{convert_status, to_status};
+use crate::status::{convert_status, invalid_argument, to_status};
 use futures::future::try_join_all;
 use notadb_node::{
     merge_aggregates, merge_scans, Consistency, MultiGetValues, Mutation, Node, NodeError,
 };
+use notadb_proto::v1::data_client::DataClient;
 use notadb_proto::v1::data_server::Data;
 use notadb_proto::v1::*;
 use notadb_proto::{element_from_proto, element_to_proto, token_to_proto, tuple_from_proto};
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// A scan's answer: rows read here, as stored, or a message from other shard groups.
@@ -48,21 +50,17 @@ impl DataService {
             let route = self.router.route(request.metadata(), || {
                 self.node.partition_of_range(&scan.keyspace, &scan.range)
             })?;
-            let forward = |group: GroupId, p: Option<notadb_types::PartitionId>| {
-                self.router
-                    .forward(group, p, &consistency, r.clone(), |mut c, req| async move {
-                        c.scan(req).await
-                    })
-            };
+            let call = |mut c: DataClient<Channel>, req| async move { c.scan(req).await };
             let merged = match route {
                 Route::Here => {
                     let raw = self.node.scan_raw(scan, &consistency).await;
                     return raw.map(ScanAnswer::Here).map_err(to_status);
                 }
-                Route::Group(group, p) => {
-                    return Ok(ScanAnswer::Message(forward(group, Some(p)).await?));
+                Route::Group(f, group, p) => {
+                    let forwarded = f.forward(group, Some(p), &consistency, r.clone(), call);
+                    return Ok(ScanAnswer::Message(forwarded.await?));
                 }
-                Route::Everywhere(others) => {
+                Route::Everywhere(f, others) => {
                     let def = self
                         .node
                         .describe_keyspace(&scan.keyspace)
@@ -75,7 +73,11 @@ impl DataService {
                     let reverse = scan.reverse;
                     let (mine, theirs) = futures::future::try_join(
                         async { self.node.scan(scan, &consistency).await.map_err(to_status) },
-                        try_join_all(others.into_iter().map(|g| forward(g, None))),
+                        try_join_all(
+                            others
+                                .into_iter()
+                                .map(|g| f.forward(g, None, &consistency, r.clone(), call)),
+                        ),
                     )
                     .await?;
                     let mut parts = vec![mine];
@@ -247,8 +249,8 @@ impl Data for DataService {
                     .partition_of_key(&r.keyspace, &key, "key")
                     .map(Some)
             })?;
-            if let Route::Group(group, p) = route {
-                let forwarded = self.router.forward(
+            if let Route::Group(f, group, p) = route {
+                let forwarded = f.forward(
                     group,
                     Some(p),
                     &consistency,
@@ -288,7 +290,7 @@ impl Data for DataService {
                 .map(|(i, k)| tuple_from_proto(Some(k), format_args!("keys[{i}]")))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(convert_status)?;
-            let Some(cluster) = self.router.scattering(request.metadata()) else {
+            let Some(forwarder) = self.router.scattering(request.metadata()) else {
                 let results = self
                     .local_multi_get(&r.keyspace, &keys, &consistency)
                     .await?;
@@ -302,7 +304,7 @@ impl Data for DataService {
                     .partition_of_key(&r.keyspace, key, &format!("keys[{i}]"))
                     .map_err(to_status)?;
                 by_group
-                    .entry(self.router.remote_group(cluster, p))
+                    .entry(forwarder.remote_group(p))
                     .or_default()
                     .push(i);
             }
@@ -321,7 +323,7 @@ impl Data for DataService {
                                 keys: indexes.iter().map(|&i| r.keys[i].clone()).collect(),
                                 ..r.clone()
                             };
-                            self.router
+                            forwarder
                                 .forward(
                                     group,
                                     None,
@@ -368,23 +370,18 @@ impl Data for DataService {
                 self.node
                     .partition_of_range(&aggregate.keyspace, &aggregate.range)
             })?;
-            let forward =
-                |group: GroupId, p: Option<notadb_types::PartitionId>, m: AggregateRequest| {
-                    self.router
-                        .forward(group, p, &consistency, m, |mut c, req| async move {
-                            c.aggregate(req).await
-                        })
-                };
+            let call = |mut c: DataClient<Channel>, req| async move { c.aggregate(req).await };
             let result = match route {
                 Route::Here => self
                     .node
                     .aggregate(aggregate, &consistency)
                     .await
                     .map_err(to_status)?,
-                Route::Group(group, p) => {
-                    return Ok(Response::new(forward(group, Some(p), r.clone()).await?));
+                Route::Group(f, group, p) => {
+                    let forwarded = f.forward(group, Some(p), &consistency, r.clone(), call);
+                    return Ok(Response::new(forwarded.await?));
                 }
-                Route::Everywhere(others) => {
+                Route::Everywhere(f, others) => {
                     // Every group returns all of its groups; the top-k is taken after merging.
                     let (function, top_k) = (aggregate.function, aggregate.top_k);
                     aggregate.top_k = 0;
@@ -399,7 +396,11 @@ impl Data for DataService {
                                 .await
                                 .map_err(to_status)
                         },
-                        try_join_all(others.into_iter().map(|g| forward(g, None, all.clone()))),
+                        try_join_all(
+                            others
+                                .into_iter()
+                                .map(|g| f.forward(g, None, &consistency, all.clone(), call)),
+                        ),
                     )
                     .await?;
                     let mut parts = vec![mine];
@@ -440,8 +441,8 @@ impl Data for DataService {
                     .partition_of_prefix(&r.keyspace, &partition_key)
                     .map(Some)
             })?;
-            if let Route::Group(group, p) = route {
-                let forwarded = self.router.forward(
+            if let Route::Group(f, group, p) = route {
+                let forwarded = f.forward(
                     group,
                     Some(p),
                     &consistency,
@@ -453,9 +454,8 @@ impl Data for DataService {
             let args = if r.args_json.trim().is_empty() {
                 serde_json::Value::Null
             } else {
-                serde_json::from_str(&r.args_json).map_err(|e| {
-                    Status::invalid_argument(format!("args_json: expected JSON text: {e}"))
-                })?
+                serde_json::from_str(&r.args_json)
+                    .map_err(|e| invalid_argument(format!("args_json: expected JSON text: {e}")))?
             };
             let result_json = self
                 .node

@@ -1,4 +1,4 @@
-use crate::status::{convert_status, to_status};
+use crate::status::{convert_status, invalid_argument, to_status};
 use notadb_node::{KeyspaceInfo as NodeKeyspaceInfo, Node};
 use notadb_proto::v1::keyspaces_server::Keyspaces;
 use notadb_proto::v1::*;
@@ -36,7 +36,7 @@ impl Keyspaces for KeyspacesService {
             let schema = r
                 .schema
                 .as_ref()
-                .ok_or_else(|| Status::invalid_argument("schema: required"))?;
+                .ok_or_else(|| invalid_argument("schema: required"))?;
             let schema = schema_from_proto(schema).map_err(convert_status)?;
             let (k, _) = self
                 .node

@@ -1,7 +1,8 @@
+use crate::status::{invalid_argument, to_status, transmitter_status};
 use crate::Topology;
+use notadb_node::NodeError;
 use notadb_proto::v1::node_server::Node as NodeApi;
 use notadb_proto::v1::*;
-use notadb_transmitter::TransmitterError;
 use notadb_types::{PartitionId, Seq, Token};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -71,9 +72,9 @@ impl NodeApi for NodeService {
     ) -> Result<Response<TransmitterFlushResponse>, Status> {
         observe!("TransmitterFlush", async {
             let Some(t) = &self.topology.transmitter else {
-                return Err(Status::failed_precondition(
-                    "this node has no transmitter: add a [transmitter] table to its config",
-                ));
+                return Err(to_status(NodeError::FailedPrecondition(
+                    "this node has no transmitter: add a [transmitter] table to its config".into(),
+                )));
             };
             let r = request.into_inner();
             let tokens: Vec<Token> = r
@@ -84,7 +85,7 @@ impl NodeApi for NodeService {
                         .ok()
                         .filter(|p| *p < self.topology.node.partitioner().count())
                         .ok_or_else(|| {
-                            Status::invalid_argument(format!(
+                            invalid_argument(format!(
                                 "tokens: partition {} does not exist",
                                 t.partition
                             ))
@@ -101,8 +102,7 @@ impl NodeApi for NodeService {
             };
             match t.flush(&tokens, timeout).await {
                 Ok(()) => Ok(Response::new(TransmitterFlushResponse {})),
-                Err(TransmitterError::Timeout(m)) => Err(Status::deadline_exceeded(m)),
-                Err(e) => Err(Status::unavailable(e.to_string())),
+                Err(e) => Err(transmitter_status(e)),
             }
         })
         .await

@@ -1,6 +1,6 @@
 //! The `Transactions` service: runs registered procedures as deterministic transactions.
 
-use crate::status::{convert_status, to_status};
+use crate::status::{convert_status, invalid_argument, to_status};
 use notadb_node::{Access, Node, Outcome, TxnKeyRequest, TxnRequest};
 use notadb_proto::tuple_from_proto;
 use notadb_proto::v1::transactions_server::Transactions;
@@ -27,7 +27,7 @@ fn access_from_proto(access: i32, i: usize) -> Result<Access, Status> {
         Some(notadb_proto::v1::Access::Read) => Ok(Access::Read),
         Some(notadb_proto::v1::Access::Write) => Ok(Access::Write),
         Some(notadb_proto::v1::Access::ReadWrite) => Ok(Access::ReadWrite),
-        _ => Err(Status::invalid_argument(format!(
+        _ => Err(invalid_argument(format!(
             "keys[{i}].access: expected ACCESS_READ, ACCESS_WRITE or ACCESS_READ_WRITE, found {access}"
         ))),
     }
