@@ -4,8 +4,7 @@
 //! positions, so an empty replica restores the newest one and replays only the log tail.
 
 use crate::control::{KvStore, Objects};
-use crate::error::{nats, ClusterError};
-use async_nats::jetstream::object_store::ObjectStore;
+use crate::error::ClusterError;
 use notadb_node::Node;
 use notadb_record::now_micros;
 use notadb_types::GroupId;
@@ -17,7 +16,9 @@ use xxhash_rust::xxh3::Xxh3;
 /// One file of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointFile {
+    /// The file's name in the RocksDB checkpoint directory.
     pub name: String,
+    /// The file's size in bytes.
     pub bytes: u64,
     /// xxh3-64 of the file's bytes.
     pub xxh3: u64,
@@ -28,12 +29,15 @@ pub struct CheckpointFile {
 pub struct Manifest {
     /// Sortable id: creation time in Unix milliseconds, zero-padded, and the node.
     pub id: String,
+    /// The shard group whose state the checkpoint holds.
     pub group: GroupId,
+    /// The node that took it.
     pub node_id: String,
     /// Applied positions when the checkpoint was taken (the copy holds at least these).
     pub applied: Vec<(u16, u64)>,
     /// Keyspaces (name, id) the copy's catalog holds: its schema version.
     pub keyspaces: Vec<(String, u32)>,
+    /// The files of the copy, sorted by name.
     pub files: Vec<CheckpointFile>,
 }
 
@@ -231,29 +235,4 @@ pub(crate) async fn restore(
         )
     })?;
     Ok(Some(manifest))
-}
-
-/// Opens the checkpoint object store.
-pub(crate) async fn object_store(
-    js: &async_nats::jetstream::Context,
-    name: &str,
-    replicas: usize,
-) -> Result<ObjectStore, ClusterError> {
-    let bucket = format!("{name}_checkpoints");
-    if let Ok(store) = js.get_object_store(&bucket).await {
-        return Ok(store);
-    }
-    let config = async_nats::jetstream::object_store::Config {
-        bucket: bucket.clone(),
-        description: Some("notadb checkpoints".into()),
-        num_replicas: replicas,
-        ..Default::default()
-    };
-    match js.create_object_store(config).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .get_object_store(&bucket)
-            .await
-            .map_err(|e| nats(&format!("opening object store {bucket}"), e)),
-    }
 }

@@ -1,65 +1,30 @@
 //! A node running as one replica of one shard group of a cluster on NATS JetStream or Kafka.
 
+use crate::broker::{self, Broker, LeaseContext};
 use crate::checkpoint::{self, Manifest};
-use crate::config::ClusterLog;
-use crate::control::{JetStreamKv, JetStreamObjects, KvStore, Objects};
-use crate::error::{nats, ClusterError};
-#[cfg(feature = "kafka")]
-use crate::logkv::LogKv;
+use crate::control::{KvStore, Objects};
+use crate::error::ClusterError;
 use crate::members::{self, Candidacies, Routes};
-use crate::meta::{self, ClusterDoc, KvSchemas};
-#[cfg(feature = "kafka")]
-use crate::objects::DirObjects;
+use crate::meta::{self, KvSchemas};
 use crate::txn;
 use crate::ClusterConfig;
-use async_nats::jetstream::{self, kv};
-use notadb_jetstream::JetStreamLog;
-#[cfg(feature = "kafka")]
-use notadb_kafka::{KafkaLog, KafkaOptions};
 use notadb_log::Log;
-use notadb_node::{Node, NodeBuilder, NodeConfig, TxnNotifier};
+use notadb_node::{Node, NodeBuilder, NodeConfig};
 use notadb_types::{GroupId, PartitionId, Seq};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// How long connecting to NATS may take at start-up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long the Kafka members and reports topics keep entries: far longer than a member's
-/// TTL or a transaction's wait, short enough that a starting node reads little.
-#[cfg(feature = "kafka")]
-const KAFKA_SHORT_RETENTION: Duration = Duration::from_secs(3600);
-
 /// Where other nodes and clients reach this node.
 #[derive(Clone, Debug)]
 pub struct Advertised {
+    /// The gRPC address.
     pub grpc_addr: String,
+    /// The admin HTTP address.
     pub admin_addr: String,
     /// The frame protocol's address, when the node serves it.
     pub frame_addr: Option<String>,
-}
-
-/// The broker-specific parts a cluster keeps after start-up.
-enum Broker {
-    JetStream {
-        client: async_nats::Client,
-        js: Box<jetstream::Context>,
-    },
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    Kafka { reports: Arc<dyn Log> },
-}
-
-/// The stores and logs a cluster runs on, opened on its broker.
-struct Backend {
-    meta: Arc<dyn KvStore>,
-    members: Arc<dyn KvStore>,
-    objects: Arc<dyn Objects>,
-    log: Arc<dyn Log>,
-    sequencer: Arc<dyn Log>,
-    notifier: Arc<dyn TxnNotifier>,
-    broker: Broker,
 }
 
 /// A node that joined a cluster: its metadata, membership and checkpoint tasks.
@@ -70,7 +35,7 @@ pub struct Cluster {
     config: ClusterConfig,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    broker: Broker,
+    broker: Box<dyn Broker>,
     candidacies: Candidacies,
 }
 
@@ -78,153 +43,6 @@ struct Shared {
     meta: Arc<dyn KvStore>,
     members: Arc<dyn KvStore>,
     objects: Arc<dyn Objects>,
-}
-
-/// The cluster's metadata store on JetStream: the bucket `{name}_meta`.
-async fn jetstream_meta(
-    js: &jetstream::Context,
-    config: &ClusterConfig,
-) -> Result<Arc<dyn KvStore>, ClusterError> {
-    let store = meta::bucket(
-        js,
-        kv::Config {
-            bucket: format!("{}_meta", config.jetstream.name),
-            description: "notadb cluster metadata: shape, keyspaces, checkpoints".into(),
-            history: 5,
-            num_replicas: config.jetstream.replicas,
-            ..Default::default()
-        },
-    )
-    .await?;
-    Ok(Arc::new(JetStreamKv(store)))
-}
-
-/// The Kafka topic `{topic}.{suffix}`: one partition, entries kept `retention` (`None`:
-/// forever).
-#[cfg(feature = "kafka")]
-async fn kafka_companion(
-    config: &ClusterConfig,
-    suffix: &str,
-    retention: Option<Duration>,
-) -> Result<Arc<KafkaLog>, ClusterError> {
-    let options = KafkaOptions {
-        retention,
-        ..config.kafka.companion(suffix)
-    };
-    Ok(Arc::new(KafkaLog::connect(options, 1).await?))
-}
-
-impl Backend {
-    async fn open(
-        config: &ClusterConfig,
-        node_config: &NodeConfig,
-    ) -> Result<(Backend, ClusterDoc), ClusterError> {
-        match config.log {
-            ClusterLog::JetStream => Backend::jetstream(config, node_config).await,
-            #[cfg(feature = "kafka")]
-            ClusterLog::Kafka => Backend::kafka(config, node_config).await,
-            #[cfg(not(feature = "kafka"))]
-            ClusterLog::Kafka => Err(ClusterError::Config(crate::config::NO_KAFKA.into())),
-        }
-    }
-
-    async fn jetstream(
-        config: &ClusterConfig,
-        node_config: &NodeConfig,
-    ) -> Result<(Backend, ClusterDoc), ClusterError> {
-        let name = config.jetstream.name.clone();
-        let replicas = config.jetstream.replicas;
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(CONNECT_TIMEOUT)
-            .connect(config.jetstream.url.as_str())
-            .await
-            .map_err(|e| nats(&format!("connecting to {}", config.jetstream.url), e))?;
-        let js = jetstream::new(client.clone());
-        let meta = jetstream_meta(&js, config).await?;
-        let doc = meta::cluster_doc(
-            meta.as_ref(),
-            ClusterDoc::new(node_config.partitions, config.groups),
-        )
-        .await?;
-        let members = members::members_bucket(&js, &name, config.member_ttl(), replicas).await?;
-        let objects = checkpoint::object_store(&js, &name, replicas).await?;
-        let log = JetStreamLog::connect(config.jetstream.clone(), doc.partitions).await?;
-        let sequencer = JetStreamLog::connect(
-            notadb_jetstream::JetStreamOptions {
-                name: txn::sequencer_name(&name),
-                // The forwarder truncates it; expiring entries it has not copied would
-                // lose transactions.
-                max_age: None,
-                max_bytes: None,
-                ..config.jetstream.clone()
-            },
-            1,
-        )
-        .await?;
-        let backend = Backend {
-            meta,
-            members: Arc::new(JetStreamKv(members)),
-            objects: Arc::new(JetStreamObjects(objects)),
-            log: Arc::new(log),
-            sequencer: Arc::new(sequencer),
-            notifier: Arc::new(txn::NatsNotifier {
-                client: client.clone(),
-                name,
-            }),
-            broker: Broker::JetStream {
-                client,
-                js: Box::new(js),
-            },
-        };
-        Ok((backend, doc))
-    }
-
-    #[cfg(feature = "kafka")]
-    async fn kafka(
-        config: &ClusterConfig,
-        node_config: &NodeConfig,
-    ) -> Result<(Backend, ClusterDoc), ClusterError> {
-        let timeout = config.kafka.request_timeout;
-        let meta_log = kafka_companion(config, "meta", None).await?;
-        let meta: Arc<dyn KvStore> =
-            Arc::new(LogKv::open(meta_log, "cluster metadata", false, timeout));
-        let doc = meta::cluster_doc(
-            meta.as_ref(),
-            ClusterDoc::new(node_config.partitions, config.groups),
-        )
-        .await?;
-        let members_log = kafka_companion(config, "members", Some(KAFKA_SHORT_RETENTION)).await?;
-        let members: Arc<dyn KvStore> =
-            Arc::new(LogKv::open(members_log, "members", true, timeout));
-        let objects: Arc<dyn Objects> = match &config.checkpoint_dir {
-            Some(dir) => Arc::new(DirObjects::open(dir)?),
-            // Validation allows no directory only when this node takes no checkpoints. A
-            // manifest another node stored is not readable here: a restore fails naming the
-            // missing file.
-            None => Arc::new(DirObjects::open(
-                &node_config.data_dir.join("checkpoints.none"),
-            )?),
-        };
-        let log = KafkaLog::connect(config.kafka.clone(), doc.partitions).await?;
-        // Kept forever: the forwarder copies every entry, and Kafka drops entries only by
-        // retention.
-        let sequencer = kafka_companion(config, "seq", None).await?;
-        let reports: Arc<dyn Log> =
-            kafka_companion(config, "reports", Some(KAFKA_SHORT_RETENTION)).await?;
-        let backend = Backend {
-            meta,
-            members,
-            objects,
-            log: Arc::new(log),
-            sequencer,
-            notifier: Arc::new(txn::LogNotifier {
-                log: reports.clone(),
-                limit: config.kafka.max_entry_bytes,
-            }),
-            broker: Broker::Kafka { reports },
-        };
-        Ok((backend, doc))
-    }
 }
 
 impl Cluster {
@@ -239,7 +57,7 @@ impl Cluster {
         customize: impl FnOnce(NodeBuilder) -> NodeBuilder,
     ) -> Result<Cluster, ClusterError> {
         config.validate().map_err(ClusterError::Config)?;
-        let (backend, doc) = Backend::open(&config, &node_config).await?;
+        let (backend, doc) = broker::open(&config, &node_config).await?;
         let shared = Shared {
             meta: backend.meta,
             members: backend.members,
@@ -294,25 +112,10 @@ impl Cluster {
         };
         cluster.spawn_tasks(shared, advertised);
         let started = async {
-            let reports = match &cluster.broker {
-                Broker::JetStream { client, .. } => {
-                    txn::subscribe_reports(
-                        client,
-                        &cluster.config.jetstream.name,
-                        cluster.node.clone(),
-                        cluster.stop.subscribe(),
-                    )
-                    .await?
-                }
-                Broker::Kafka { reports } => {
-                    txn::read_reports(
-                        reports.clone(),
-                        cluster.node.clone(),
-                        cluster.stop.subscribe(),
-                    )
-                    .await?
-                }
-            };
+            let reports = cluster
+                .broker
+                .receive_reports(cluster.node.clone(), cluster.stop.subscribe())
+                .await?;
             cluster.tasks.lock().expect("tasks lock").push(reports);
             cluster
                 .hold_lease(txn::FORWARDER_LEASE, forwarder_held)
@@ -382,18 +185,7 @@ impl Cluster {
     /// A second connection to the cluster's log, for a reader outside the apply loops (the
     /// transmitter), so it does not disturb their cached consumers.
     pub async fn open_log(&self) -> Result<Arc<dyn Log>, ClusterError> {
-        let partitions = self.node.partitioner().count();
-        Ok(match self.config.log {
-            ClusterLog::JetStream => {
-                Arc::new(JetStreamLog::connect(self.config.jetstream.clone(), partitions).await?)
-            }
-            #[cfg(feature = "kafka")]
-            ClusterLog::Kafka => {
-                Arc::new(KafkaLog::connect(self.config.kafka.clone(), partitions).await?)
-            }
-            #[cfg(not(feature = "kafka"))]
-            ClusterLog::Kafka => return Err(ClusterError::Config(crate::config::NO_KAFKA.into())),
-        })
+        self.broker.open_log(self.node.partitioner().count()).await
     }
 
     /// Competes for the lease `key` (one holder in the cluster at a time) until shutdown;
@@ -405,33 +197,15 @@ impl Cluster {
     }
 
     async fn hold_lease(&self, key: &str, held: watch::Sender<bool>) -> Result<(), ClusterError> {
-        let task = match &self.broker {
-            Broker::JetStream { js, .. } => {
-                let store = crate::lease::lease_bucket(
-                    js,
-                    &self.config.jetstream.name,
-                    self.config.member_ttl(),
-                    self.config.jetstream.replicas,
-                )
-                .await?;
-                tokio::spawn(crate::lease::hold_lease(
-                    store,
-                    key.to_string(),
-                    self.routes.self_id().to_string(),
-                    self.config.member_ttl(),
-                    held,
-                    self.stop.subscribe(),
-                ))
-            }
-            Broker::Kafka { .. } => tokio::spawn(crate::lease::hold_candidacy(
-                self.routes.clone(),
-                self.candidacies.clone(),
-                key.to_string(),
-                self.config.heartbeat_interval(),
-                held,
-                self.stop.subscribe(),
-            )),
+        let context = LeaseContext {
+            routes: self.routes.clone(),
+            candidacies: self.candidacies.clone(),
+            config: self.config.clone(),
         };
+        let task = self
+            .broker
+            .hold_lease(key, context, held, self.stop.subscribe())
+            .await?;
         self.tasks.lock().expect("tasks lock").push(task);
         Ok(())
     }

@@ -18,8 +18,10 @@ pub enum ClusterError {
     /// A checkpoint could not be stored or restored.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The node failed.
     #[error("{0}")]
     Node(#[from] NodeError),
+    /// The log failed.
     #[error("{0}")]
     Log(#[from] LogError),
 }

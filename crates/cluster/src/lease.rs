@@ -1,60 +1,34 @@
 //! Leases: at most one holder per name at a time.
 //!
-//! On JetStream, a key-value bucket (`{name}_leases`) whose entries expire after the member
-//! TTL:
-//! A candidate takes a free lease with `create` (which fails while a live entry exists) and
-//! keeps it by updating the entry with the revision it last wrote (a compare-and-set), every
-//! third of the TTL. A holder that dies stops updating; its entry expires and another
-//! candidate's `create` succeeds. A holder that cannot renew gives the lease up. Leases are
-//! advisory for safety: a paused holder may briefly overlap its successor, so what a lease
-//! guards must also fence (the transmitter's positions do, in PostgreSQL; the transaction
-//! forwarder's copies are deduplicated or skipped by position).
+//! On JetStream ([`hold_lease`]), a key-value bucket (`{name}_leases`) whose entries expire
+//! after the member TTL. A candidate takes a free lease with `create` (which fails while a
+//! live entry exists) and keeps it by updating the entry with the revision it last wrote (a
+//! compare-and-set), every third of the TTL. A holder that dies stops updating; its entry
+//! expires and another candidate's `create` succeeds. A holder that cannot renew gives the
+//! lease up. Leases are advisory for safety: a paused holder may briefly overlap its
+//! successor, so what a lease guards must also fence (the transmitter's positions do, in
+//! PostgreSQL; the transaction forwarder's copies are deduplicated or skipped by position).
 //!
 //! On Kafka, which has no compare-and-set store that expires entries, a node competes by
 //! naming the lease in its heartbeats, with the time it began to ([`hold_candidacy`]); the
 //! live candidate that began first holds it, by every node's routing table. A holder that
 //! dies is dropped from the tables after the member TTL and the next candidate takes over;
 //! a newcomer does not displace a live holder (the start times are each node's wall clock,
-//! so this holds while the clocks agree better than the gap between the starts). Tables can disagree for a heartbeat interval
-//! (one node has not yet heard of a death), so two holders can overlap briefly: the same
-//! advisory guarantee as above.
+//! so this holds while the clocks agree better than the gap between the starts). Tables can
+//! disagree for a heartbeat interval (one node has not yet heard of a death), so two holders
+//! can overlap briefly: the same advisory guarantee as above.
 
-use crate::error::{nats, ClusterError};
 use crate::members::{Candidacies, Routes};
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use notadb_record::now_micros;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Opens (or creates) the lease bucket; entries expire `ttl` after their last update.
-pub async fn lease_bucket(
-    js: &jetstream::Context,
-    name: &str,
-    ttl: Duration,
-    replicas: usize,
-) -> Result<kv::Store, ClusterError> {
-    let bucket = format!("{name}_leases");
-    match js.get_key_value(&bucket).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket,
-                description: "notadb leases: one holder per name".into(),
-                history: 1,
-                max_age: ttl,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats("creating the lease bucket", e)),
-    }
-}
-
 /// Competes for `key` as `holder` until `stop`; `held` tells whether this node holds it.
 /// On stop, a held lease is released so a successor need not wait for it to expire.
-pub async fn hold_lease(
+pub(crate) async fn hold_lease(
     store: kv::Store,
     key: String,
     holder: String,
@@ -96,6 +70,7 @@ pub async fn hold_lease(
 /// Competes for `key` by naming it in this node's heartbeats until `stop`; `held` tells
 /// whether this node is the first live candidate in its routing table, checked every
 /// `interval`. On stop, the candidacy is withdrawn with the next heartbeat (or the departure).
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) async fn hold_candidacy(
     routes: Arc<Routes>,
     candidacies: Candidacies,

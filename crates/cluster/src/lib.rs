@@ -14,10 +14,20 @@
 //! store; on Kafka the stores are [`LogKv`] state machines over one-partition topics (the
 //! topic's order is the agreement) and checkpoints go to a shared directory
 //! ([`DirObjects`]). There is no consensus or membership protocol of notadb's own.
+//!
+//! Only `broker/` tells the brokers apart: it opens the stores and logs behind the traits
+//! ([`KvStore`], [`Objects`], [`Log`](notadb_log::Log)) and answers what a running cluster
+//! asks of its broker (a second log connection, transaction reports, leases). Every store
+//! implementation passes the same conformance suites (`conformance.rs`).
 
+#![warn(missing_docs)]
+
+mod broker;
 mod checkpoint;
 mod cluster;
 mod config;
+#[cfg(test)]
+mod conformance;
 mod control;
 mod error;
 mod lease;

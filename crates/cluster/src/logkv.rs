@@ -376,6 +376,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passes_the_kv_store_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_log, kv) = open(dir.path()).await;
+        crate::conformance::kv_store(&kv).await;
+    }
+
+    #[tokio::test]
     async fn conditional_writes_agree_across_handles_in_log_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, a) = open(dir.path()).await;

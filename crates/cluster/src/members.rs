@@ -4,9 +4,8 @@
 //! watches the store to keep its routing table.
 
 use crate::control::{KvChange, KvStore};
-use crate::error::{nats, ClusterError};
+use crate::error::ClusterError;
 use crate::meta::ClusterDoc;
-use async_nats::jetstream::kv;
 use futures::StreamExt;
 use notadb_node::Node;
 use notadb_record::now_micros;
@@ -22,23 +21,33 @@ const REWATCH_PAUSE: Duration = Duration::from_millis(500);
 /// One partition's position on a member.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemberPartition {
+    /// The partition's id.
     pub partition: u16,
+    /// The member's applied seq of the partition.
     pub applied: u64,
+    /// Highest seq the member knows in the partition's log.
     pub last: u64,
+    /// Age of the oldest entry the member is applying, in seconds; 0 when it is not behind.
     pub lag_seconds: f64,
 }
 
 /// A node's heartbeat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Member {
+    /// The node's id.
     pub node_id: String,
+    /// The shard group it serves.
     pub group: GroupId,
+    /// Where it serves gRPC.
     pub grpc_addr: String,
+    /// Where it serves admin HTTP.
     pub admin_addr: String,
     /// Where it serves the frame protocol; empty when it does not (or is older).
     #[serde(default)]
     pub frame_addr: String,
+    /// Whether the node was ready (`Node::is_ready`) when it sent the heartbeat.
     pub ready: bool,
+    /// The positions of the partitions the node owns.
     pub partitions: Vec<MemberPartition>,
     /// The sender's wall clock when it sent the heartbeat, Unix milliseconds: for display,
     /// and to age heartbeats a node reads back at start-up.
@@ -104,6 +113,7 @@ impl Member {
 /// A member as this node last heard of it.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// Its last heartbeat.
     pub member: Member,
     /// How long ago its last heartbeat arrived here.
     pub age: Duration,
@@ -322,32 +332,6 @@ pub(crate) async fn watch_members(
             _ = tokio::time::sleep(REWATCH_PAUSE) => {}
         }
     }
-}
-
-/// Opens the members bucket: entries expire after `ttl`.
-pub(crate) async fn members_bucket(
-    js: &async_nats::jetstream::Context,
-    name: &str,
-    ttl: Duration,
-    replicas: usize,
-) -> Result<kv::Store, ClusterError> {
-    let store = crate::meta::bucket(
-        js,
-        kv::Config {
-            bucket: format!("{name}_members"),
-            description: "notadb members: heartbeats".into(),
-            history: 1,
-            max_age: ttl,
-            num_replicas: replicas,
-            ..Default::default()
-        },
-    )
-    .await?;
-    store
-        .status()
-        .await
-        .map_err(|e| nats("reading the members bucket", e))?;
-    Ok(store)
 }
 
 #[cfg(test)]

@@ -4,8 +4,7 @@
 //! name).
 
 use crate::control::{KvChange, KvEntry, KvStore};
-use crate::error::{nats, ClusterError};
-use async_nats::jetstream::kv;
+use crate::error::ClusterError;
 use futures::StreamExt;
 use notadb_node::{CacheDef, KeyspaceDef, Node, NodeError, SchemaStore};
 use notadb_types::{GroupId, KeyspaceId, KeyspaceSchema, PartitionId};
@@ -52,27 +51,6 @@ impl ClusterDoc {
             .map(PartitionId)
             .filter(|p| self.group_of(*p) == group)
             .collect()
-    }
-}
-
-/// Opens the bucket `bucket`, creating it with `config` when missing.
-pub(crate) async fn bucket(
-    js: &async_nats::jetstream::Context,
-    config: kv::Config,
-) -> Result<kv::Store, ClusterError> {
-    match js.get_key_value(config.bucket.clone()).await {
-        Ok(store) => Ok(store),
-        Err(_) => {
-            let name = config.bucket.clone();
-            match js.create_key_value(config).await {
-                Ok(store) => Ok(store),
-                // Another node created it in between.
-                Err(_) => js
-                    .get_key_value(name.clone())
-                    .await
-                    .map_err(|e| nats(&format!("opening bucket {name}"), e)),
-            }
-        }
     }
 }
 
@@ -285,13 +263,22 @@ pub(crate) async fn sync_schemas(meta: &dyn KvStore, node: &Node) -> Result<(), 
 }
 
 /// Applies schema and cache changes to the node's catalog in bucket order until `stop`.
+/// Each watch (the first, and each after the store's connection was lost) opens before the
+/// catalog is synced with the store, so no change falls between the two: one that lands in
+/// both is applied again, and the changes after the sync bring the catalog to the store's
+/// state.
 pub(crate) async fn watch_schemas(
     meta: Arc<dyn KvStore>,
     node: Node,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        match meta.watch(&[KEYSPACE_PREFIX, CACHE_PREFIX]).await {
+        let watched = async {
+            let watch = meta.watch(&[KEYSPACE_PREFIX, CACHE_PREFIX]).await?;
+            sync_schemas(meta.as_ref(), &node).await?;
+            Ok::<_, ClusterError>(watch)
+        };
+        match watched.await {
             Ok(mut watch) => loop {
                 let next = tokio::select! {
                     _ = stop.changed() => return,

@@ -142,6 +142,13 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn passes_the_objects_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = DirObjects::open(&dir.path().join("objects")).expect("open");
+        crate::conformance::objects(&objects, dir.path()).await;
+    }
+
+    #[tokio::test]
     async fn objects_round_trip_list_by_prefix_and_delete_their_directories() {
         let dir = tempfile::tempdir().expect("tempdir");
         let objects = DirObjects::open(&dir.path().join("objects")).expect("open");

@@ -2,17 +2,12 @@
 //! logs; one node at a time forwards it (the `txn.forwarder` lease); replicas report finished
 //! transactions to the node that submitted them.
 //!
-//! On JetStream, reports use core NATS (at most once): the subject `{name}.txn.done.{origin}`
-//! carries [`encode_report`] bytes, and each node subscribes to its own origin tag. On Kafka,
-//! reports are appended to the one-partition topic `{topic}.reports`, each behind its origin
-//! tag, and each node reads the topic from where it stood at start-up and keeps its own. A
-//! lost report leaves the client to time out with the transaction's id (it may have
-//! committed); every replica of every participant reports, so one replica's crash loses
-//! nothing.
+//! How a report travels is the broker's (`broker/`): core NATS on JetStream, a topic on Kafka
+//! ([`LogNotifier`] and [`read_reports`], over any one-partition [`Log`]). A lost report
+//! leaves the client to time out with the transaction's id (it may have committed); every
+//! replica of every participant reports, so one replica's crash loses nothing.
 
-use async_nats::Client;
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::StreamExt;
 use notadb_log::Log;
 use notadb_node::{decode_report, encode_report, Finished, Node, Outcome, TxnNotifier};
 use notadb_types::{PartitionId, Seq};
@@ -21,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::error::{nats, ClusterError};
+use crate::error::ClusterError;
 
 /// The name of the forwarder's lease.
 pub(crate) const FORWARDER_LEASE: &str = "txn.forwarder";
@@ -29,10 +24,6 @@ pub(crate) const FORWARDER_LEASE: &str = "txn.forwarder";
 /// Name of the sequencer log's stream prefix for a cluster named `name`.
 pub(crate) fn sequencer_name(name: &str) -> String {
     format!("{name}_seq")
-}
-
-fn subject(name: &str, origin: u32) -> String {
-    format!("{name}.txn.done.{origin:08x}")
 }
 
 /// About how many bytes `f` adds to a report.
@@ -48,7 +39,11 @@ fn report_size(f: &Finished) -> usize {
 
 /// Reports of `finished`, one per origin and at most about `limit` bytes each:
 /// `(origin, encoded report)`.
-fn reports(partition: PartitionId, finished: &[Finished], limit: usize) -> Vec<(u32, Vec<u8>)> {
+pub(crate) fn reports(
+    partition: PartitionId,
+    finished: &[Finished],
+    limit: usize,
+) -> Vec<(u32, Vec<u8>)> {
     let mut by_origin: BTreeMap<u32, Vec<&Finished>> = BTreeMap::new();
     for f in finished {
         by_origin.entry(f.txn.origin()).or_default().push(f);
@@ -69,29 +64,6 @@ fn reports(partition: PartitionId, finished: &[Finished], limit: usize) -> Vec<(
         }
     }
     out
-}
-
-/// Publishes reports of finished transactions, one message per origin and applied batch.
-pub(crate) struct NatsNotifier {
-    pub client: Client,
-    pub name: String,
-}
-
-impl TxnNotifier for NatsNotifier {
-    fn finished(&self, partition: PartitionId, finished: &[Finished]) {
-        // Messages stay well under NATS's payload limit (1 MiB by default): a report holds
-        // outputs and abort reasons.
-        let limit = self.client.server_info().max_payload / 2;
-        for (origin, payload) in reports(partition, finished, limit) {
-            let client = self.client.clone();
-            let subject = subject(&self.name, origin);
-            tokio::spawn(async move {
-                if let Err(e) = client.publish(subject, payload.into()).await {
-                    tracing::warn!(error = %e, "publishing a transaction report failed");
-                }
-            });
-        }
-    }
 }
 
 /// Appends reports of finished transactions to a one-partition log, each behind its
@@ -121,6 +93,7 @@ impl TxnNotifier for LogNotifier {
 
 /// Passes the reports in `log` addressed to this node to it, from the log's end at the call
 /// until `stop`.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) async fn read_reports(
     log: Arc<dyn Log>,
     node: Node,
@@ -156,32 +129,6 @@ pub(crate) async fn read_reports(
                     Ok((partition, finished)) => node.txn_reported(partition, &finished),
                     Err(e) => tracing::warn!(error = %e, "ignoring a malformed transaction report"),
                 }
-            }
-        }
-    }))
-}
-
-/// Passes the reports addressed to this node to it, until `stop`.
-pub(crate) async fn subscribe_reports(
-    client: &Client,
-    name: &str,
-    node: Node,
-    mut stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, ClusterError> {
-    let mut sub = client
-        .subscribe(subject(name, node.txn_origin()))
-        .await
-        .map_err(|e| nats("subscribing to transaction reports", e))?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                m = sub.next() => m,
-            };
-            let Some(message) = message else { return };
-            match decode_report(&message.payload) {
-                Ok((partition, finished)) => node.txn_reported(partition, &finished),
-                Err(e) => tracing::warn!(error = %e, "ignoring a malformed transaction report"),
             }
         }
     }))
