@@ -18,7 +18,7 @@ struct Waiter {
 
 /// Tells the nodes of a cluster about transactions finished here: every replica reports what
 /// its partitions finished, after committing it, to the node that submitted each transaction
-/// (its [`TxnId::origin`]), which passes reports to [`Node::txn_reported`]. A report may be
+/// (its [`TxnId::origin`]), which passes reports to [`Node::txn_reported`](crate::Node::txn_reported). A report may be
 /// lost (the client then times out, and the transaction may have committed) or come more
 /// than once (the waiter ignores repeats).
 pub trait TxnNotifier: Send + Sync + 'static {
