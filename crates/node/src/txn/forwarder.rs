@@ -73,15 +73,14 @@ async fn forward(
         let storage = storage.clone();
         tokio::task::spawn_blocking(move || storage.get_meta(FORWARDED_KEY)).await
     };
-    let stored = match read {
-        Ok(Ok(v)) => v
+    let stored = match read
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        Ok(v) => v
             .and_then(|v| v.try_into().ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "reading the forwarder's position failed; not forwarding");
-            return true;
-        }
         Err(e) => {
             tracing::error!(error = %e, "reading the forwarder's position failed; not forwarding");
             return true;
