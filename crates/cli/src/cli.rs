@@ -66,6 +66,31 @@ pub enum Command {
     Transmitter(transmitter::TransmitterCommand),
 }
 
+/// A configuration the command refuses: a file that does not parse or holds wrong values.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The exit status of a failed command: a server's start-up failure says whether a restart
+/// may help ([`notadb::ServerError::exit_code`]: 78 `EX_CONFIG` when it will fail again, 75
+/// `EX_TEMPFAIL` when it may not), a refused configuration is 78, anything else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(e) = e.downcast_ref::<notadb::ServerError>() {
+        return e.exit_code();
+    }
+    if e.downcast_ref::<ConfigError>().is_some() {
+        return notadb::EXIT_CONFIG;
+    }
+    1
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = || async {

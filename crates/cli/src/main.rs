@@ -15,6 +15,6 @@ async fn main() {
         .init();
     if let Err(e) = notadb_cli::cli::run(cli).await {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(notadb_cli::cli::exit_code(&e));
     }
 }

@@ -1,5 +1,6 @@
 //! `notadb serve`.
 
+use crate::cli::ConfigError;
 use anyhow::Context;
 use clap::Args;
 use notadb::{Server, ServerConfig};
@@ -84,9 +85,9 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The configuration: file, then environment and flags on top.
-    pub fn config(&self) -> anyhow::Result<ServerConfig> {
+    pub fn config(&self) -> Result<ServerConfig, ConfigError> {
         let mut config = match &self.config {
-            Some(path) => ServerConfig::from_file(path).map_err(anyhow::Error::msg)?,
+            Some(path) => ServerConfig::from_file(path).map_err(ConfigError)?,
             None => ServerConfig::default(),
         };
         if let Some(v) = &self.data_dir {
@@ -102,8 +103,8 @@ impl ServeArgs {
             config.admin_addr = v;
         }
         if let Some(v) = &self.frame_addr {
-            config.frame_addr =
-                notadb::parse_frame_addr(v).map_err(|e| anyhow::anyhow!("--frame-addr: {e}"))?;
+            config.frame_addr = notadb::parse_frame_addr(v)
+                .map_err(|e| ConfigError(format!("--frame-addr: {e}")))?;
         }
         if let Some(v) = &self.node_id {
             config.node.node_id = v.clone();
@@ -121,16 +122,18 @@ impl ServeArgs {
             if let Some(bootstrap) = &self.kafka_bootstrap {
                 cluster.kafka.bootstrap = bootstrap.clone();
             }
-            cluster.log = match (self.log, &self.nats_url, &self.kafka_bootstrap) {
-                (Some(log), _, _) => log,
-                (None, Some(_), Some(_)) => anyhow::bail!(
-                    "--nats-url and --kafka-bootstrap are both given: choose the cluster's log \
-                     with --log jetstream or --log kafka"
-                ),
-                (None, Some(_), None) => ClusterLog::JetStream,
-                (None, None, Some(_)) => ClusterLog::Kafka,
-                (None, None, None) => cluster.log,
-            };
+            cluster.log =
+                match (self.log, &self.nats_url, &self.kafka_bootstrap) {
+                    (Some(log), _, _) => log,
+                    (None, Some(_), Some(_)) => return Err(ConfigError(
+                        "--nats-url and --kafka-bootstrap are both given: choose the cluster's \
+                         log with --log jetstream or --log kafka"
+                            .into(),
+                    )),
+                    (None, Some(_), None) => ClusterLog::JetStream,
+                    (None, None, Some(_)) => ClusterLog::Kafka,
+                    (None, None, None) => cluster.log,
+                };
             if let Some(v) = &self.cluster_name {
                 match cluster.log {
                     ClusterLog::JetStream => cluster.jetstream.name = v.clone(),
@@ -174,11 +177,11 @@ impl ServeArgs {
             .filter_map(|(flag, set)| set.then_some(flag))
             .collect();
             if !given.is_empty() {
-                anyhow::bail!(
+                return Err(ConfigError(format!(
                     "{} {} cluster mode: give --nats-url, --kafka-bootstrap or a [cluster] table",
                     given.join(", "),
                     if given.len() == 1 { "needs" } else { "need" }
-                );
+                )));
             }
         }
         Ok(config)
@@ -223,7 +226,7 @@ mod tests {
     fn serve(flags: &[&str]) -> anyhow::Result<ServerConfig> {
         let cli = Cli::try_parse_from(["notadb", "serve"].iter().chain(flags))?;
         match cli.command {
-            Command::Serve(args) => args.config(),
+            Command::Serve(args) => Ok(args.config()?),
             other => panic!("expected the serve command, found {other:?}"),
         }
     }

@@ -44,7 +44,7 @@ pub struct FlushArgs {
 pub async fn run(client: &Client, cmd: TransmitterCommand) -> anyhow::Result<()> {
     match cmd {
         TransmitterCommand::Ddl(args) => {
-            let config = ServerConfig::from_file(&args.config).map_err(anyhow::Error::msg)?;
+            let config = ServerConfig::from_file(&args.config).map_err(crate::cli::ConfigError)?;
             let t = config
                 .transmitter
                 .context("the config has no [transmitter] table")?;

@@ -163,6 +163,55 @@ async fn sigterm_drains_and_exits_zero_and_data_survives() {
     }
 }
 
+/// Runs `notadb serve` that is expected to refuse to start; returns its exit code and stderr.
+fn refused_start(data: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--partitions", "8"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--admin-addr", &free_addr().to_string()])
+        .args(["--frame-addr", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run notadb serve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn start_up_refusals_exit_with_what_a_supervisor_should_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // A configuration file that does not parse: starting again fails again (EX_CONFIG).
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "grpc_addr = [").expect("write");
+    let (code, stderr) = refused_start(&data, &["--config", bad.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(78), "{stderr}");
+    // The gRPC address is taken: a later start may work (EX_TEMPFAIL).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr").to_string();
+    let (code, stderr) = refused_start(&data, &["--grpc-addr", &taken_addr]);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(stderr.contains("binding"), "{stderr}");
+    drop(taken);
+    // Storage that does not go with its log: a permanent refusal, never UNAVAILABLE.
+    let node = Node::start(&data);
+    let client = Client::connect(&node.url()).await.expect("connect");
+    client.create_keyspace(&kv(), false).await.expect("create");
+    client
+        .put("kv", &[Element::I64(1)], bytes("v"))
+        .await
+        .expect("put");
+    assert_eq!(node.terminate().code(), Some(0));
+    std::fs::remove_dir_all(data.join("db")).expect("remove storage");
+    let (code, stderr) = refused_start(&data, &["--grpc-addr", &free_addr().to_string()]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("restore the data directory"), "{stderr}");
+}
+
 #[tokio::test]
 async fn kill_9_while_writing_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");

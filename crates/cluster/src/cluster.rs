@@ -9,7 +9,7 @@ use crate::meta::{self, KvSchemas};
 use crate::txn;
 use crate::ClusterConfig;
 use notadb_log::Log;
-use notadb_node::{Node, NodeBuilder, NodeConfig};
+use notadb_node::{ClusterMember, Node, NodeBuilder, NodeConfig};
 use notadb_types::{GroupId, PartitionId, Seq};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,16 +83,16 @@ impl Cluster {
         let log = backend.log;
         let (forwarder_held, forwarder_gate) = watch::channel(false);
         let node_id = node_config.node_id.clone();
-        let builder = NodeBuilder::new(node_config)
-            .log(log.clone())
-            .sequencer(backend.sequencer)
-            .forwarder_gate(forwarder_gate)
-            .txn_notifier(backend.notifier)
-            .owned(doc.partitions_of(config.group))
-            .schemas(Arc::new(KvSchemas {
+        let builder = NodeBuilder::new(node_config).member(ClusterMember {
+            log: log.clone(),
+            owned: doc.partitions_of(config.group),
+            schemas: Arc::new(KvSchemas {
                 meta: shared.meta.clone(),
-            }))
-            .truncate_log(false);
+            }),
+            sequencer: backend.sequencer,
+            forwarder_gate,
+            txn_notifier: backend.notifier,
+        });
         let node = customize(builder).open().await?;
         if let Err(e) = meta::sync_schemas(shared.meta.as_ref(), &node).await {
             let _ = node.shutdown().await;

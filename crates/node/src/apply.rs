@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 /// The transaction executor's view of a log entry's bytes (tools and tests replay logs with
 /// it): plain puts and deletes, a transaction or remote reads, or anything else as a barrier.
-pub fn executor_entry(payload: &bytes::Bytes) -> notadb_txn::Entry {
-    entry_of(payload).0
+/// Fails on a transaction entry of a newer format than this build reads.
+pub fn executor_entry(payload: &bytes::Bytes) -> Result<notadb_txn::Entry, TxnError> {
+    entry_of(payload).map(|(entry, _)| entry)
 }
 
 /// What applying a run of entries did.
@@ -120,7 +121,7 @@ impl Applier {
                         message: e.0,
                     })?
             } else {
-                let (e, ts) = entry_of(&entry.payload);
+                let (e, ts) = entry_of(&entry.payload)?;
                 let fx = self.executor.step(entry.seq, e, &mut store)?;
                 out.effects.absorb(fx);
                 ts

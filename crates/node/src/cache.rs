@@ -5,16 +5,16 @@
 //! the key's store partition). `set` and `delete` are log entries like store writes, so every
 //! replica of the group applies them in order; a read with their tokens sees them.
 
-use crate::cache_store::CacheUsage;
-use crate::loader::{CacheLoader, LoadKey};
+use crate::cache_store::{CacheMemory, CacheUsage};
+use crate::loader::{CacheLoader, Flights, LoadKey};
 use crate::{Consistency, Node, NodeError};
 use bytes::Bytes;
-use notadb_cache::{entry_size, CacheDef, Lookup};
+use notadb_cache::{entry_size, CacheDef, CacheId, Lookup};
 use notadb_record::KeyspaceDef;
 use notadb_record::{Op, Record};
 use notadb_types::{Element, PartitionId, Token};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// How often a node reports the hits its reads noted (one touch entry per partition that had
@@ -51,56 +51,79 @@ pub(crate) struct CacheCounters {
     misses: metrics::Counter,
 }
 
-impl Node {
-    /// The cache named `name`.
-    pub fn cache(&self, name: &str) -> Result<Arc<CacheDef>, NodeError> {
-        self.inner.catalog.read().expect("catalog lock").cache(name)
+/// The node's cache part: the entries of the partitions it serves, the registered loaders,
+/// the loads in flight and each cache's counters. Definitions live in the catalog.
+pub(crate) struct Caches {
+    /// The caches' entries of the owned partitions.
+    pub memory: Arc<CacheMemory>,
+    pub loaders: BTreeMap<String, Arc<dyn CacheLoader>>,
+    /// Cache loads in flight on this node.
+    pub flights: Flights,
+    counters: RwLock<BTreeMap<CacheId, Arc<CacheCounters>>>,
+}
+
+impl Caches {
+    /// The part over `memory`, loading misses with `loaders`.
+    pub fn new(
+        memory: Arc<CacheMemory>,
+        loaders: BTreeMap<String, Arc<dyn CacheLoader>>,
+    ) -> Caches {
+        Caches {
+            memory,
+            loaders,
+            flights: Flights::default(),
+            counters: RwLock::new(BTreeMap::new()),
+        }
     }
 
-    /// Every cache with its size on this node.
-    pub fn list_caches(&self) -> Vec<CacheInfo> {
-        let defs = self.inner.catalog.read().expect("catalog lock").caches();
-        let owned = self.owned_partitions();
-        defs.into_iter()
-            .map(|def| CacheInfo {
-                usage: self.inner.caches.usage(def.id(), owned.iter().copied()),
-                def,
-            })
-            .collect()
-    }
-
-    fn cache_counters(&self, def: &CacheDef) -> Arc<CacheCounters> {
+    fn counters(&self, def: &CacheDef) -> Arc<CacheCounters> {
         let id = def.id();
-        if let Some(c) = self
-            .inner
-            .cache_counters
-            .read()
-            .expect("counters lock")
-            .get(&id)
-        {
+        if let Some(c) = self.counters.read().expect("counters lock").get(&id) {
             return c.clone();
         }
         let counters = Arc::new(CacheCounters {
             hits: metrics::counter!("notadb_cache_hits_total", &label(def)),
             misses: metrics::counter!("notadb_cache_misses_total", &label(def)),
         });
-        self.inner
-            .cache_counters
+        self.counters
             .write()
             .expect("counters lock")
             .insert(id, counters.clone());
         counters
     }
+}
+
+impl Node {
+    /// The cache named `name`.
+    pub fn cache(&self, name: &str) -> Result<Arc<CacheDef>, NodeError> {
+        self.inner.catalog.read().cache(name)
+    }
+
+    /// Every cache with its size on this node.
+    pub fn list_caches(&self) -> Vec<CacheInfo> {
+        let defs = self.inner.catalog.read().caches();
+        let owned = self.owned_partitions();
+        defs.into_iter()
+            .map(|def| CacheInfo {
+                usage: self
+                    .inner
+                    .caches
+                    .memory
+                    .usage(def.id(), owned.iter().copied()),
+                def,
+            })
+            .collect()
+    }
 
     /// Names of the registered loaders.
     pub fn loader_names(&self) -> Vec<String> {
-        self.inner.loaders.keys().cloned().collect()
+        self.inner.caches.loaders.keys().cloned().collect()
     }
 
     fn check_cache_def(&self, def: &CacheDef) -> Result<(), NodeError> {
         def.validate().map_err(|e| NodeError::invalid(e.0))?;
         if let Some(loader) = &def.loader {
-            if !self.inner.loaders.contains_key(loader) {
+            if !self.inner.caches.loaders.contains_key(loader) {
                 return Err(NodeError::invalid(format!(
                     "loader: no loader `{loader}` is registered on node `{}` (registered: {})",
                     self.inner.config.node_id,
@@ -131,20 +154,22 @@ impl Node {
         if_not_exists: bool,
     ) -> Result<(Arc<CacheDef>, bool), NodeError> {
         self.check_cache_def(&def)?;
-        if let Some(store) = self.inner.schemas.clone() {
+        if let Some(store) = self.inner.catalog.store() {
             let created = store.create_cache(def.clone(), if_not_exists).await?;
             self.install_cache(def.clone()).await?;
             return Ok((self.cache(&def.name)?, created));
         }
-        self.change_catalog(move |catalog, storage| {
-            catalog.put_cache(storage, def, if_not_exists, false)
-        })
-        .await
+        self.inner
+            .catalog
+            .change(move |catalog, storage| catalog.put_cache(storage, def, if_not_exists, false))
+            .await
     }
 
     /// Installs a cache decided by the cluster's metadata store.
     pub async fn install_cache(&self, def: CacheDef) -> Result<(), NodeError> {
-        self.change_catalog(move |catalog, storage| catalog.put_cache(storage, def, true, true))
+        self.inner
+            .catalog
+            .change(move |catalog, storage| catalog.put_cache(storage, def, true, true))
             .await?;
         Ok(())
     }
@@ -152,7 +177,9 @@ impl Node {
     /// Removes a cache another node dropped (that node appends the clear entries).
     pub async fn forget_cache(&self, name: &str) -> Result<(), NodeError> {
         let name = name.to_string();
-        self.change_catalog(move |catalog, storage| catalog.remove_cache(storage, &name))
+        self.inner
+            .catalog
+            .change(move |catalog, storage| catalog.remove_cache(storage, &name))
             .await?;
         Ok(())
     }
@@ -161,7 +188,7 @@ impl Node {
     /// partition's log removes its entries in log order.
     pub async fn drop_cache(&self, name: &str) -> Result<(), NodeError> {
         let def = self.cache(name)?;
-        if let Some(store) = self.inner.schemas.clone() {
+        if let Some(store) = self.inner.catalog.store() {
             store.remove_cache(name).await?;
         }
         self.forget_cache(name).await?;
@@ -309,19 +336,21 @@ impl Node {
         let values: Vec<CacheValue> = keys
             .iter()
             .zip(partitions)
-            .map(|(key, &p)| match self.inner.caches.get(p, id, key, now) {
-                Lookup::Hit { value, .. } => {
-                    hits += 1;
-                    CacheValue::Hit(value)
-                }
-                Lookup::NotFound { .. } => {
-                    hits += 1;
-                    CacheValue::NotFound
-                }
-                Lookup::Miss => CacheValue::Miss,
-            })
+            .map(
+                |(key, &p)| match self.inner.caches.memory.get(p, id, key, now) {
+                    Lookup::Hit { value, .. } => {
+                        hits += 1;
+                        CacheValue::Hit(value)
+                    }
+                    Lookup::NotFound { .. } => {
+                        hits += 1;
+                        CacheValue::NotFound
+                    }
+                    Lookup::Miss => CacheValue::Miss,
+                },
+            )
             .collect();
-        let counters = self.cache_counters(def);
+        let counters = self.inner.caches.counters(def);
         counters.hits.increment(hits);
         counters.misses.increment(values.len() as u64 - hits);
         Ok(values)
@@ -452,6 +481,7 @@ impl Node {
         };
         let loader = self
             .inner
+            .caches
             .loaders
             .get(&loader_name)
             .cloned()
@@ -466,7 +496,7 @@ impl Node {
             None => Vec::new(),
         };
         let now = self.inner.clock.now_micros();
-        match self.inner.caches.get(p, def.id(), &key, now) {
+        match self.inner.caches.memory.get(p, def.id(), &key, now) {
             Lookup::Hit { value, .. } => return Ok(CacheValue::Hit(value)),
             Lookup::NotFound { .. } => return Ok(CacheValue::NotFound),
             Lookup::Miss => {}
@@ -474,6 +504,7 @@ impl Node {
         let flight_key = key.clone();
         let outcome = self
             .inner
+            .caches
             .flights
             .run(def.id(), flight_key, || {
                 self.load_and_publish(&def, loader, p, key, elements)
@@ -558,7 +589,7 @@ impl Node {
     /// refreshes the cache gauges. Runs every `TOUCH_INTERVAL`.
     pub(crate) async fn report_touches(&self) {
         for p in self.owned_partitions() {
-            let ops = self.inner.caches.take_touches(p);
+            let ops = self.inner.caches.memory.take_touches(p);
             if ops.is_empty() {
                 continue;
             }

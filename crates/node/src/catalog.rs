@@ -6,7 +6,7 @@ use notadb_record::KeyspaceDef;
 use notadb_storage::RocksStorage;
 use notadb_types::{KeyspaceId, KeyspaceSchema};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 const KEYSPACE_PREFIX: &[u8] = b"keyspace/";
 const DROPPING_PREFIX: &[u8] = b"dropping/";
@@ -267,6 +267,60 @@ impl Catalog {
         storage.commit(batch, true)?;
         Arc::make_mut(&mut self.caches).remove(name);
         Ok(Some(def))
+    }
+}
+
+/// The node's part that owns its definitions: the catalog reads resolve names against, the
+/// cluster's schema store when the node is a member, and the lock that orders changes.
+pub(crate) struct Definitions {
+    current: RwLock<Catalog>,
+    store: Option<Arc<dyn SchemaStore>>,
+    /// Serialises catalog changes (create, drop), which commit outside the catalog lock.
+    ddl: tokio::sync::Mutex<()>,
+    storage: Arc<RocksStorage>,
+}
+
+impl Definitions {
+    /// Serves `catalog`, changes persisted in `storage`; `store` decides them in a cluster.
+    pub fn new(
+        catalog: Catalog,
+        store: Option<Arc<dyn SchemaStore>>,
+        storage: Arc<RocksStorage>,
+    ) -> Definitions {
+        Definitions {
+            current: RwLock::new(catalog),
+            store,
+            ddl: tokio::sync::Mutex::new(()),
+            storage,
+        }
+    }
+
+    /// The current catalog (a read lock: hold it briefly, never across an await).
+    pub fn read(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.current.read().expect("catalog lock")
+    }
+
+    /// The cluster's schema store, when this node is a member of one.
+    pub fn store(&self) -> Option<Arc<dyn SchemaStore>> {
+        self.store.clone()
+    }
+
+    /// Applies a catalog change on a blocking thread (it fsyncs), one change at a time, and
+    /// publishes the new catalog only once it is durable.
+    pub async fn change<R, F>(self: &Arc<Self>, change: F) -> Result<R, NodeError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Catalog, &RocksStorage) -> Result<R, NodeError> + Send + 'static,
+    {
+        let _ddl = self.ddl.lock().await;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut next = this.read().clone();
+            let result = change(&mut next, &this.storage)?;
+            *this.current.write().expect("catalog lock") = next;
+            Ok(result)
+        })
+        .await?
     }
 }
 

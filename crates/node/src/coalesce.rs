@@ -119,7 +119,7 @@ struct Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let Some(batch) = self.node.inner.coalescer.release(self.partition) else {
+        let Some(batch) = self.node.inner.partitions.coalescer.release(self.partition) else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -148,7 +148,7 @@ impl Node {
         p: PartitionId,
         payload: Vec<u8>,
     ) -> Result<Seq, NodeError> {
-        let coalescer = &self.inner.coalescer;
+        let coalescer = &self.inner.partitions.coalescer;
         if coalescer.max_bytes == 0 || payload.len() > coalescer.max_bytes {
             return self.append(p, payload).await;
         }

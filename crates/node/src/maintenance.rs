@@ -12,12 +12,7 @@ pub async fn truncate_loop(node: Node) {
     let retain = node.config().log_retain_entries;
     loop {
         tokio::time::sleep(interval).await;
-        let applied: Vec<_> = node
-            .inner
-            .partitions
-            .iter()
-            .map(|s| (s.id, s.applied()))
-            .collect();
+        let applied: Vec<_> = node.inner.partitions.applied().collect();
         let storage = node.inner.storage.clone();
         match tokio::task::spawn_blocking(move || storage.sync()).await {
             Ok(Ok(())) => {}
@@ -35,7 +30,7 @@ pub async fn truncate_loop(node: Node) {
             if let Some(hold) = node.log_hold(p) {
                 before = before.min(hold);
             }
-            if let Err(e) = node.inner.log.truncate_before(p, before).await {
+            if let Err(e) = node.inner.partitions.log().truncate_before(p, before).await {
                 tracing::warn!(partition = %p, error = %e, "log truncation failed");
             }
         }
@@ -58,8 +53,8 @@ pub async fn idle_flush_loop(node: Node) {
     let applied = |node: &Node| -> u64 {
         node.inner
             .partitions
-            .iter()
-            .map(|s| s.applied().0)
+            .applied()
+            .map(|(_, seq)| seq.0)
             .fold(0u64, u64::wrapping_add)
     };
     let mut last = applied(&node);

@@ -21,10 +21,41 @@ use notadb_types::{
     ValueFormat,
 };
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The node's read part: the registered query handlers and the counters of where reads ran.
+pub(crate) struct Reads {
+    pub handlers: BTreeMap<String, Arc<dyn QueryHandler>>,
+    pub metrics: ReadMetrics,
+}
+
+impl Reads {
+    /// Serves these handlers.
+    pub fn new(handlers: BTreeMap<String, Arc<dyn QueryHandler>>) -> Reads {
+        Reads {
+            handlers,
+            metrics: ReadMetrics {
+                memory: metrics::counter!("notadb_reads_total", "path" => "memory"),
+                blocking: metrics::counter!("notadb_reads_total", "path" => "blocking"),
+            },
+        }
+    }
+}
+
+/// Reads by where they ran: on the serving thread from memory, or on the blocking pool.
+pub(crate) struct ReadMetrics {
+    pub memory: metrics::Counter,
+    pub blocking: metrics::Counter,
+}
+
 impl Node {
+    /// Names of the registered query handlers.
+    pub fn handler_names(&self) -> Vec<String> {
+        self.inner.reads.handlers.keys().cloned().collect()
+    }
+
     /// Waits until every token is applied, or fails at the deadline.
     pub async fn wait_for(&self, consistency: &Consistency) -> Result<(), NodeError> {
         if consistency.tokens.is_empty() {
@@ -48,7 +79,13 @@ impl Node {
             }
             let state = self.partition(token.partition);
             if token.seq > state.last_seq() {
-                let last = self.inner.log.bounds(token.partition).await?.last;
+                let last = self
+                    .inner
+                    .partitions
+                    .log()
+                    .bounds(token.partition)
+                    .await?
+                    .last;
                 state.appended(last);
                 if token.seq > last {
                     return Err(NodeError::invalid(format!(
@@ -88,11 +125,11 @@ impl Node {
             let view = inner.storage.memory_view();
             let result = f(&inner, &view, now);
             if !view.would_block() {
-                inner.read_metrics.memory.increment(1);
+                inner.reads.metrics.memory.increment(1);
                 return result;
             }
         }
-        inner.read_metrics.blocking.increment(1);
+        inner.reads.metrics.blocking.increment(1);
         tokio::task::spawn_blocking(move || {
             let view = inner.storage.view();
             f(&inner, &view, now)
@@ -485,17 +522,29 @@ impl Node {
             &serde_json::Value,
         ) -> Result<R, NodeError>,
     ) -> Result<R, NodeError> {
-        let handler = self.inner.handlers.get(name).cloned().ok_or_else(|| {
-            let known: Vec<&str> = self.inner.handlers.keys().map(String::as_str).collect();
-            NodeError::NotFound(format!(
-                "no query handler named `{name}` (registered: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })?;
+        let handler = self
+            .inner
+            .reads
+            .handlers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<&str> = self
+                    .inner
+                    .reads
+                    .handlers
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                NodeError::NotFound(format!(
+                    "no query handler named `{name}` (registered: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })?;
         let def = self.keyspace(keyspace)?;
         if partition_key.len() != def.schema.partition_by {
             return Err(NodeError::invalid(format!(
@@ -512,7 +561,7 @@ impl Node {
         self.check_owned(partition)?;
         self.wait_for(consistency).await?;
         self.on_view(move |inner, view, now| {
-            let keyspaces = inner.catalog.read().expect("catalog lock").snapshot();
+            let keyspaces = inner.catalog.read().snapshot();
             let ctx = QueryContext {
                 view,
                 keyspaces: &keyspaces,

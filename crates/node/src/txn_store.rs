@@ -9,7 +9,8 @@ use bytes::Bytes;
 use notadb_record::value;
 use notadb_storage::{RocksStorage, StorageBatch};
 use notadb_txn::{
-    Effects, Entry, Position, RemoteReads, Resume, StoreError, TxnId, TxnKey, TxnStore, WriteOrigin,
+    Effects, Entry, Position, RemoteReads, Resume, StoreError, TxnError, TxnId, TxnKey, TxnStore,
+    WriteOrigin,
 };
 use notadb_types::{KeyspaceId, PartitionId, Seq, WireReader};
 
@@ -40,7 +41,9 @@ fn sequenced_key(p: PartitionId) -> Vec<u8> {
 pub(crate) fn load_resume(storage: &RocksStorage, p: PartitionId) -> Result<Resume, NodeError> {
     let watermark = storage.applied(p)?;
     let max_sequenced = match storage.get_meta(&sequenced_key(p))? {
-        Some(v) => Seq(WireReader::new(&v).u64().map_err(NodeError::Internal)?),
+        Some(v) => Seq(WireReader::new(&v)
+            .u64()
+            .map_err(|e| NodeError::Internal(e.to_string()))?),
         None => Seq(0),
     };
     let mut completed = BTreeSet::new();
@@ -296,9 +299,10 @@ impl TxnStore for ApplyStore<'_, '_> {
 
 /// The executor entry for a log entry's bytes: plain puts and deletes lock their keys; a
 /// transaction entry is the executor's; anything else runs alone. Also the entry's append
-/// time, when it has one.
-pub(crate) fn entry_of(payload: &Bytes) -> (Entry, Option<i64>) {
-    match Record::decode(payload) {
+/// time, when it has one. Fails only on a transaction entry of a newer format than this
+/// build reads, which the partition must not skip.
+pub(crate) fn entry_of(payload: &Bytes) -> Result<(Entry, Option<i64>), TxnError> {
+    Ok(match Record::decode(payload) {
         Ok(Record::Batch { ts_micros, ops })
             if ops
                 .iter()
@@ -320,6 +324,7 @@ pub(crate) fn entry_of(payload: &Bytes) -> (Entry, Option<i64>) {
         }
         Ok(Record::Txn { ts_micros, entry }) => match Entry::decode(&entry) {
             Ok(e) => (e, Some(ts_micros)),
+            Err(e @ TxnError::Newer { .. }) => return Err(e),
             // Malformed everywhere alike: runs alone and is skipped.
             Err(_) => (Entry::Barrier(Bytes::new()), Some(ts_micros)),
         },
@@ -327,8 +332,9 @@ pub(crate) fn entry_of(payload: &Bytes) -> (Entry, Option<i64>) {
             let ts = record.ts_micros();
             (Entry::Barrier(payload.clone()), Some(ts))
         }
+        // Applied as a barrier: a malformed record is skipped, a newer one stops the partition.
         Err(_) => (Entry::Barrier(payload.clone()), None),
-    }
+    })
 }
 
 /// Remote reads as a log entry's bytes.

@@ -190,6 +190,69 @@ async fn unapplied_log_entries_are_replayed_after_restart() {
     assert_eq!((p2.applied, p2.last), (Seq(5), Seq(5)));
 }
 
+/// A transaction entry whose input is of a newer format than this build reads.
+fn newer_txn_entry() -> Vec<u8> {
+    let input = notadb_txn::TxnInput::new(
+        TxnId(7),
+        "i64.add",
+        Bytes::new(),
+        notadb_txn::TxnEnv {
+            now_micros: T0,
+            seed: 1,
+        },
+        vec![],
+    );
+    let mut entry = notadb_txn::Entry::encode_txn(&input, None);
+    // kind (1 byte) and sequencer position (8 bytes), then the input's format version.
+    entry[9] += 1;
+    notadb_record::Record::Txn {
+        ts_micros: T0,
+        entry,
+    }
+    .encode()
+}
+
+#[tokio::test]
+async fn malformed_entries_are_skipped_and_newer_ones_stop_the_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _) = node(dir.path()).await;
+    let first = node
+        .write(vec![item("s", "p", 1.0, "a", true)])
+        .await
+        .expect("write");
+    let p = first.partition;
+    // Bytes no build reads: every replica skips them alike and goes on.
+    node.log()
+        .append(p, Bytes::from_static(&[0, 1, 2]))
+        .await
+        .expect("append");
+    let second = node
+        .write(vec![item("s", "p", 2.0, "b", true)])
+        .await
+        .expect("write");
+    assert_eq!(second.partition, p);
+    let rows = node
+        .scan(scan_all("items"), &Consistency::tokens(vec![second]))
+        .await
+        .expect("scan")
+        .rows;
+    assert_eq!(rows.len(), 2);
+    assert!(node.is_healthy());
+    // A transaction of a newer format: skipping it would diverge from upgraded replicas.
+    let newer = node
+        .log()
+        .append(p, Bytes::from(newer_txn_entry()))
+        .await
+        .expect("append");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.status().partitions[p.0 as usize].failed {
+        assert!(Instant::now() < deadline, "the partition did not stop");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!node.is_healthy());
+    assert!(node.status().partitions[p.0 as usize].applied < newer);
+}
+
 #[tokio::test]
 async fn dropped_keyspace_data_is_deleted_and_the_name_reusable() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -264,10 +264,9 @@ async fn assert_matches_serial_replay(node: &Node, b: &[i64]) {
                     .await
                     .expect("log read");
                 next = notadb_types::Seq(got.last().expect("a read returns entries").seq.0 + 1);
-                entries.extend(
-                    got.iter()
-                        .map(|e| notadb_node::apply::executor_entry(&e.payload)),
-                );
+                entries.extend(got.iter().map(|e| {
+                    notadb_node::apply::executor_entry(&e.payload).expect("a known entry format")
+                }));
             }
             logs.push(entries);
         }

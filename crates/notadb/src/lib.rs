@@ -38,8 +38,8 @@ pub use notadb_log as log;
 pub use notadb_node::*;
 pub use notadb_record as record;
 pub use notadb_server::{
-    parse_frame_addr, wait_for_signal, PostgresLoader, PostgresLoaderConfig, Server, ServerConfig,
-    ServerError,
+    parse_frame_addr, wait_for_signal, LoaderError, PostgresLoader, PostgresLoaderConfig, Server,
+    ServerConfig, ServerError, EXIT_CONFIG, EXIT_SOFTWARE, EXIT_TEMPFAIL,
 };
 pub use notadb_transmitter as transmitter;
 pub use notadb_types as types;

@@ -19,7 +19,7 @@
 //! Integers are big-endian. Everything a replica needs is in the entry: applying it reads no
 //! clock and no catalog.
 
-use notadb_types::{put_bytes, CacheId, KeyspaceId, WireReader};
+use notadb_types::{put_bytes, CacheId, KeyspaceId, WireError, WireReader};
 
 const VERSION: u8 = 1;
 const KIND_BATCH: u8 = 1;
@@ -57,10 +57,10 @@ pub enum DecodeError {
     },
 }
 
-impl From<String> for DecodeError {
-    /// A [`WireReader`] error: the bytes end early or a length is out of bounds.
-    fn from(message: String) -> DecodeError {
-        DecodeError::Malformed(message)
+impl From<WireError> for DecodeError {
+    /// The bytes end early or a count is out of bounds.
+    fn from(e: WireError) -> DecodeError {
+        DecodeError::Malformed(e.to_string())
     }
 }
 

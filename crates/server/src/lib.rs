@@ -21,7 +21,7 @@ mod transmit;
 pub use config::{
     parse_frame_addr, ServerConfig, DEFAULT_ADMIN_ADDR, DEFAULT_FRAME_ADDR, DEFAULT_GRPC_ADDR,
 };
-pub use pg_loader::{PostgresLoader, PostgresLoaderConfig};
-pub use server::{wait_for_signal, Server, ServerError};
+pub use pg_loader::{LoaderError, PostgresLoader, PostgresLoaderConfig};
+pub use server::{wait_for_signal, Server, ServerError, EXIT_CONFIG, EXIT_SOFTWARE, EXIT_TEMPFAIL};
 pub use status::to_status;
 pub use topology::Topology;

@@ -28,6 +28,23 @@ pub struct PostgresLoaderConfig {
     pub sql: String,
 }
 
+/// Why a loader has no prepared statement.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// PostgreSQL could not be reached; loads retry.
+    #[error("connecting to PostgreSQL: {0}")]
+    Unreachable(String),
+    /// PostgreSQL refused the loader's statement, or its parameters or columns do not fit:
+    /// retrying will not help.
+    #[error("loader `{loader}`: {message}")]
+    Statement {
+        /// The loader's name.
+        loader: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
 struct Connected {
     client: Client,
     statement: Statement,
@@ -55,10 +72,10 @@ impl PostgresLoader {
 
     /// Connects and prepares the statement now, so a start-up with a wrong statement fails
     /// at once. A database that cannot be reached is only reported: loads retry.
-    pub async fn check(&self) -> Result<(), String> {
+    pub async fn check(&self) -> Result<(), LoaderError> {
         match self.connected().await {
             Ok(_) => Ok(()),
-            Err(e) if e.starts_with("connecting") => {
+            Err(e @ LoaderError::Unreachable(_)) => {
                 tracing::warn!(loader = %self.config.name, error = %e, "cache loader database unreachable; loads will retry");
                 Ok(())
             }
@@ -74,7 +91,7 @@ impl PostgresLoader {
             .filter(|c| !c.client.is_closed())
     }
 
-    async fn connected(&self) -> Result<Arc<Connected>, String> {
+    async fn connected(&self) -> Result<Arc<Connected>, LoaderError> {
         if let Some(c) = self.live() {
             return Ok(c);
         }
@@ -84,34 +101,33 @@ impl PostgresLoader {
         }
         let (client, connection) = tokio_postgres::connect(&self.config.url, NoTls)
             .await
-            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+            .map_err(|e| LoaderError::Unreachable(e.to_string()))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "cache loader connection ended");
             }
         });
-        let statement = client.prepare(&self.config.sql).await.map_err(|e| {
-            format!(
-                "loader `{}`: preparing its sql: {}",
-                self.config.name,
-                pg_message(&e)
-            )
-        })?;
+        let refused = |message: String| LoaderError::Statement {
+            loader: self.config.name.clone(),
+            message,
+        };
+        let statement = client
+            .prepare(&self.config.sql)
+            .await
+            .map_err(|e| refused(format!("preparing its sql: {}", pg_message(&e))))?;
         if statement.params().is_empty() {
-            return Err(format!(
-                "loader `{}`: its sql takes no parameter; the key binds to $1",
-                self.config.name
+            return Err(refused(
+                "its sql takes no parameter; the key binds to $1".into(),
             ));
         }
         match statement.columns().first().map(|c| c.type_().clone()) {
             Some(t) if t == Type::BYTEA || is_text(&t) => {}
             Some(t) => {
-                return Err(format!(
-                    "loader `{}`: the first column is {t}; it must be bytea or text (cast json with ::text)",
-                    self.config.name
-                ))
+                return Err(refused(format!(
+                    "the first column is {t}; it must be bytea or text (cast json with ::text)"
+                )))
             }
-            None => return Err(format!("loader `{}`: its sql returns no column", self.config.name)),
+            None => return Err(refused("its sql returns no column".into())),
         }
         let connected = Arc::new(Connected { client, statement });
         *self.current.write().expect("connection lock") = Some(connected.clone());
@@ -164,7 +180,7 @@ fn bind(element: &Element, t: &Type, i: usize) -> Result<Param, String> {
 #[async_trait::async_trait]
 impl CacheLoader for PostgresLoader {
     async fn load(&self, key: LoadKey<'_>) -> Result<Option<Bytes>, String> {
-        let connected = self.connected().await?;
+        let connected = self.connected().await.map_err(|e| e.to_string())?;
         let types = connected.statement.params();
         let elements: Vec<Element> = if key.elements.is_empty() {
             // A byte key: text if the parameter is, raw bytes for bytea.

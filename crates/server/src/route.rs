@@ -234,7 +234,7 @@ impl<'a> Forwarder<'a> {
             match tokio::time::timeout(remaining, call(client, request)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) if retry_elsewhere(status.code()) => {
-                    failures.push(format!("{}: {}", replica.node_id, status.message()));
+                    failures.push((replica.node_id.clone(), status));
                 }
                 Ok(Err(status)) => return Err(status),
                 Err(_) => {
@@ -245,9 +245,17 @@ impl<'a> Forwarder<'a> {
                 }
             }
         }
+        // What each replica said stays in this node's log: transport errors name addresses
+        // and hosts, which are the operator's to see, not the client's.
+        for (replica, status) in &failures {
+            tracing::warn!(
+                %group, replica = %replica, code = ?status.code(), message = %status.message(),
+                "forwarding failed"
+            );
+        }
         Err(to_status(NodeError::Unavailable(format!(
-            "no replica of shard group {group}{on} could answer: {}",
-            failures.join("; ")
+            "no replica of shard group {group}{on} could answer ({} tried); retry later",
+            failures.len()
         ))))
     }
 }

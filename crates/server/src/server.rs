@@ -41,9 +41,53 @@ pub enum ServerError {
         /// Why the bind failed.
         source: std::io::Error,
     },
+    /// A cache loader's statement does not fit its database.
+    #[error("{0}")]
+    Loader(#[from] crate::pg_loader::LoaderError),
+    /// The transmitter's configuration is wrong.
+    #[error("transmitter: {0}")]
+    Transmitter(String),
     /// Anything else, said in words.
     #[error("{0}")]
     Other(String),
+}
+
+/// `EX_CONFIG` of sysexits(3): starting again unchanged fails again.
+pub const EXIT_CONFIG: i32 = 78;
+/// `EX_TEMPFAIL` of sysexits(3): a later start may work (a broker or database not reachable
+/// yet, an address still in use).
+pub const EXIT_TEMPFAIL: i32 = 75;
+/// `EX_SOFTWARE` of sysexits(3): the node failed in a way that is a bug or corruption.
+pub const EXIT_SOFTWARE: i32 = 70;
+
+impl ServerError {
+    /// The exit status of a server that could not start: [`EXIT_CONFIG`] for a permanent
+    /// refusal (configuration, a data directory that does not go with its log, a loader's
+    /// statement), [`EXIT_TEMPFAIL`] when a retry may work, [`EXIT_SOFTWARE`] for internal
+    /// failures, 1 otherwise. Supervisors restart on the second and alert on the first.
+    pub fn exit_code(&self) -> i32 {
+        fn node(e: &NodeError) -> i32 {
+            match e {
+                NodeError::InvalidArgument(_)
+                | NodeError::FailedPrecondition(_)
+                | NodeError::NotFound(_)
+                | NodeError::AlreadyExists(_) => EXIT_CONFIG,
+                NodeError::Unavailable(_)
+                | NodeError::DeadlineExceeded(_)
+                | NodeError::ResourceExhausted(_) => EXIT_TEMPFAIL,
+                NodeError::Internal(_) => EXIT_SOFTWARE,
+            }
+        }
+        match self {
+            ServerError::Node(e) | ServerError::Cluster(ClusterError::Node(e)) => node(e),
+            ServerError::Cluster(ClusterError::Config(_)) => EXIT_CONFIG,
+            ServerError::Cluster(_) | ServerError::Bind { .. } => EXIT_TEMPFAIL,
+            ServerError::Loader(crate::pg_loader::LoaderError::Statement { .. })
+            | ServerError::Transmitter(_) => EXIT_CONFIG,
+            ServerError::Loader(_) => EXIT_TEMPFAIL,
+            ServerError::Other(_) => 1,
+        }
+    }
 }
 
 /// A started server. Dropping it does not stop it: call `shutdown`.
@@ -110,7 +154,7 @@ impl Server {
         let mut loaders = Vec::new();
         for lc in &config.postgres_loaders {
             let loader = crate::pg_loader::PostgresLoader::new(lc.clone());
-            loader.check().await.map_err(ServerError::Other)?;
+            loader.check().await?;
             loaders.push((lc.name.clone(), Arc::new(loader)));
         }
         let caches = config.caches.clone();

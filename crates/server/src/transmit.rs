@@ -57,7 +57,7 @@ pub async fn start(
         ),
     };
     let t = Transmitter::new(config, log, Arc::new(NodeHost(node.clone())), partitions)
-        .map_err(|e| ServerError::Other(format!("transmitter: {e}")))?;
+        .map_err(|e| ServerError::Transmitter(e.to_string()))?;
     let task = tokio::spawn({
         let t = t.clone();
         async move {

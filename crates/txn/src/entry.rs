@@ -86,7 +86,7 @@ impl Entry {
     /// Decodes a transaction or remote-reads entry.
     pub fn decode(bytes: &[u8]) -> Result<Entry, TxnError> {
         let mut r = WireReader::new(bytes);
-        let entry = Self::decode_inner(&mut r).map_err(TxnError::Malformed)?;
+        let entry = Self::decode_inner(&mut r)?;
         if r.remaining() != 0 {
             return Err(TxnError::Malformed(format!(
                 "{} bytes after the entry",
@@ -96,7 +96,7 @@ impl Entry {
         Ok(entry)
     }
 
-    fn decode_inner(r: &mut WireReader<'_>) -> Result<Entry, String> {
+    fn decode_inner(r: &mut WireReader<'_>) -> Result<Entry, TxnError> {
         match r.u8()? {
             KIND_TXN => {
                 let sequenced = r.u64()?;
@@ -126,7 +126,9 @@ impl Entry {
                     values,
                 }))
             }
-            other => Err(format!("transaction entry kind {other} is unknown")),
+            other => Err(TxnError::Malformed(format!(
+                "transaction entry kind {other} is unknown"
+            ))),
         }
     }
 }

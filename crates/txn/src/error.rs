@@ -16,9 +16,21 @@ pub enum TxnError {
         /// The name the request gave.
         name: String,
     },
-    /// A logged entry could not be decoded.
+    /// A logged entry could not be decoded: every replica meets the same bytes and skips
+    /// them alike.
     #[error("malformed transaction entry: {0}")]
     Malformed(String),
+    /// A logged entry of a newer format than this build reads: skipping it would diverge
+    /// from replicas that can, so the partition stops until the node is upgraded.
+    #[error("{what} format {found} is newer than this build reads ({known}): upgrade the node")]
+    Newer {
+        /// What was read (transaction input, report).
+        what: &'static str,
+        /// The entry's format version.
+        found: u8,
+        /// The newest version this build reads.
+        known: u8,
+    },
     /// The replica's own storage failed; not a transaction outcome.
     #[error("storage error in partition {partition}: {message}")]
     Storage {
@@ -35,3 +47,10 @@ pub enum TxnError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct StoreError(pub String);
+
+impl From<notadb_types::WireError> for TxnError {
+    /// The bytes end early or a count is out of bounds.
+    fn from(e: notadb_types::WireError) -> TxnError {
+        TxnError::Malformed(e.to_string())
+    }
+}

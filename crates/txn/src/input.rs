@@ -88,12 +88,14 @@ impl Access {
         }
     }
 
-    fn from_code(code: u8) -> Result<Access, String> {
+    fn from_code(code: u8) -> Result<Access, TxnError> {
         match code {
             1 => Ok(Access::Read),
             2 => Ok(Access::Write),
             3 => Ok(Access::ReadWrite),
-            other => Err(format!("key access {other} is unknown")),
+            other => Err(TxnError::Malformed(format!(
+                "key access {other} is unknown"
+            ))),
         }
     }
 }
@@ -344,16 +346,25 @@ impl TxnInput {
     }
 
     /// Decodes bytes written by [`TxnInput::encode`], reading from `r`.
-    pub fn decode_from(r: &mut WireReader<'_>) -> Result<TxnInput, String> {
+    pub fn decode_from(r: &mut WireReader<'_>) -> Result<TxnInput, TxnError> {
         let version = r.u8()?;
+        if version > VERSION {
+            return Err(TxnError::Newer {
+                what: "transaction input",
+                found: version,
+                known: VERSION,
+            });
+        }
         if version != VERSION {
-            return Err(format!("transaction input version {version} is unknown"));
+            return Err(TxnError::Malformed(format!(
+                "transaction input version {version}, expected {VERSION}"
+            )));
         }
         let id = TxnId(u128::from_be_bytes(
             r.take(16)?.try_into().expect("take returned 16 bytes"),
         ));
         let procedure = std::str::from_utf8(r.bytes()?)
-            .map_err(|_| "procedure name is not utf-8".to_string())?
+            .map_err(|_| TxnError::Malformed("procedure name is not utf-8".into()))?
             .to_string();
         let args = Bytes::copy_from_slice(r.bytes()?);
         let env = TxnEnv {
@@ -374,7 +385,9 @@ impl TxnInput {
             });
         }
         if keys.windows(2).any(|w| w[0].key >= w[1].key) {
-            return Err("transaction keys are not sorted and unique".into());
+            return Err(TxnError::Malformed(
+                "transaction keys are not sorted and unique".into(),
+            ));
         }
         let mut order = Vec::with_capacity(keys.len());
         let mut seen = vec![false; keys.len()];
@@ -382,7 +395,11 @@ impl TxnInput {
             let i = r.u32()?;
             match seen.get_mut(i as usize) {
                 Some(s) if !*s => *s = true,
-                _ => return Err(format!("key position {i} is out of range or repeated")),
+                _ => {
+                    return Err(TxnError::Malformed(format!(
+                        "key position {i} is out of range or repeated"
+                    )))
+                }
             }
             order.push(i);
         }
@@ -393,7 +410,9 @@ impl TxnInput {
                 let index = r.u32()? as usize;
                 let key = keys
                     .get(index)
-                    .ok_or_else(|| format!("value names key {index} of {}", keys.len()))?
+                    .ok_or_else(|| {
+                        TxnError::Malformed(format!("value names key {index} of {}", keys.len()))
+                    })?
                     .key
                     .clone();
                 list.push((key, decode_value(r)?));
@@ -420,11 +439,15 @@ pub(crate) fn encode_value(out: &mut Vec<u8>, value: Option<&Bytes>) {
 }
 
 /// Reads what [`encode_value`] wrote.
-pub(crate) fn decode_value(r: &mut WireReader<'_>) -> Result<Option<Bytes>, String> {
+pub(crate) fn decode_value(r: &mut WireReader<'_>) -> Result<Option<Bytes>, TxnError> {
     let found = match r.u8()? {
         0 => false,
         1 => true,
-        other => return Err(format!("value flag {other} is neither 0 nor 1")),
+        other => {
+            return Err(TxnError::Malformed(format!(
+                "value flag {other} is neither 0 nor 1"
+            )))
+        }
     };
     let bytes = r.bytes()?;
     Ok(found.then(|| Bytes::copy_from_slice(bytes)))
@@ -482,8 +505,30 @@ mod tests {
         assert_eq!(input.active(), vec![PartitionId(2)]);
         assert!(input.is_multi_partition());
         for cut in 0..bytes.len() {
-            assert!(TxnInput::decode_from(&mut WireReader::new(&bytes[..cut])).is_err());
+            assert!(matches!(
+                TxnInput::decode_from(&mut WireReader::new(&bytes[..cut])),
+                Err(TxnError::Malformed(_))
+            ));
         }
+    }
+
+    #[test]
+    fn a_newer_format_is_told_from_garbage() {
+        let mut bytes = sample().encode();
+        bytes[0] = VERSION + 1;
+        assert_eq!(
+            TxnInput::decode_from(&mut WireReader::new(&bytes)),
+            Err(TxnError::Newer {
+                what: "transaction input",
+                found: VERSION + 1,
+                known: VERSION
+            })
+        );
+        bytes[0] = 0;
+        assert!(matches!(
+            TxnInput::decode_from(&mut WireReader::new(&bytes)),
+            Err(TxnError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -63,10 +63,19 @@ pub fn encode_report(partition: PartitionId, finished: &[&Finished]) -> Vec<u8> 
 /// Decodes what [`encode_report`] wrote.
 pub fn decode_report(bytes: &[u8]) -> Result<(PartitionId, Vec<Finished>), TxnError> {
     let mut r = WireReader::new(bytes);
-    let decoded = (|| {
-        let version = r.u8()?;
+    let version = r.u8()?;
+    if version > VERSION {
+        return Err(TxnError::Newer {
+            what: "transaction report",
+            found: version,
+            known: VERSION,
+        });
+    }
+    let decoded = (|| -> Result<_, TxnError> {
         if version != VERSION {
-            return Err(format!("report version {version} is unknown"));
+            return Err(TxnError::Malformed(format!(
+                "report version {version}, expected {VERSION}"
+            )));
         }
         let partition = PartitionId(r.u16()?);
         let count = r.count(25)?;
@@ -90,16 +99,23 @@ pub fn decode_report(bytes: &[u8]) -> Result<(PartitionId, Vec<Finished>), TxnEr
                         key: TxnKey::new(keyspace, Bytes::copy_from_slice(r.bytes()?)),
                     })
                 }
-                other => return Err(format!("outcome kind {other} is unknown")),
+                other => {
+                    return Err(TxnError::Malformed(format!(
+                        "outcome kind {other} is unknown"
+                    )))
+                }
             };
             finished.push(Finished { seq, txn, outcome });
         }
         if r.remaining() != 0 {
-            return Err(format!("{} bytes after the report", r.remaining()));
+            return Err(TxnError::Malformed(format!(
+                "{} bytes after the report",
+                r.remaining()
+            )));
         }
         Ok((partition, finished))
     })();
-    decoded.map_err(TxnError::Malformed)
+    decoded
 }
 
 #[cfg(test)]
@@ -149,6 +165,15 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(decode_report(&longer).is_err());
+        assert!(matches!(
+            decode_report(&longer),
+            Err(TxnError::Malformed(_))
+        ));
+        let mut newer = bytes.clone();
+        newer[0] = VERSION + 1;
+        assert!(matches!(
+            decode_report(&newer),
+            Err(TxnError::Newer { found, .. }) if found == VERSION + 1
+        ));
     }
 }

@@ -37,4 +37,4 @@ pub use partition::{Partitioner, DEFAULT_PARTITIONS};
 pub use schema::{
     EncodedKey, KeyspaceSchema, TtlSpec, ValueFormat, MAX_KEY_ELEMENTS, MAX_NAME_LEN,
 };
-pub use wire::{put_bytes, WireReader};
+pub use wire::{put_bytes, WireError, WireReader};

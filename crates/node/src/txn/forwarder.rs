@@ -1,11 +1,12 @@
 //! The forwarder: copies the sequencer log into the participants' logs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use notadb_log::Log;
-use notadb_record::Record;
-use notadb_txn::Entry;
+use notadb_record::{DecodeError, Record};
+use notadb_txn::{Entry, TxnError, TxnInput};
 use notadb_types::{PartitionId, Seq};
 
 use super::append::{append_until_done, APPEND_RETRY};
@@ -36,11 +37,11 @@ const SEQUENCER_TRUNCATE_EVERY: u64 = 4096;
 /// and the sequencer log is truncated behind it; a forwarder resumes from the later of the
 /// two, so a new lease holder does not copy again what the previous one truncated.
 pub(crate) async fn forward_loop(node: Node) {
-    let Some(sequencer) = node.inner.sequencer.clone() else {
+    let Some(sequencer) = node.inner.txns.sequencer.clone() else {
         return;
     };
     let mut shutdown = node.inner.shutdown.subscribe();
-    let mut gate = node.inner.forwarder_gate.clone();
+    let mut gate = node.inner.txns.forwarder_gate.clone();
     loop {
         if let Some(gate) = gate.as_mut() {
             tokio::select! {
@@ -134,28 +135,27 @@ async fn forward(
                 continue;
             }
         };
-        let Some(last) = entries.last().map(|e| e.seq) else {
+        let Some(mut last) = entries.last().map(|e| e.seq) else {
             continue;
         };
+        // A sequencer entry of a newer format than this build reads: forwarding stops before
+        // it (skipping it would lose the transaction) until an upgraded node forwards it.
+        let mut newer = false;
         // Per participant, its copies in sequencer order; participants in parallel, each
         // one's copies one after the other (the order the executors rely on).
         let mut copies: BTreeMap<PartitionId, Vec<(String, Vec<u8>)>> = BTreeMap::new();
         for entry in entries {
-            let decoded = Record::decode(&entry.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|record| match record {
-                    Record::Txn { ts_micros, entry } => match Entry::decode(&entry) {
-                        Ok(Entry::Txn { input, .. }) => Ok((ts_micros, input)),
-                        Ok(_) => Err("not a transaction".to_string()),
-                        Err(e) => Err(e.to_string()),
-                    },
-                    _ => Err("not a transaction record".to_string()),
-                });
-            let (ts_micros, input) = match decoded {
+            let (ts_micros, input) = match sequenced_txn(&entry.payload) {
                 Ok(decoded) => decoded,
-                Err(message) => {
+                Err(Unusable::Malformed(message)) => {
                     tracing::error!(seq = %entry.seq, %message, "skipping a malformed sequencer entry");
                     continue;
+                }
+                Err(Unusable::Newer(message)) => {
+                    tracing::error!(seq = %entry.seq, %message, "not forwarding past a sequencer entry this build cannot read");
+                    last = Seq(entry.seq.0 - 1);
+                    newer = true;
+                    break;
                 }
             };
             let payload = Record::Txn {
@@ -175,7 +175,7 @@ async fn forward(
             let mut shutdown = shutdown.clone();
             async move {
                 for (id, payload) in list {
-                    let log = &*node.inner.log;
+                    let log = &**node.inner.partitions.log();
                     let seq = loop {
                         match append_until_done(log, p, Some(&id), &payload, &mut shutdown).await {
                             Ok(seq) => break seq?,
@@ -199,6 +199,16 @@ async fn forward(
         .await;
         if copied.iter().any(Option::is_none) {
             return true;
+        }
+        if newer {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return true,
+                _ = tokio::time::sleep(APPEND_RETRY * 10) => {}
+            }
+            if last <= forwarded {
+                continue;
+            }
         }
         forwarded = last;
         let stored = {
@@ -228,5 +238,30 @@ async fn forward(
                 return true;
             }
         }
+    }
+}
+
+/// Why a sequencer entry holds no transaction to forward.
+enum Unusable {
+    /// Bytes no build reads: skipped.
+    Malformed(String),
+    /// A format newer than this build reads: forwarding waits for an upgraded node.
+    Newer(String),
+}
+
+/// The transaction a sequencer entry holds, with its append time.
+fn sequenced_txn(payload: &[u8]) -> Result<(i64, Arc<TxnInput>), Unusable> {
+    let record = Record::decode(payload).map_err(|e| match e {
+        DecodeError::Newer { .. } => Unusable::Newer(e.to_string()),
+        DecodeError::Malformed(_) => Unusable::Malformed(e.to_string()),
+    })?;
+    let Record::Txn { ts_micros, entry } = record else {
+        return Err(Unusable::Malformed("not a transaction record".into()));
+    };
+    match Entry::decode(&entry) {
+        Ok(Entry::Txn { input, .. }) => Ok((ts_micros, input)),
+        Ok(_) => Err(Unusable::Malformed("not a transaction".into())),
+        Err(e @ TxnError::Newer { .. }) => Err(Unusable::Newer(e.to_string())),
+        Err(e) => Err(Unusable::Malformed(e.to_string())),
     }
 }

@@ -15,13 +15,17 @@ pub(crate) use waiters::TxnWaiters;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use notadb_log::Log;
 use notadb_txn::{
-    Access, Entry, Finished, KeyAccess, Outcome, TxnEnv, TxnError, TxnId, TxnInput, TxnKey,
+    Access, Entry, Finished, KeyAccess, Outcome, Procedures, TxnEnv, TxnError, TxnId, TxnInput,
+    TxnKey,
 };
 use notadb_types::{Element, PartitionId, Seq, Token};
+use tokio::sync::watch;
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
 
 use crate::{Node, NodeError};
@@ -79,6 +83,18 @@ pub struct TxnResult {
     pub tokens: Vec<Token>,
 }
 
+/// The node's transaction part: the registered procedures, the sequencer log of
+/// multi-partition transactions, the gate that says whether this node forwards it, and the
+/// clients waiting for outcomes.
+pub(crate) struct Txns {
+    pub procedures: Procedures,
+    /// The log multi-partition transactions are appended to, if this node has one.
+    pub sequencer: Option<Arc<dyn Log>>,
+    /// Forwards the sequencer log only while this holds true; without one, always.
+    pub forwarder_gate: Option<watch::Receiver<bool>>,
+    pub waiters: Arc<TxnWaiters>,
+}
+
 fn txn_error(e: TxnError) -> NodeError {
     match e {
         TxnError::Invalid(m) => NodeError::InvalidArgument(m),
@@ -93,7 +109,7 @@ impl Node {
     /// A report from another node (see [`TxnNotifier`]): `partition` finished these
     /// transactions. Answers the clients waiting here for them.
     pub fn txn_reported(&self, partition: PartitionId, finished: &[Finished]) {
-        self.inner.txn_waiters.answer(partition, finished);
+        self.inner.txns.waiters.answer(partition, finished);
     }
 
     /// The tag in the top bits of the ids of transactions this node submits
@@ -104,7 +120,12 @@ impl Node {
 
     /// The registered procedure names.
     pub fn procedure_names(&self) -> Vec<String> {
-        self.inner.procedures.names().map(str::to_string).collect()
+        self.inner
+            .txns
+            .procedures
+            .names()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Runs a transaction and waits, at most `timeout`, until every participant has executed
@@ -120,7 +141,7 @@ impl Node {
         }
         let input = self.prepare_txn(request).await?;
         let participants = input.participants();
-        if self.inner.txn_waiters.notifier.is_none() {
+        if self.inner.txns.waiters.notifier.is_none() {
             if let Some(p) = participants.iter().find(|p| !self.owns(**p)) {
                 return Err(NodeError::FailedPrecondition(format!(
                     "partition {p} is served elsewhere, and this node has no way to learn its transactions' outcomes (no TxnNotifier)"
@@ -144,9 +165,9 @@ impl Node {
             )));
         }
         let started = std::time::Instant::now();
-        let waiter = self.inner.txn_waiters.register(id, &participants);
+        let waiter = self.inner.txns.waiters.register(id, &participants);
         let logged = if input.is_multi_partition() {
-            match &self.inner.sequencer {
+            match &self.inner.txns.sequencer {
                 Some(sequencer) => sequencer
                     .append(PartitionId(0), Bytes::from(payload))
                     .await
@@ -161,7 +182,7 @@ impl Node {
             self.append(participants[0], payload).await.map(|_| ())
         };
         if let Err(e) = logged {
-            self.inner.txn_waiters.forget(id);
+            self.inner.txns.waiters.forget(id);
             return Err(e);
         }
         match tokio::time::timeout(timeout, waiter).await {
@@ -190,7 +211,7 @@ impl Node {
                 "transaction {id} was logged; the node stopped before it finished"
             ))),
             Err(_) => {
-                self.inner.txn_waiters.forget(id);
+                self.inner.txns.waiters.forget(id);
                 Err(NodeError::DeadlineExceeded(format!(
                     "transaction {id} was logged but had not finished within {timeout:?}; it may still commit"
                 )))
@@ -201,6 +222,7 @@ impl Node {
     /// Validates a request and builds its logged input.
     async fn prepare_txn(&self, mut request: TxnRequest) -> Result<TxnInput, NodeError> {
         self.inner
+            .txns
             .procedures
             .get(&request.procedure)
             .map_err(txn_error)?;
@@ -259,7 +281,8 @@ impl Node {
         let now = self.inner.clock.now_micros();
         let n = self
             .inner
-            .txn_waiters
+            .txns
+            .waiters
             .counter
             .fetch_add(1, Ordering::Relaxed);
         let mut seed_bytes = self.inner.config.node_id.as_bytes().to_vec();
@@ -353,7 +376,7 @@ impl Node {
         request: &mut TxnRequest,
         keys: &[KeyAccess],
     ) -> Result<(), NodeError> {
-        let loader = self.inner.loaders.get(name).ok_or_else(|| {
+        let loader = self.inner.caches.loaders.get(name).ok_or_else(|| {
             NodeError::NotFound(format!(
                 "base_loader: no loader named `{name}` is registered"
             ))
