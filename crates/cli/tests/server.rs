@@ -114,6 +114,47 @@ async fn admin_endpoints_report_health_readiness_metrics_and_status() {
         http_get(node.admin, "/readyz"),
         (200, "ready\n".to_string())
     );
+    // The standard gRPC health service says the same, overall and per service.
+    {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        use tonic_health::pb::HealthCheckRequest;
+        let channel = tonic::transport::Endpoint::from_shared(node.url())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = HealthClient::new(channel);
+        // The service reads readiness every 500 ms.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for service in ["", "notadb.v1.Data", "notadb.v1.Keyspaces"] {
+            loop {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("health of {service:?}: {e}"))
+                    .into_inner()
+                    .status;
+                if status == ServingStatus::Serving as i32 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{service:?} is {status}, not SERVING"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let unknown = health
+            .check(HealthCheckRequest {
+                service: "no.such.Service".into(),
+            })
+            .await
+            .expect_err("unknown service");
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+    }
     let (code, metrics) = http_get(node.admin, "/metrics");
     assert_eq!(code, 200);
     for needle in [
@@ -128,6 +169,12 @@ async fn admin_endpoints_report_health_readiness_metrics_and_status() {
             "{needle} missing from:\n{metrics}"
         );
     }
+    // /digest hashes every partition: one answer per digest_min_interval_ms (1 s).
+    let (code, digest) = http_get(node.admin, "/digest");
+    assert_eq!(code, 200, "{digest}");
+    let (code, again) = http_get(node.admin, "/digest");
+    assert_eq!(code, 429, "{again}");
+    assert!(again.contains("digest_min_interval_ms"), "{again}");
     let (code, page) = http_get(node.admin, "/");
     assert_eq!(code, 200);
     assert!(

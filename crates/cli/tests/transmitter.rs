@@ -307,6 +307,20 @@ fn writes_and_deletes_end_equal_and_a_poison_record_goes_to_dead_letters() {
             .transmitter_flush(&tokens, Duration::from_secs(60))
             .await
             .expect("flush");
+        // Past transmitter.max_flush_timeout_ms (60 s by default) a flush is refused.
+        let refused = client
+            .transmitter_flush(&tokens, Duration::from_secs(3600))
+            .await
+            .expect_err("an hour is over the limit");
+        assert_eq!(
+            refused.code(),
+            Some(notadb_client::Code::InvalidArgument),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("max_flush_timeout_ms"),
+            "{refused}"
+        );
         let mut rows = rows(&db).await;
         assert!(
             rows.remove("poison").is_none(),

@@ -46,6 +46,47 @@ impl Manifest {
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.bytes).sum()
     }
+
+    /// Refuses a manifest a restore must not follow: it is read from the metadata store,
+    /// which anyone who can write there controls, and its id and file names become paths.
+    /// Each must be one plain path component (no `/` or `\`, not `.` or `..`, not absolute,
+    /// no NUL), the file names distinct, and the group the one asked for.
+    pub fn check(&self, group: GroupId) -> Result<(), ClusterError> {
+        let refuse = |what: String| {
+            Err(ClusterError::Checkpoint(format!(
+                "the checkpoint manifest of group {group} is refused: {what}"
+            )))
+        };
+        if self.group != group {
+            return refuse(format!("it names group {}", self.group));
+        }
+        if !plain_component(&self.id) {
+            return refuse(format!("its id {:?} is not a plain name", self.id));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for file in &self.files {
+            if !plain_component(&file.name) {
+                return refuse(format!("file name {:?} is not a plain name", file.name));
+            }
+            if !names.insert(file.name.as_str()) {
+                return refuse(format!("file name {:?} appears twice", file.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is one ordinary path component: a file name, never a way out of the
+/// directory it is joined to.
+fn plain_component(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && matches!(
+            Path::new(name).components().collect::<Vec<_>>()[..],
+            [std::path::Component::Normal(_)]
+        )
 }
 
 fn manifest_key(group: GroupId) -> String {
@@ -191,8 +232,9 @@ pub(crate) async fn newest(
     let Some(entry) = meta.entry(&manifest_key(group)).await? else {
         return Ok(None);
     };
-    let manifest = serde_json::from_slice(&entry.value)
+    let manifest: Manifest = serde_json::from_slice(&entry.value)
         .map_err(|e| io("the checkpoint manifest is unreadable".into(), e))?;
+    manifest.check(group)?;
     Ok(Some(manifest))
 }
 
@@ -235,4 +277,90 @@ pub(crate) async fn restore(
         )
     })?;
     Ok(Some(manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logkv::LogKv;
+    use crate::objects::DirObjects;
+    use notadb_log::{EmbeddedLog, EmbeddedLogOptions, Log};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn manifest(id: &str, files: &[&str]) -> Manifest {
+        Manifest {
+            id: id.into(),
+            group: GroupId(1),
+            node_id: "n1".into(),
+            applied: vec![(0, 3)],
+            keyspaces: vec![],
+            files: files
+                .iter()
+                .map(|name| CheckpointFile {
+                    name: (*name).into(),
+                    bytes: 1,
+                    xxh3: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_plain_names_pass() {
+        assert!(
+            manifest("0001-n1", &["000012.sst", "CURRENT", "MANIFEST-000005"])
+                .check(GroupId(1))
+                .is_ok()
+        );
+        for bad in ["../x", "/etc/passwd", "a/b", "", ".", "..", "a\\b", "x\0"] {
+            let err = manifest("0001-n1", &[bad])
+                .check(GroupId(1))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("not a plain name"), "{bad:?}: {err}");
+        }
+        for bad in ["..", "../0001", "g/0001"] {
+            assert!(
+                manifest(bad, &["CURRENT"]).check(GroupId(1)).is_err(),
+                "{bad}"
+            );
+        }
+        let twice = manifest("0001-n1", &["CURRENT", "CURRENT"]).check(GroupId(1));
+        assert!(twice.expect_err("twice").to_string().contains("twice"));
+        let other = manifest("0001-n1", &["CURRENT"]).check(GroupId(2));
+        assert!(other
+            .expect_err("group")
+            .to_string()
+            .contains("names group 1"));
+    }
+
+    #[tokio::test]
+    async fn a_restore_refuses_a_manifest_that_leaves_its_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log: Arc<dyn Log> = Arc::new(
+            EmbeddedLog::open(&dir.path().join("log"), 1, EmbeddedLogOptions::default())
+                .expect("open the log"),
+        );
+        let meta = LogKv::open(log, "test", false, Duration::from_secs(10));
+        let objects = DirObjects::open(&dir.path().join("objects")).expect("objects");
+        let evil = manifest("0001-n1", &["../x"]);
+        meta.put(
+            &manifest_key(GroupId(1)),
+            serde_json::to_vec(&evil).expect("json").into(),
+        )
+        .await
+        .expect("put");
+        let db = dir.path().join("node").join("db");
+        let err = restore(&meta, &objects, GroupId(1), &db)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, ClusterError::Checkpoint(ref m) if m.contains("\"../x\" is not a plain name")),
+            "{err}"
+        );
+        assert!(!db.exists());
+        assert!(!dir.path().join("node").join("x").exists());
+        assert!(!dir.path().join("node").join("db.restore").exists());
+    }
 }

@@ -60,6 +60,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod cursor;
 mod errors;
 mod log;
@@ -68,6 +69,7 @@ mod publish;
 mod streams;
 
 pub use self::log::{JetStreamLog, HEADER_ROOM_BYTES};
+pub use auth::{connect_error, NatsAuth};
 pub use options::{
     JetStreamOptions, JetStreamStorage, DEFAULT_DUPLICATE_WINDOW, DEFAULT_NAME,
     DEFAULT_PUBLISH_ATTEMPTS, DEFAULT_PUBLISH_TIMEOUT, DEFAULT_URL, MAX_PUBLISH_BACKOFF,

@@ -71,15 +71,16 @@ impl JetStreamLog {
                 "partitions: expected at least 1, found 0".into(),
             ));
         }
-        let client = async_nats::ConnectOptions::new()
+        let client = options
+            .auth
+            .connect_options()
+            .await?
             .name("notadb-log")
             .connection_timeout(options.publish_timeout)
             .request_timeout(Some(options.publish_timeout))
             .connect(options.url.as_str())
             .await
-            .map_err(|e| {
-                LogError::Unavailable(format!("connect to NATS at {}: {e}", options.url))
-            })?;
+            .map_err(|e| crate::connect_error(&options.url, &e))?;
         check_server_version(&client.server_info().version)?;
         let max_entry_bytes = max_entry_bytes(&options, client.server_info().max_payload)?;
         let context = jetstream::ContextBuilder::new()

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use notadb_log::durations::{humantime_option, humantime_serde};
 use notadb_log::LogError;
 
+use crate::NatsAuth;
+
 /// Default NATS server address.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
@@ -74,6 +76,8 @@ pub struct JetStreamOptions {
     pub max_entry_bytes: Option<usize>,
     /// Where new streams keep their messages.
     pub storage: JetStreamStorage,
+    /// Credentials and TLS of the connection (see [`NatsAuth`]); none by default.
+    pub auth: NatsAuth,
 }
 
 impl Default for JetStreamOptions {
@@ -89,6 +93,7 @@ impl Default for JetStreamOptions {
             publish_attempts: DEFAULT_PUBLISH_ATTEMPTS,
             max_entry_bytes: None,
             storage: JetStreamStorage::File,
+            auth: NatsAuth::default(),
         }
     }
 }
@@ -111,6 +116,7 @@ impl JetStreamOptions {
     /// Checks every option; the error names the first invalid one.
     pub fn validate(&self) -> Result<(), LogError> {
         let invalid = |message: String| Err(LogError::InvalidOptions(message));
+        self.auth.validate()?;
         if self.url.trim().is_empty() {
             return invalid("url: expected a NATS server URL, found an empty string".into());
         }

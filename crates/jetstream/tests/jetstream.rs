@@ -334,3 +334,50 @@ async fn connect_errors_are_classified() {
         Ok(_) => panic!("connect to a closed port succeeded"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_password_takes_the_right_one_and_names_the_wrong_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = tokio::task::block_in_place(|| {
+        NatsServer::start_with_user(&dir.path().join("nats"), "notadb", "right horse")
+    })
+    .expect("start nats-server");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "right horse\n").expect("write");
+    let auth = notadb_jetstream::NatsAuth {
+        user: Some("notadb".into()),
+        password_file: Some(password.clone()),
+        ..notadb_jetstream::NatsAuth::default()
+    };
+    let options = |auth: notadb_jetstream::NatsAuth| JetStreamOptions {
+        name: "auth".into(),
+        auth,
+        ..JetStreamOptions::with_url(server.url())
+    };
+    let log = JetStreamLog::connect(options(auth.clone()), 1)
+        .await
+        .expect("the right password connects");
+    let seq = log
+        .append(PartitionId(0), Bytes::from_static(b"x"))
+        .await
+        .expect("append");
+    assert_eq!(seq, Seq(1));
+    // No credentials, and a wrong password: refused, as a configuration error.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "wrong horse").expect("write");
+    for auth in [
+        notadb_jetstream::NatsAuth::default(),
+        notadb_jetstream::NatsAuth {
+            password_file: Some(wrong.clone()),
+            ..auth.clone()
+        },
+    ] {
+        let Err(err) = JetStreamLog::connect(options(auth), 1).await else {
+            panic!("connected without the right credentials");
+        };
+        assert!(
+            matches!(err, LogError::InvalidOptions(ref m) if m.contains("refused the credentials")),
+            "{err}"
+        );
+    }
+}

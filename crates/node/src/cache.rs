@@ -136,6 +136,26 @@ impl Node {
                 NodeError::invalid(format!("derived_from: keyspace `{ks}` does not exist"))
             })?;
         }
+        let limits = &self.inner.config.limits;
+        let caches = self.inner.catalog.read().cache_snapshot();
+        if !caches.contains_key(&def.name) {
+            if caches.len() >= limits.max_caches {
+                return Err(NodeError::ResourceExhausted(format!(
+                    "there are {} caches, the limit is {} (max_caches); drop one or raise the limit",
+                    caches.len(),
+                    limits.max_caches
+                )));
+            }
+            let taken: u64 = caches.values().map(|c| c.capacity_bytes).sum();
+            if taken.saturating_add(def.capacity_bytes) > limits.max_cache_bytes_total {
+                return Err(NodeError::ResourceExhausted(format!(
+                    "capacity_bytes: {} more would take the caches to {} bytes, the limit is {} (max_cache_bytes_total)",
+                    def.capacity_bytes,
+                    taken.saturating_add(def.capacity_bytes),
+                    limits.max_cache_bytes_total
+                )));
+            }
+        }
         let smallest = entry_size(1, 0);
         if def.partition_capacity(self.inner.partitioner.count()) < smallest {
             return Err(NodeError::invalid(format!(

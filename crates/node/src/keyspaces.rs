@@ -26,6 +26,7 @@ impl Node {
         schema: KeyspaceSchema,
         if_not_exists: bool,
     ) -> Result<(KeyspaceInfo, bool), NodeError> {
+        self.check_room_for_keyspace(&schema.name)?;
         if let Some(store) = self.inner.catalog.store() {
             schema.validate()?;
             let (def, created) = store.create(schema, if_not_exists).await?;
@@ -255,5 +256,19 @@ impl Node {
         }
         let seq = self.append_batch(partition, payload).await?;
         Ok(Token { partition, seq })
+    }
+
+    /// Refuses a keyspace that would take the count past `max_keyspaces` (an existing name
+    /// passes: creating it again is answered by the catalog).
+    fn check_room_for_keyspace(&self, name: &str) -> Result<(), NodeError> {
+        let keyspaces = self.inner.catalog.read().snapshot();
+        let limit = self.inner.config.limits.max_keyspaces;
+        if !keyspaces.contains_key(name) && keyspaces.len() >= limit {
+            return Err(NodeError::ResourceExhausted(format!(
+                "there are {} keyspaces, the limit is {limit} (max_keyspaces); drop one or raise the limit",
+                keyspaces.len()
+            )));
+        }
+        Ok(())
     }
 }

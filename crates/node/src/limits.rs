@@ -2,7 +2,8 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Request limits. Every one is checked before anything reaches the log, and a request over a
-/// limit fails with `InvalidArgument` naming the limit; all are configurable.
+/// limit fails with `InvalidArgument` (`ResourceExhausted` for the counts of keyspaces and
+/// caches) naming the limit; all are configurable.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -29,6 +30,13 @@ pub struct Limits {
     pub max_aggregate_groups: usize,
     /// Longest a read waits for its tokens when the request sets no deadline, in milliseconds.
     pub max_read_wait_ms: u64,
+    /// Most keyspaces; creating one more fails with `ResourceExhausted`.
+    pub max_keyspaces: usize,
+    /// Most caches; creating one more fails with `ResourceExhausted`.
+    pub max_caches: usize,
+    /// Most `capacity_bytes` of all caches together (they live in memory): a cache that
+    /// would take the sum past it fails with `ResourceExhausted`.
+    pub max_cache_bytes_total: u64,
 }
 
 impl Default for Limits {
@@ -45,6 +53,9 @@ impl Default for Limits {
             max_aggregate_rows: 10_000_000,
             max_aggregate_groups: 100_000,
             max_read_wait_ms: 10_000,
+            max_keyspaces: 1_000,
+            max_caches: 100,
+            max_cache_bytes_total: 16 << 30,
         }
     }
 }

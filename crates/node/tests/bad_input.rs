@@ -352,3 +352,66 @@ async fn aggregate_row_limit_counts_every_partition() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn keyspace_and_cache_counts_and_cache_memory_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = items_node(dir.path(), |l| {
+        l.max_keyspaces = 2;
+        l.max_caches = 2;
+        l.max_cache_bytes_total = 3 << 20;
+    })
+    .await;
+    node.create_keyspace(activity(), false)
+        .await
+        .expect("the second keyspace fits");
+    let mut third = activity();
+    third.name = "third".into();
+    let err = node
+        .create_keyspace(third.clone(), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::ResourceExhausted(ref m) if m.contains("max_keyspaces")),
+        "{err}"
+    );
+    // An existing name is not a new keyspace: if_not_exists still answers.
+    let (_, created) = node
+        .create_keyspace(activity(), true)
+        .await
+        .expect("exists");
+    assert!(!created);
+    node.drop_keyspace("activity").await.expect("drop");
+    node.create_keyspace(third, false)
+        .await
+        .expect("room again after a drop");
+
+    node.create_cache(CacheDef::new("a", 1 << 20), false)
+        .await
+        .expect("first cache");
+    let err = node
+        .create_cache(CacheDef::new("b", 3 << 20), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::ResourceExhausted(ref m) if m.contains("max_cache_bytes_total")),
+        "{err}"
+    );
+    node.create_cache(CacheDef::new("b", 1 << 20), false)
+        .await
+        .expect("second cache");
+    let err = node
+        .create_cache(CacheDef::new("c", 1 << 20), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::ResourceExhausted(ref m) if m.contains("max_caches")),
+        "{err}"
+    );
+    let names: Vec<String> = node
+        .list_caches()
+        .iter()
+        .map(|c| c.def.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}

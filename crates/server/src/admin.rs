@@ -6,19 +6,49 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use notadb_node::Node;
 use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// The admin routes for the node of `topology`.
-pub fn router(topology: Topology) -> Router {
+/// The admin routes for the node of `topology`; `/digest` answers at most once per
+/// `digest_every`.
+pub fn router(topology: Topology, digest_every: Duration) -> Router {
+    let gate = Arc::new(DigestGate {
+        every: digest_every,
+        last: Mutex::new(None),
+    });
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .route("/digest", get(digest))
+        .route("/digest", get(digest).layer(Extension(gate)))
         .with_state(topology)
+}
+
+/// When `/digest` last started: it hashes every owned partition, so callers get one answer
+/// per interval and a 429 in between.
+struct DigestGate {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl DigestGate {
+    /// `Ok` and the clock restarted, or how long until the next one may start.
+    fn admit(&self) -> Result<(), Duration> {
+        let mut last = self.last.lock().expect("digest gate lock");
+        let now = Instant::now();
+        if let Some(at) = *last {
+            let next = at + self.every;
+            if next > now {
+                return Err(next - now);
+            }
+        }
+        *last = Some(now);
+        Ok(())
+    }
 }
 
 async fn healthz(State(Topology { node, .. }): State<Topology>) -> Response {
@@ -62,7 +92,23 @@ async fn readyz(State(Topology { node, .. }): State<Topology>) -> Response {
 }
 
 /// Per owned partition: applied seq and state digest, as JSON (replica comparison).
-async fn digest(State(Topology { node, .. }): State<Topology>) -> Response {
+async fn digest(
+    State(Topology { node, .. }): State<Topology>,
+    Extension(gate): Extension<Arc<DigestGate>>,
+) -> Response {
+    if let Err(wait) = gate.admit() {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            format!(
+                "/digest answers once per {} ms (digest_min_interval_ms); retry in {} ms\n",
+                gate.every.as_millis(),
+                wait.as_millis()
+            ),
+        )
+            .into_response();
+    }
     match node.digests().await {
         Ok(digests) => {
             let rows: Vec<serde_json::Value> = digests

@@ -30,6 +30,16 @@ pub struct ServerConfig {
     pub frame_max_in_flight: usize,
     /// Longest a shutdown waits for in-flight requests, seconds.
     pub shutdown_grace_secs: u64,
+    /// Longest any gRPC call runs on the server, seconds; past it the call ends with
+    /// `CANCELLED` ("Timeout expired"). Keep it above the longest wait a call may ask for
+    /// (`max_read_wait_ms`, `transmitter.max_flush_timeout_ms`).
+    pub request_timeout_secs: u64,
+    /// Most gRPC calls one connection may have open at once (HTTP/2 concurrent streams);
+    /// a client queues the rest on its side.
+    pub grpc_max_concurrent_streams: u32,
+    /// Shortest time between two `/digest` requests, milliseconds (each hashes every owned
+    /// partition); one sooner is answered 429 with `Retry-After`.
+    pub digest_min_interval_ms: u64,
     /// The node.
     pub node: NodeConfig,
     /// Cluster mode on NATS JetStream or Kafka; absent: a single node on the embedded log.
@@ -54,6 +64,9 @@ impl Default for ServerConfig {
             frame_addr: Some(DEFAULT_FRAME_ADDR.parse().expect("valid default address")),
             frame_max_in_flight: crate::frame::DEFAULT_MAX_IN_FLIGHT,
             shutdown_grace_secs: 30,
+            request_timeout_secs: 120,
+            grpc_max_concurrent_streams: 1024,
+            digest_min_interval_ms: 1000,
             node: NodeConfig::default(),
             cluster: None,
             transmitter: None,

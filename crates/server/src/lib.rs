@@ -10,6 +10,7 @@ mod convert;
 mod encode;
 mod frame;
 mod grpc;
+mod health;
 pub mod metrics;
 mod pg_loader;
 pub mod route;

@@ -5,6 +5,7 @@ use crate::route::Router;
 use crate::topology::Topology;
 use crate::{admin, frame, metrics, ServerConfig};
 use notadb_cluster::{Advertised, Cluster, ClusterError};
+use notadb_log::LogError;
 use notadb_node::{Node, NodeBuilder, NodeError};
 use notadb_proto::v1::cache_server::CacheServer;
 use notadb_proto::v1::data_server::DataServer;
@@ -80,7 +81,10 @@ impl ServerError {
         }
         match self {
             ServerError::Node(e) | ServerError::Cluster(ClusterError::Node(e)) => node(e),
-            ServerError::Cluster(ClusterError::Config(_)) => EXIT_CONFIG,
+            ServerError::Cluster(ClusterError::Config(_))
+            | ServerError::Cluster(ClusterError::Log(
+                LogError::InvalidOptions(_) | LogError::PartitionCount { .. },
+            )) => EXIT_CONFIG,
             ServerError::Cluster(_) | ServerError::Bind { .. } => EXIT_TEMPFAIL,
             ServerError::Loader(crate::pg_loader::LoaderError::Statement { .. })
             | ServerError::Transmitter(_) => EXIT_CONFIG,
@@ -213,12 +217,21 @@ impl Server {
             .register_encoded_file_descriptor_set(notadb_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServerError::Other(format!("reflection: {e}")))?;
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        tokio::spawn(crate::health::report(
+            node.clone(),
+            health_reporter,
+            stop.subscribe(),
+        ));
         let services = Arc::new(frame::Services {
             data: Arc::new(DataService::new(node.clone(), router.clone())),
             cache: Arc::new(CacheService::new(node.clone(), router)),
         });
         let grpc = tonic::transport::Server::builder()
+            .timeout(Duration::from_secs(config.request_timeout_secs.max(1)))
+            .max_concurrent_streams(Some(config.grpc_max_concurrent_streams.max(1)))
             .add_service(reflection)
+            .add_service(health)
             .add_service(
                 DataServer::from_arc(services.data.clone())
                     .max_decoding_message_size(max_request)
@@ -248,7 +261,8 @@ impl Server {
             };
             tokio::spawn(frame::serve(listener, services, limits, stop.subscribe()))
         });
-        let admin = axum::serve(admin_listener, admin::router(topology))
+        let digest_every = Duration::from_millis(config.digest_min_interval_ms);
+        let admin = axum::serve(admin_listener, admin::router(topology, digest_every))
             .with_graceful_shutdown(stopped(stop.subscribe()));
         let admin = tokio::spawn(async move { admin.await });
         tracing::info!(%grpc_addr, %admin_addr, frame_addr = ?frame_addr, "notadb serving");

@@ -53,6 +53,7 @@ pub fn unimplemented(message: impl Into<String>) -> Status {
 pub fn transmitter_status(e: TransmitterError) -> Status {
     match e {
         TransmitterError::Timeout(m) => to_status(NodeError::DeadlineExceeded(m)),
+        TransmitterError::Invalid(m) => to_status(NodeError::InvalidArgument(m)),
         other => to_status(NodeError::Unavailable(other.to_string())),
     }
 }

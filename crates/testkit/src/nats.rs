@@ -41,6 +41,21 @@ impl NatsServer {
     /// Starts a server on `port` of 127.0.0.1 with its data in `store_dir`, and waits until
     /// JetStream answers.
     pub fn start_on(port: u16, store_dir: &Path) -> io::Result<NatsServer> {
+        NatsServer::start_configured(port, store_dir, None)
+    }
+
+    /// Starts a server on a free loopback port that accepts only clients giving `user` and
+    /// `password`, and waits until JetStream answers them.
+    pub fn start_with_user(store_dir: &Path, user: &str, password: &str) -> io::Result<NatsServer> {
+        let user = (user.to_string(), password.to_string());
+        NatsServer::start_configured(free_port()?, store_dir, Some(user))
+    }
+
+    fn start_configured(
+        port: u16,
+        store_dir: &Path,
+        user: Option<(String, String)>,
+    ) -> io::Result<NatsServer> {
         fs::create_dir_all(store_dir)?;
         let store_dir = store_dir.canonicalize()?;
         let config = store_dir.join(CONFIG_FILE);
@@ -50,8 +65,16 @@ impl NatsServer {
                 "# Written by notadb's NatsServer.\n\
                  listen: \"127.0.0.1:{port}\"\n\
                  max_payload: {NATS_MAX_PAYLOAD_BYTES}\n\
-                 jetstream {{\n  store_dir: {store:?}\n}}\n",
+                 jetstream {{\n  store_dir: {store:?}\n}}\n{authorization}",
                 store = store_dir.display().to_string(),
+                authorization = match &user {
+                    Some((user, password)) => {
+                        format!(
+                            "authorization {{\n  user: {user:?}\n  password: {password:?}\n}}\n"
+                        )
+                    }
+                    None => String::new(),
+                },
             ),
         )?;
         let spec = ServerSpec {
@@ -59,7 +82,7 @@ impl NatsServer {
             binary: find_binary()?,
             args: vec!["--config".into(), config.display().to_string()],
             log_file: "nats-server.log",
-            ready: Box::new(|port| jetstream_answers(&url_of(port))),
+            ready: Box::new(move |port| jetstream_answers(&url_of(port), user.as_ref())),
         };
         ChildServer::start(spec, port, &store_dir).map(NatsServer)
     }
@@ -96,8 +119,9 @@ fn url_of(port: u16) -> String {
 
 /// Whether a JetStream account request to `url` succeeds, on a private runtime in its own
 /// thread (so that this works inside and outside a tokio runtime).
-fn jetstream_answers(url: &str) -> Result<(), String> {
+fn jetstream_answers(url: &str, user: Option<&(String, String)>) -> Result<(), String> {
     let url = url.to_string();
+    let user = user.cloned();
     thread::scope(|scope| {
         scope
             .spawn(move || {
@@ -106,7 +130,13 @@ fn jetstream_answers(url: &str) -> Result<(), String> {
                     .build()
                     .map_err(|e| format!("build a runtime: {e}"))?;
                 runtime.block_on(async {
-                    let client = async_nats::ConnectOptions::new()
+                    let options = match user {
+                        Some((user, password)) => {
+                            async_nats::ConnectOptions::with_user_and_password(user, password)
+                        }
+                        None => async_nats::ConnectOptions::new(),
+                    };
+                    let client = options
                         .connection_timeout(Duration::from_secs(1))
                         .request_timeout(Some(Duration::from_secs(1)))
                         .connect(url.as_str())

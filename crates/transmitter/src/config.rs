@@ -33,6 +33,8 @@ pub struct TransmitterConfig {
     pub retry_initial_ms: u64,
     /// Longest pause between retries, milliseconds.
     pub retry_max_ms: u64,
+    /// Longest a `TransmitterFlush` may ask to wait, milliseconds; a longer one is refused.
+    pub max_flush_timeout_ms: u64,
     /// Keyspace → table mappings.
     pub tables: Vec<TableMapping>,
 }
@@ -49,6 +51,7 @@ impl Default for TransmitterConfig {
             read_max_entries: 1024,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
+            max_flush_timeout_ms: 60_000,
             tables: Vec::new(),
         }
     }
@@ -115,6 +118,9 @@ impl TransmitterConfig {
                 "transmitter.name: expected letters, digits and _ , found {:?}",
                 self.name
             ));
+        }
+        if self.max_flush_timeout_ms == 0 {
+            return Err("transmitter.max_flush_timeout_ms: expected a positive number".into());
         }
         if self.connections == 0 || self.connections > 64 {
             return Err(format!(

@@ -24,6 +24,9 @@ pub enum TransmitterError {
     /// Another transmitter moved a position this one was about to move: it reloads them.
     #[error("another transmitter wrote these partitions; positions reloaded")]
     Fenced,
+    /// A request the transmitter refuses (a flush asking to wait past its limit).
+    #[error("{0}")]
+    Invalid(String),
     /// `flush` did not see its tokens in the database in time.
     #[error("{0}")]
     Timeout(String),

@@ -100,6 +100,9 @@ struct Inner {
     host: Arc<dyn Host>,
     partitions: Vec<PartitionId>,
     state: Mutex<State>,
+    /// The one connection every `flush` shares (tokio-postgres pipelines their queries),
+    /// opened by the first and again after it closes.
+    flush_client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
 
 /// Writes the changes of mapped keyspaces in `partitions` to PostgreSQL. Cheap to clone.
@@ -215,6 +218,7 @@ impl Transmitter {
                     status,
                     pending_since: BTreeMap::new(),
                 }),
+                flush_client: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -275,8 +279,16 @@ impl Transmitter {
     /// Waits until every token is in the database (the committed position of its partition
     /// reached its seq), or `timeout` passes.
     pub async fn flush(&self, tokens: &[Token], timeout: Duration) -> Result<(), TransmitterError> {
+        let limit = Duration::from_millis(self.inner.config.max_flush_timeout_ms);
+        if timeout > limit {
+            return Err(TransmitterError::Invalid(format!(
+                "timeout_ms: {} is over the limit of {} (transmitter.max_flush_timeout_ms)",
+                timeout.as_millis(),
+                limit.as_millis()
+            )));
+        }
         let deadline = Instant::now() + timeout;
-        let client = tokio::time::timeout_at(deadline, sink::connect(&self.inner.config.url))
+        let client = tokio::time::timeout_at(deadline, self.inner.flush_client())
             .await
             .map_err(|_| TransmitterError::Timeout("connecting to PostgreSQL".into()))??;
         let mut want: BTreeMap<PartitionId, Seq> = BTreeMap::new();
@@ -290,7 +302,7 @@ impl Transmitter {
             // Before the transmitter's first start its tables do not exist: nothing is in yet.
             // Any other failure is reported if the wait runs out.
             let have = match sink::read_positions(
-                &client,
+                &*client,
                 &self.inner.config.schema,
                 &self.inner.config.name,
                 &ps,
@@ -336,6 +348,17 @@ impl Transmitter {
 }
 
 impl Inner {
+    /// The shared flush connection, opened when there is none or it closed.
+    async fn flush_client(&self) -> Result<Arc<tokio_postgres::Client>, TransmitterError> {
+        let mut current = self.flush_client.lock().await;
+        if let Some(client) = current.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(sink::connect(&self.config.url).await?);
+        *current = Some(client.clone());
+        Ok(client)
+    }
+
     fn failed(&self, e: &TransmitterError) {
         tracing::warn!(error = %e, "transmitter");
         self.state

@@ -368,11 +368,20 @@ impl ClusterNode {
     }
 
     /// Per owned partition: applied seq and digest.
+    /// Per owned partition: applied seq and digest. The node answers `/digest` once per
+    /// `digest_min_interval_ms` (1 s) and 429 in between: this waits for its turn.
     pub fn digest(&self) -> BTreeMap<u16, (u64, String)> {
-        let (code, body) = try_http_get(self.admin, "/digest")
-            .unwrap_or_else(|e| panic!("GET /digest: {e}: {}", self.describe()));
-        assert_eq!(code, 200, "GET /digest: {body}: {}", self.describe());
-        parse_digest(&body)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, body) = try_http_get(self.admin, "/digest")
+                .unwrap_or_else(|e| panic!("GET /digest: {e}: {}", self.describe()));
+            if code == 429 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            assert_eq!(code, 200, "GET /digest: {body}: {}", self.describe());
+            return parse_digest(&body);
+        }
     }
 
     /// The sum of every series of metric `name` (0 when it was never recorded).

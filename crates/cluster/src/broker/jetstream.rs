@@ -34,11 +34,14 @@ pub(crate) async fn open(
     node_config: &NodeConfig,
 ) -> Result<(Backend, ClusterDoc), ClusterError> {
     let options = &config.jetstream;
-    let client = async_nats::ConnectOptions::new()
+    let client = options
+        .auth
+        .connect_options()
+        .await?
         .connection_timeout(CONNECT_TIMEOUT)
         .connect(options.url.as_str())
         .await
-        .map_err(|e| nats(&format!("connecting to {}", options.url), e))?;
+        .map_err(|e| notadb_jetstream::connect_error(&options.url, &e))?;
     let js = jetstream::new(client.clone());
     let meta: Arc<dyn KvStore> = Arc::new(JetStreamKv(
         bucket(
