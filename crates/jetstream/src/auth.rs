@@ -145,8 +145,20 @@ pub fn connect_error(url: &str, e: &async_nats::ConnectError) -> LogError {
         Kind::Tls => LogError::InvalidOptions(format!(
             "auth: TLS with NATS at {url} failed ({e}); check the tls_* settings"
         )),
+        // A TLS handshake that fails (a certificate no configured root verifies) arrives as
+        // an I/O error of kind `InvalidData`.
+        Kind::Io if handshake_refused(e) => LogError::InvalidOptions(format!(
+            "auth: TLS with NATS at {url} failed ({e}); check tls_ca_file"
+        )),
         _ => LogError::Unavailable(format!("connect to NATS at {url}: {e}")),
     }
+}
+
+/// Whether the connect failed on data the TLS layer refused.
+fn handshake_refused(e: &async_nats::ConnectError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
 #[cfg(test)]

@@ -381,3 +381,46 @@ async fn a_server_with_a_password_takes_the_right_one_and_names_the_wrong_one() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_is_reached_with_its_ca_and_refused_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write");
+    let server = tokio::task::block_in_place(|| {
+        NatsServer::start_with_tls(&dir.path().join("nats"), &cert, &key, &cert)
+    })
+    .expect("start nats-server with TLS");
+    let options = |auth: notadb_jetstream::NatsAuth| JetStreamOptions {
+        name: "tls".into(),
+        auth,
+        ..JetStreamOptions::with_url(server.url())
+    };
+    let trusted = notadb_jetstream::NatsAuth {
+        tls_ca_file: Some(cert.clone()),
+        ..notadb_jetstream::NatsAuth::default()
+    };
+    let log = JetStreamLog::connect(options(trusted), 1)
+        .await
+        .expect("the server's CA verifies it");
+    let seq = log
+        .append(PartitionId(0), Bytes::from_static(b"x"))
+        .await
+        .expect("append");
+    assert_eq!(seq, Seq(1));
+    // The system's roots do not know this server's certificate: refused, as configuration.
+    let unknown = notadb_jetstream::NatsAuth {
+        tls_required: true,
+        ..notadb_jetstream::NatsAuth::default()
+    };
+    let Err(err) = JetStreamLog::connect(options(unknown), 1).await else {
+        panic!("connected to a server whose CA it does not trust");
+    };
+    assert!(
+        matches!(err, LogError::InvalidOptions(ref m) if m.contains("TLS")),
+        "{err}"
+    );
+}

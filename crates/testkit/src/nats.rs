@@ -41,21 +41,34 @@ impl NatsServer {
     /// Starts a server on `port` of 127.0.0.1 with its data in `store_dir`, and waits until
     /// JetStream answers.
     pub fn start_on(port: u16, store_dir: &Path) -> io::Result<NatsServer> {
-        NatsServer::start_configured(port, store_dir, None)
+        NatsServer::start_configured(port, store_dir, Security::None)
     }
 
     /// Starts a server on a free loopback port that accepts only clients giving `user` and
     /// `password`, and waits until JetStream answers them.
     pub fn start_with_user(store_dir: &Path, user: &str, password: &str) -> io::Result<NatsServer> {
-        let user = (user.to_string(), password.to_string());
-        NatsServer::start_configured(free_port()?, store_dir, Some(user))
+        let user = Security::User(user.to_string(), password.to_string());
+        NatsServer::start_configured(free_port()?, store_dir, user)
     }
 
-    fn start_configured(
-        port: u16,
+    /// Starts a server on a free loopback port that speaks only TLS, with the PEM
+    /// certificate and key at `cert` and `key`, and waits until JetStream answers a client
+    /// that trusts the PEM certificates at `ca`.
+    pub fn start_with_tls(
         store_dir: &Path,
-        user: Option<(String, String)>,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
     ) -> io::Result<NatsServer> {
+        let tls = Security::Tls {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            ca: ca.to_path_buf(),
+        };
+        NatsServer::start_configured(free_port()?, store_dir, tls)
+    }
+
+    fn start_configured(port: u16, store_dir: &Path, security: Security) -> io::Result<NatsServer> {
         fs::create_dir_all(store_dir)?;
         let store_dir = store_dir.canonicalize()?;
         let config = store_dir.join(CONFIG_FILE);
@@ -65,16 +78,9 @@ impl NatsServer {
                 "# Written by notadb's NatsServer.\n\
                  listen: \"127.0.0.1:{port}\"\n\
                  max_payload: {NATS_MAX_PAYLOAD_BYTES}\n\
-                 jetstream {{\n  store_dir: {store:?}\n}}\n{authorization}",
+                 jetstream {{\n  store_dir: {store:?}\n}}\n{security}",
                 store = store_dir.display().to_string(),
-                authorization = match &user {
-                    Some((user, password)) => {
-                        format!(
-                            "authorization {{\n  user: {user:?}\n  password: {password:?}\n}}\n"
-                        )
-                    }
-                    None => String::new(),
-                },
+                security = security.config(),
             ),
         )?;
         let spec = ServerSpec {
@@ -82,7 +88,7 @@ impl NatsServer {
             binary: find_binary()?,
             args: vec!["--config".into(), config.display().to_string()],
             log_file: "nats-server.log",
-            ready: Box::new(move |port| jetstream_answers(&url_of(port), user.as_ref())),
+            ready: Box::new(move |port| jetstream_answers(&url_of(port), &security)),
         };
         ChildServer::start(spec, port, &store_dir).map(NatsServer)
     }
@@ -117,11 +123,53 @@ fn url_of(port: u16) -> String {
     format!("nats://127.0.0.1:{port}")
 }
 
+/// What a test server asks of its clients.
+#[derive(Clone)]
+enum Security {
+    None,
+    User(String, String),
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        ca: PathBuf,
+    },
+}
+
+impl Security {
+    /// The server configuration's block for it.
+    fn config(&self) -> String {
+        match self {
+            Security::None => String::new(),
+            Security::User(user, password) => {
+                format!("authorization {{\n  user: {user:?}\n  password: {password:?}\n}}\n")
+            }
+            Security::Tls { cert, key, .. } => format!(
+                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+        }
+    }
+
+    /// Connect options a client that meets it uses.
+    fn connect_options(&self) -> async_nats::ConnectOptions {
+        match self {
+            Security::None => async_nats::ConnectOptions::new(),
+            Security::User(user, password) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            Security::Tls { ca, .. } => async_nats::ConnectOptions::new()
+                .add_root_certificates(ca.clone())
+                .require_tls(true),
+        }
+    }
+}
+
 /// Whether a JetStream account request to `url` succeeds, on a private runtime in its own
 /// thread (so that this works inside and outside a tokio runtime).
-fn jetstream_answers(url: &str, user: Option<&(String, String)>) -> Result<(), String> {
+fn jetstream_answers(url: &str, security: &Security) -> Result<(), String> {
     let url = url.to_string();
-    let user = user.cloned();
+    let options = security.connect_options();
     thread::scope(|scope| {
         scope
             .spawn(move || {
@@ -130,12 +178,6 @@ fn jetstream_answers(url: &str, user: Option<&(String, String)>) -> Result<(), S
                     .build()
                     .map_err(|e| format!("build a runtime: {e}"))?;
                 runtime.block_on(async {
-                    let options = match user {
-                        Some((user, password)) => {
-                            async_nats::ConnectOptions::with_user_and_password(user, password)
-                        }
-                        None => async_nats::ConnectOptions::new(),
-                    };
                     let client = options
                         .connection_timeout(Duration::from_secs(1))
                         .request_timeout(Some(Duration::from_secs(1)))
