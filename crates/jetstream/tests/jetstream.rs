@@ -335,6 +335,32 @@ async fn connect_errors_are_classified() {
     }
 }
 
+/// A one-partition log named `name` on `server`, connecting with `auth`.
+async fn connect_with(
+    server: &NatsServer,
+    name: &str,
+    auth: notadb_jetstream::NatsAuth,
+) -> Result<JetStreamLog, LogError> {
+    let options = JetStreamOptions {
+        name: name.into(),
+        auth,
+        ..JetStreamOptions::with_url(server.url())
+    };
+    JetStreamLog::connect(options, 1).await
+}
+
+/// Connects with `auth`, which the server must accept, and appends the log's first entry.
+async fn connects_and_appends(server: &NatsServer, name: &str, auth: notadb_jetstream::NatsAuth) {
+    let log = connect_with(server, name, auth)
+        .await
+        .unwrap_or_else(|e| panic!("the server accepts the connection: {e}"));
+    let seq = log
+        .append(PartitionId(0), Bytes::from_static(b"x"))
+        .await
+        .expect("append");
+    assert_eq!(seq, Seq(1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_a_password_takes_the_right_one_and_names_the_wrong_one() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -349,19 +375,7 @@ async fn a_server_with_a_password_takes_the_right_one_and_names_the_wrong_one() 
         password_file: Some(password.clone()),
         ..notadb_jetstream::NatsAuth::default()
     };
-    let options = |auth: notadb_jetstream::NatsAuth| JetStreamOptions {
-        name: "auth".into(),
-        auth,
-        ..JetStreamOptions::with_url(server.url())
-    };
-    let log = JetStreamLog::connect(options(auth.clone()), 1)
-        .await
-        .expect("the right password connects");
-    let seq = log
-        .append(PartitionId(0), Bytes::from_static(b"x"))
-        .await
-        .expect("append");
-    assert_eq!(seq, Seq(1));
+    connects_and_appends(&server, "auth", auth.clone()).await;
     // No credentials, and a wrong password: refused, as a configuration error.
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "wrong horse").expect("write");
@@ -372,7 +386,7 @@ async fn a_server_with_a_password_takes_the_right_one_and_names_the_wrong_one() 
             ..auth.clone()
         },
     ] {
-        let Err(err) = JetStreamLog::connect(options(auth), 1).await else {
+        let Err(err) = connect_with(&server, "auth", auth).await else {
             panic!("connected without the right credentials");
         };
         assert!(
@@ -394,29 +408,17 @@ async fn a_tls_server_is_reached_with_its_ca_and_refused_without_it() {
         NatsServer::start_with_tls(&dir.path().join("nats"), &cert, &key, &cert)
     })
     .expect("start nats-server with TLS");
-    let options = |auth: notadb_jetstream::NatsAuth| JetStreamOptions {
-        name: "tls".into(),
-        auth,
-        ..JetStreamOptions::with_url(server.url())
-    };
     let trusted = notadb_jetstream::NatsAuth {
         tls_ca_file: Some(cert.clone()),
         ..notadb_jetstream::NatsAuth::default()
     };
-    let log = JetStreamLog::connect(options(trusted), 1)
-        .await
-        .expect("the server's CA verifies it");
-    let seq = log
-        .append(PartitionId(0), Bytes::from_static(b"x"))
-        .await
-        .expect("append");
-    assert_eq!(seq, Seq(1));
+    connects_and_appends(&server, "tls", trusted).await;
     // The system's roots do not know this server's certificate: refused, as configuration.
     let unknown = notadb_jetstream::NatsAuth {
         tls_required: true,
         ..notadb_jetstream::NatsAuth::default()
     };
-    let Err(err) = JetStreamLog::connect(options(unknown), 1).await else {
+    let Err(err) = connect_with(&server, "tls", unknown).await else {
         panic!("connected to a server whose CA it does not trust");
     };
     assert!(

@@ -197,59 +197,21 @@ fn io_error(what: &str, e: impl std::fmt::Display) -> NodeError {
     NodeError::Internal(format!("{what}: {e}"))
 }
 
-/// How a node stands: what [`ClusterMember`] gives a member, and what a node alone uses.
-struct Standing {
-    log: Arc<dyn Log>,
-    owned: Option<BTreeSet<PartitionId>>,
-    schemas: Option<Arc<dyn SchemaStore>>,
-    sequencer: Option<Arc<dyn Log>>,
-    forwarder_gate: Option<watch::Receiver<bool>>,
-    txn_notifier: Option<Arc<dyn TxnNotifier>>,
-    truncate_log: bool,
-}
+/// The log a node applies from and, when it has one, its sequencer log.
+type Logs = (Arc<dyn Log>, Option<Arc<dyn Log>>);
 
-impl Standing {
-    fn of(
-        member: Option<ClusterMember>,
-        log: Option<Arc<dyn Log>>,
-        config: &NodeConfig,
-    ) -> Result<Standing, NodeError> {
-        if let Some(m) = member {
-            return Ok(Standing {
-                log: m.log,
-                owned: Some(m.owned),
-                schemas: Some(m.schemas),
-                sequencer: Some(m.sequencer),
-                forwarder_gate: Some(m.forwarder_gate),
-                txn_notifier: Some(m.txn_notifier),
-                truncate_log: false,
-            });
-        }
-        let (log, sequencer): (Arc<dyn Log>, Option<Arc<dyn Log>>) = match log {
-            Some(log) => (log, None),
-            None => {
-                let options = config.log_options().map_err(NodeError::InvalidArgument)?;
-                let sequencer =
-                    EmbeddedLog::open(&config.data_dir.join("sequencer"), 1, options.clone())
-                        .map_err(|e| {
-                            NodeError::Unavailable(format!("opening the sequencer log: {e}"))
-                        })?;
-                let log =
-                    EmbeddedLog::open(&config.data_dir.join("log"), config.partitions, options)
-                        .map_err(|e| NodeError::Unavailable(format!("opening the log: {e}")))?;
-                (Arc::new(log), Some(Arc::new(sequencer)))
-            }
-        };
-        Ok(Standing {
-            log,
-            owned: None,
-            schemas: None,
-            sequencer,
-            forwarder_gate: None,
-            txn_notifier: None,
-            truncate_log: true,
-        })
+/// The log and sequencer of a node standing alone: `log` when given (then no sequencer), else
+/// the embedded log and an embedded sequencer log in the data directory.
+fn standalone_logs(log: Option<Arc<dyn Log>>, config: &NodeConfig) -> Result<Logs, NodeError> {
+    if let Some(log) = log {
+        return Ok((log, None));
     }
+    let options = config.log_options().map_err(NodeError::InvalidArgument)?;
+    let sequencer = EmbeddedLog::open(&config.data_dir.join("sequencer"), 1, options.clone())
+        .map_err(|e| NodeError::Unavailable(format!("opening the sequencer log: {e}")))?;
+    let log = EmbeddedLog::open(&config.data_dir.join("log"), config.partitions, options)
+        .map_err(|e| NodeError::Unavailable(format!("opening the log: {e}")))?;
+    Ok((Arc::new(log), Some(Arc::new(sequencer))))
 }
 
 impl Node {
@@ -266,8 +228,11 @@ impl Node {
             )
             .map_err(|e| NodeError::Unavailable(format!("opening storage: {e}")))?,
         );
-        let standing = Standing::of(b.member, b.log, &config)?;
-        let log = standing.log.clone();
+        let member = b.member;
+        let (log, sequencer) = match &member {
+            Some(m) => (m.log.clone(), Some(m.sequencer.clone())),
+            None => standalone_logs(b.log, &config)?,
+        };
         if log.partitions() != config.partitions {
             return Err(NodeError::InvalidArgument(format!(
                 "the log has {} partitions, the node is configured for {}",
@@ -281,7 +246,7 @@ impl Node {
             dropped.entry(p).or_default().insert(ks);
         }
         let (shutdown, _) = watch::channel(false);
-        let owned_set = standing.owned.as_ref();
+        let owned_set = member.as_ref().map(|m| &m.owned);
         let owned: Vec<bool> = partitioner
             .all()
             .map(|p| owned_set.is_none_or(|o| o.contains(&p)))
@@ -306,7 +271,7 @@ impl Node {
                 continue;
             }
             let bounds = log.bounds(p).await?;
-            if storage.created() && bounds.last > Seq(0) && standing.schemas.is_none() {
+            if storage.created() && bounds.last > Seq(0) && member.is_none() {
                 // Log entries name keyspaces by the ids of the catalog that wrote them; a new,
                 // empty catalog would hand those ids to other keyspaces.
                 return Err(NodeError::FailedPrecondition(format!(
@@ -360,13 +325,19 @@ impl Node {
             inner: Arc::new(NodeInner {
                 partitioner,
                 partitions: Partitions::new(partitions, owned, log, coalescer),
-                catalog: Arc::new(Definitions::new(catalog, standing.schemas, storage.clone())),
+                catalog: Arc::new(Definitions::new(
+                    catalog,
+                    member.as_ref().map(|m| m.schemas.clone()),
+                    storage.clone(),
+                )),
                 caches: Caches::new(caches, b.loaders),
                 txns: Txns {
                     procedures: b.procedures,
-                    sequencer: standing.sequencer,
-                    forwarder_gate: standing.forwarder_gate,
-                    waiters: Arc::new(TxnWaiters::new(standing.txn_notifier)),
+                    sequencer,
+                    forwarder_gate: member.as_ref().map(|m| m.forwarder_gate.clone()),
+                    waiters: Arc::new(TxnWaiters::new(
+                        member.as_ref().map(|m| m.txn_notifier.clone()),
+                    )),
                 },
                 reads: Reads::new(b.handlers),
                 storage,
@@ -391,7 +362,8 @@ impl Node {
             node.spawn(task.run());
         }
         node.spawn(crate::txn::forward_loop(node.clone()));
-        if standing.truncate_log {
+        // A member's log is shared: checkpoints and retention trim it, not the node.
+        if member.is_none() {
             node.spawn(crate::maintenance::truncate_loop(node.clone()));
         }
         node.spawn(crate::maintenance::idle_flush_loop(node.clone()));
